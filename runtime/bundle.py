@@ -1,0 +1,401 @@
+"""The .trtb bundle format: one schema, one writer, one reader, shared by compiler and runtime.
+
+A bundle is a ZIP archive whose members are all *stored* (no compression), written with fixed
+metadata so that the same content gives the same bytes:
+
+    trtc-bundle                  magic member, always first: b"trtc-bundle\\n"
+    manifest.json                the manifest (schema below), always second
+    engines/<stage>.plan         serialized TensorRT / TensorRT-RTX engine per engine stage
+    onnx/<stage>.onnx            the ONNX each engine was built from (the CPU path runs it)
+    residual/<stage>-symbol.json MXNet symbol of a residual stage
+    residual/params.npz          only the params residual stages use (numpy .npz, never pickled)
+
+The manifest's ``members`` table gives every other member's byte size and sha256; the reader
+refuses a bundle with a member missing, extra, of another size or with another checksum, and
+never hands out bytes it has not verified. Nothing is extracted to disk and nothing is executed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import struct
+import tempfile
+import zipfile
+import zlib
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional
+
+from ._version import __version__
+from .errors import BundleError, IncompatibleError, TrtcError
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MAGIC_MEMBER",
+    "MANIFEST_MEMBER",
+    "Bundle",
+    "read_bundle",
+    "write_bundle",
+    "validate_manifest",
+    "sha256_hex",
+]
+
+FORMAT_NAME = "trtc-bundle"
+FORMAT_VERSION = 1
+MAGIC_MEMBER = "trtc-bundle"
+MAGIC_BYTES = b"trtc-bundle\n"
+MANIFEST_MEMBER = "manifest.json"
+
+# Limits that keep a hand-crafted file from exhausting memory or time.
+MAX_MEMBERS = 4096
+MAX_MANIFEST_BYTES = 32 * 1024 * 1024
+MAX_NAME_LENGTH = 255
+_MEMBER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_FIXED_DATE = (1980, 1, 1, 0, 0, 0)
+
+DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int32", "int64", "bool")
+STAGE_KINDS = ("engine", "residual")
+BACKENDS = ("tensorrt", "tensorrt_rtx")
+PRECISIONS = ("fp32", "fp16")
+
+
+def sha256_hex(data: bytes) -> str:
+    """The hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# Schema
+# ----------------------------------------------------------------------------------------------
+class _SchemaError(Exception):
+    pass
+
+
+def _expect(cond: bool, where: str, what: str) -> None:
+    if not cond:
+        raise _SchemaError(f"{where}: {what}")
+
+
+def _check_keys(obj: Any, where: str, required: Mapping[str, type]) -> None:
+    _expect(isinstance(obj, dict), where, "must be an object")
+    for key, typ in required.items():
+        _expect(key in obj, where, f"missing field '{key}'")
+        value = obj[key]
+        ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
+        _expect(ok, f"{where}.{key}", f"must be {getattr(typ, '__name__', typ)}")
+
+
+def _check_tensor(spec: Any, where: str) -> None:
+    _check_keys(spec, where, {"name": str, "shape": list, "dtype": str})
+    _expect(0 < len(spec["name"]) <= 1024, f"{where}.name", "must be 1..1024 characters")
+    _expect(len(spec["shape"]) <= 16, f"{where}.shape", "has more than 16 dimensions")
+    for d in spec["shape"]:
+        _expect(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31,
+                f"{where}.shape", "dimensions must be integers in [0, 2^31)")
+    _expect(spec["dtype"] in DTYPES, f"{where}.dtype", f"must be one of {', '.join(DTYPES)}")
+
+
+def _check_member_ref(name: Any, members: Mapping[str, Any], where: str) -> None:
+    _expect(isinstance(name, str) and name in members, where, "names no member of the bundle")
+
+
+def validate_manifest(manifest: Any) -> None:
+    """Check ``manifest`` against the format-1 schema.
+
+    Raises:
+        BundleError: the manifest is malformed (names the first offending field).
+        IncompatibleError: the format version is one this runtime cannot read.
+    """
+    try:
+        _check_keys(manifest, "manifest", {"format": str, "format_version": int})
+        _expect(manifest["format"] == FORMAT_NAME, "manifest.format", f"must be '{FORMAT_NAME}'")
+    except _SchemaError as exc:
+        raise BundleError(f"not a trtc bundle manifest ({exc}); recompile with `trtc compile`") from None
+    version = manifest["format_version"]
+    if version > FORMAT_VERSION or version < 1:
+        raise IncompatibleError(
+            f"bundle format v{version} is not readable by this trtc runtime {__version__} "
+            f"(reads format v{FORMAT_VERSION}); install the trtc version that wrote it or recompile")
+    try:
+        _validate_v1(manifest)
+    except _SchemaError as exc:
+        raise BundleError(f"bundle manifest is invalid: {exc}; recompile the bundle") from None
+
+
+def _validate_v1(m: Dict[str, Any]) -> None:
+    _check_keys(m, "manifest", {
+        "trtc_version": str, "source": dict, "precision": str, "inputs": list, "outputs": list,
+        "stages": list, "members": dict, "requires": dict,
+    })
+    _expect(m["precision"] in PRECISIONS, "manifest.precision", f"must be one of {PRECISIONS}")
+    members = m["members"]
+    _expect(len(members) <= MAX_MEMBERS, "manifest.members", "too many members")
+    for name, entry in members.items():
+        _expect(_valid_member_name(name), "manifest.members", f"bad member name {name!r}")
+        _check_keys(entry, f"manifest.members[{name}]", {"bytes": int, "sha256": str})
+        _expect(0 <= entry["bytes"] < 2**40, f"manifest.members[{name}].bytes", "out of range")
+        _expect(bool(_SHA256.match(entry["sha256"])), f"manifest.members[{name}].sha256",
+                "must be 64 lowercase hex digits")
+    _expect(len(m["inputs"]) >= 1, "manifest.inputs", "must not be empty")
+    _expect(len(m["outputs"]) >= 1, "manifest.outputs", "must not be empty")
+    for i, spec in enumerate(m["inputs"]):
+        _check_tensor(spec, f"manifest.inputs[{i}]")
+    for i, spec in enumerate(m["outputs"]):
+        _check_tensor(spec, f"manifest.outputs[{i}]")
+    _expect(len({s["name"] for s in m["inputs"]}) == len(m["inputs"]), "manifest.inputs",
+            "names must be unique")
+    _expect(1 <= len(m["stages"]) <= 10000, "manifest.stages", "must hold 1..10000 stages")
+
+    available = {s["name"] for s in m["inputs"]}
+    stage_names = set()
+    for i, stage in enumerate(m["stages"]):
+        where = f"manifest.stages[{i}]"
+        _check_keys(stage, where, {"kind": str, "name": str, "inputs": list, "outputs": list})
+        _expect(stage["kind"] in STAGE_KINDS, f"{where}.kind", f"must be one of {STAGE_KINDS}")
+        _expect(stage["name"] not in stage_names, f"{where}.name", "duplicate stage name")
+        stage_names.add(stage["name"])
+        for j, spec in enumerate(stage["inputs"]):
+            _check_tensor(spec, f"{where}.inputs[{j}]")
+            _expect(spec["name"] in available, f"{where}.inputs[{j}]",
+                    f"tensor '{spec['name']}' is not produced by an earlier stage or model input")
+        for j, spec in enumerate(stage["outputs"]):
+            _check_tensor(spec, f"{where}.outputs[{j}]")
+            available.add(spec["name"])
+        if stage["kind"] == "engine":
+            _check_keys(stage, where, {
+                "backend": str, "backend_version": str, "compute_capabilities": list,
+                "precision": str, "bytes": int, "sha256": str, "engine": str, "onnx": str,
+                "io": list,
+            })
+            _expect(stage["backend"] in BACKENDS, f"{where}.backend", f"must be one of {BACKENDS}")
+            _expect(stage["precision"] in PRECISIONS, f"{where}.precision", "unknown precision")
+            _check_member_ref(stage["engine"], members, f"{where}.engine")
+            _check_member_ref(stage["onnx"], members, f"{where}.onnx")
+            entry = members[stage["engine"]]
+            _expect(entry["sha256"] == stage["sha256"] and entry["bytes"] == stage["bytes"],
+                    f"{where}", "engine size/sha256 disagree with the members table")
+            for cc in stage["compute_capabilities"]:
+                _expect(isinstance(cc, str) and re.match(r"^\d{1,2}\.\d$", cc) is not None,
+                        f"{where}.compute_capabilities", "entries must look like '8.6'")
+            for j, spec in enumerate(stage["io"]):
+                _check_tensor(spec, f"{where}.io[{j}]")
+                _check_keys(spec, f"{where}.io[{j}]", {"mode": str})
+                _expect(spec["mode"] in ("input", "output"), f"{where}.io[{j}].mode",
+                        "must be input or output")
+        else:
+            _check_keys(stage, where, {"symbol": str, "params": list})
+            _check_member_ref(stage["symbol"], members, f"{where}.symbol")
+            for p in stage["params"]:
+                _expect(isinstance(p, str), f"{where}.params", "must be a list of names")
+    for i, spec in enumerate(m["outputs"]):
+        _expect(spec["name"] in available, f"manifest.outputs[{i}]",
+                f"tensor '{spec['name']}' is produced by no stage")
+    params_member = m.get("residual_params")
+    if params_member is not None:
+        _check_member_ref(params_member, members, "manifest.residual_params")
+    _check_keys(m["requires"], "manifest.requires", {"mxnet": bool})
+
+
+def _valid_member_name(name: Any) -> bool:
+    return (isinstance(name, str) and 0 < len(name) <= MAX_NAME_LENGTH
+            and _MEMBER_NAME.match(name) is not None and ".." not in name.split("/"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Writer
+# ----------------------------------------------------------------------------------------------
+def write_bundle(path: "os.PathLike[str] | str", manifest: Dict[str, Any],
+                 members: Mapping[str, bytes]) -> Dict[str, Any]:
+    """Write a bundle atomically: a temp file beside ``path``, fsync, then rename over it.
+
+    A failure or kill at any point leaves ``path`` untouched (no file, or the previous bundle).
+
+    Args:
+        path: destination ``.trtb`` file.
+        manifest: the manifest without its ``members`` table (filled in here).
+        members: member name -> bytes, in the order they are written.
+
+    Returns:
+        The manifest as written (with ``members``).
+    """
+    manifest = dict(manifest)
+    manifest["members"] = {name: {"bytes": len(data), "sha256": sha256_hex(data)}
+                           for name, data in members.items()}
+    for name in members:
+        if not _valid_member_name(name) or name in (MAGIC_MEMBER, MANIFEST_MEMBER):
+            raise TrtcError(f"internal error: bad bundle member name {name!r}")
+    validate_manifest(manifest)
+    manifest_bytes = json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8")
+
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".partial", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+                _write_member(zf, MAGIC_MEMBER, MAGIC_BYTES)
+                _write_member(zf, MANIFEST_MEMBER, manifest_bytes)
+                for name, data in members.items():
+                    _write_member(zf, name, data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return manifest
+
+
+def _write_member(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
+    info = zipfile.ZipInfo(name, date_time=_FIXED_DATE)
+    info.compress_type = zipfile.ZIP_STORED
+    info.create_system = 3
+    info.external_attr = 0o644 << 16
+    zf.writestr(info, data)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reader
+# ----------------------------------------------------------------------------------------------
+# Everything the zip/json machinery can raise on hostile bytes; turned into BundleError.
+_READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, KeyError,
+                IndexError, TypeError, OverflowError, UnicodeError, RecursionError, struct.error,
+                zlib.error, NotImplementedError, MemoryError)
+
+
+@dataclass
+class Bundle:
+    """An opened, verified bundle. Member bytes are checked against the manifest when read."""
+
+    path: str
+    manifest: Dict[str, Any]
+    _data: bytes
+    _infos: Dict[str, zipfile.ZipInfo]
+
+    def read_member(self, name: str) -> bytes:
+        """The bytes of member ``name`` after their size and sha256 match the manifest."""
+        entry = self.manifest["members"].get(name)
+        if entry is None:
+            raise BundleError(f"{self.path}: bundle has no member '{name}'; recompile the bundle")
+        try:
+            with zipfile.ZipFile(io.BytesIO(self._data)) as zf:
+                with zf.open(self._infos[name]) as fh:
+                    data = fh.read(entry["bytes"] + 1)
+        except _READ_ERRORS as exc:
+            raise BundleError(f"{self.path}: member '{name}' is unreadable ({_short(exc)}); "
+                              "the file is corrupted: download or compile it again") from None
+        if len(data) != entry["bytes"] or sha256_hex(data) != entry["sha256"]:
+            raise BundleError(f"{self.path}: checksum mismatch in member '{name}'; the file is "
+                              "corrupted: download or compile it again")
+        return data
+
+    @property
+    def engine_stages(self) -> List[Dict[str, Any]]:
+        return [s for s in self.manifest["stages"] if s["kind"] == "engine"]
+
+    @property
+    def residual_stages(self) -> List[Dict[str, Any]]:
+        return [s for s in self.manifest["stages"] if s["kind"] == "residual"]
+
+
+def read_bundle(path: "os.PathLike[str] | str", max_bytes: Optional[int] = None) -> Bundle:
+    """Open and check a bundle: magic, manifest schema, member table. Reads no engine yet.
+
+    Args:
+        path: the ``.trtb`` file.
+        max_bytes: refuse files larger than this (default: no limit but the disk's).
+
+    Raises:
+        BundleError: missing, unreadable, corrupted or not a trtc bundle.
+        IncompatibleError: a format version this runtime cannot read.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise BundleError(f"{path}: no such bundle file; check the path") from None
+    except IsADirectoryError:
+        raise BundleError(f"{path}: is a directory, not a bundle file") from None
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read the bundle ({exc.strerror})") from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise BundleError(f"{path}: {len(data)} bytes is larger than the allowed {max_bytes}")
+    if not data:
+        raise BundleError(f"{path}: the file is empty; it is not a trtc bundle (compile it again)")
+    try:
+        return _parse(path, data)
+    except TrtcError:
+        raise
+    except _READ_ERRORS as exc:
+        raise BundleError(f"{path}: not a readable trtc bundle ({_short(exc)}); the file is "
+                          "truncated or corrupted: download or compile it again") from None
+
+
+def _parse(path: str, data: bytes) -> Bundle:
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        infos = zf.infolist()
+        if not infos or infos[0].filename != MAGIC_MEMBER:
+            raise BundleError(f"{path}: not a trtc bundle (no '{MAGIC_MEMBER}' marker); "
+                              "pass a file written by `trtc compile`")
+        if len(infos) > MAX_MEMBERS + 2:
+            raise BundleError(f"{path}: {len(infos)} members is more than a bundle can hold")
+        by_name: Dict[str, zipfile.ZipInfo] = {}
+        total = 0
+        for info in infos:
+            name = info.filename
+            if name in by_name:
+                raise BundleError(f"{path}: member '{name}' appears twice; the file was tampered with")
+            if name not in (MAGIC_MEMBER, MANIFEST_MEMBER) and not _valid_member_name(name):
+                raise BundleError(f"{path}: unsafe member name {name!r}; refusing the bundle")
+            if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+                raise BundleError(f"{path}: member '{name}' is compressed or encrypted; "
+                                  "trtc bundles store members plainly")
+            if info.file_size != info.compress_size or info.file_size > len(data):
+                raise BundleError(f"{path}: member '{name}' claims an impossible size "
+                                  f"({info.file_size} bytes)")
+            total += info.file_size
+            by_name[name] = info
+        if total > len(data):
+            raise BundleError(f"{path}: members claim more bytes than the file holds")
+        magic = zf.read(infos[0])
+        if magic != MAGIC_BYTES:
+            raise BundleError(f"{path}: bad '{MAGIC_MEMBER}' marker; not a trtc bundle")
+        if MANIFEST_MEMBER not in by_name:
+            raise BundleError(f"{path}: bundle has no manifest; compile it again")
+        if by_name[MANIFEST_MEMBER].file_size > MAX_MANIFEST_BYTES:
+            raise BundleError(f"{path}: manifest is larger than {MAX_MANIFEST_BYTES} bytes")
+        raw = zf.read(by_name[MANIFEST_MEMBER])
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except (UnicodeError, ValueError, RecursionError) as exc:
+        raise BundleError(f"{path}: manifest is not valid JSON ({_short(exc)}); the file is "
+                          "corrupted: download or compile it again") from None
+    validate_manifest(manifest)
+    listed = set(manifest["members"])
+    present = set(by_name) - {MAGIC_MEMBER, MANIFEST_MEMBER}
+    if listed - present:
+        raise BundleError(f"{path}: member '{sorted(listed - present)[0]}' is missing; "
+                          "the file is incomplete: download or compile it again")
+    if present - listed:
+        raise BundleError(f"{path}: unexpected member '{sorted(present - listed)[0]}' not in "
+                          "the manifest; refusing a tampered bundle")
+    for name in listed:
+        if by_name[name].file_size != manifest["members"][name]["bytes"]:
+            raise BundleError(f"{path}: member '{name}' has {by_name[name].file_size} bytes, the "
+                              f"manifest says {manifest['members'][name]['bytes']}; corrupted file")
+    return Bundle(path=path, manifest=manifest, _data=data, _infos=by_name)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]

@@ -1,0 +1,195 @@
+"""Model: a loaded bundle that validates inputs and runs its stages in order."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from .bundle import Bundle, read_bundle
+from .errors import IncompatibleError, InputError, UsageError
+
+__all__ = ["Model", "TensorSpec", "load", "select_device"]
+
+DEVICES = ("auto", "cuda", "cpu")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Shape and dtype of a model input or output."""
+
+    shape: Tuple[int, ...]
+    dtype: np.dtype
+
+    def __repr__(self) -> str:
+        return f"TensorSpec(shape={self.shape}, dtype={self.dtype})"
+
+
+def _spec(entry: Mapping[str, Any]) -> TensorSpec:
+    return TensorSpec(tuple(entry["shape"]), np.dtype(entry["dtype"]))
+
+
+def select_device(bundle: Bundle, device: str) -> Tuple[str, Optional[str]]:
+    """Pick the execution path. Returns ``(device, reason_gpu_not_used)``.
+
+    ``auto`` takes the GPU only when a GPU, a matching TensorRT flavor/version and a supported
+    compute capability are all present; ``cuda`` raises IncompatibleError naming what is missing.
+    """
+    if device not in DEVICES:
+        raise UsageError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+    if device == "cpu":
+        return "cpu", "device='cpu' was asked for"
+    reason = _gpu_reason(bundle)
+    if reason is None:
+        return "cuda", None
+    if device == "cuda":
+        raise IncompatibleError(f"device='cuda' cannot be served: {reason}")
+    return "cpu", reason
+
+
+def _gpu_reason(bundle: Bundle) -> Optional[str]:
+    from . import cuda
+    from .stages.engine_cuda import backend_unavailable_reason
+
+    reason = cuda.gpu_unavailable_reason(0)
+    if reason:
+        return reason
+    major, minor = cuda.compute_capability(0)
+    cc = f"{major}.{minor}"
+    for stage in bundle.engine_stages:
+        reason = backend_unavailable_reason(stage, cc)
+        if reason:
+            return reason
+    return None
+
+
+class Model:
+    """A bundle ready to run. Call it with one keyword argument per input.
+
+    Attributes:
+        inputs: input name -> TensorSpec.
+        outputs: output name -> TensorSpec.
+        device: 'cuda' or 'cpu', the execution path in use.
+        device_reason: why the GPU path is not used (None on the GPU path).
+        manifest: the bundle's manifest (a dict).
+
+    Input rules: every input must be given as a C-contiguous ``numpy.ndarray`` of exactly the
+    manifest's shape. A float input accepts any float array (float64/float16 are converted to the
+    expected float dtype); integer or bool arrays for a float input are refused, as are float arrays
+    for an integer input. Integer inputs accept integer arrays whose values fit. NaN and Inf pass
+    through unchanged.
+
+    Threads: a Model may be called from many threads at once. ONNX Runtime stages run concurrently;
+    each MXNet residual stage and each GPU engine stage serializes its calls with a lock.
+    """
+
+    def __init__(self, bundle: Bundle, device: str, device_reason: Optional[str] = None):
+        self.path = bundle.path
+        self.manifest = bundle.manifest
+        self.device = device
+        self.device_reason = device_reason
+        self.inputs: Dict[str, TensorSpec] = {t["name"]: _spec(t) for t in bundle.manifest["inputs"]}
+        self.outputs: Dict[str, TensorSpec] = {t["name"]: _spec(t) for t in bundle.manifest["outputs"]}
+        self.stages: List[Any] = _make_stages(bundle, device)
+
+    def __repr__(self) -> str:
+        kinds = [s["kind"] for s in self.manifest["stages"]]
+        return (f"Model({os.path.basename(self.path)!r}, device={self.device!r}, "
+                f"{kinds.count('engine')} engine + {kinds.count('residual')} residual stages)")
+
+    def __call__(self, **arrays: Any) -> Dict[str, np.ndarray]:
+        return self.run(arrays)
+
+    def run(self, arrays: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+        """Run the model on ``arrays`` (input name -> array); returns output name -> numpy array."""
+        tensors: Dict[str, np.ndarray] = self.validate_inputs(arrays)
+        for stage in self.stages:
+            tensors.update(stage.run(tensors))
+        return {name: tensors[name] for name in self.outputs}
+
+    def validate_inputs(self, arrays: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+        """Check and convert ``arrays`` by the input rules (class docstring)."""
+        expected = list(self.inputs)
+        unknown = [name for name in arrays if name not in self.inputs]
+        if unknown:
+            raise InputError(f"unknown input '{unknown[0]}'; this model's inputs are: "
+                             f"{', '.join(expected)}")
+        missing = [name for name in expected if name not in arrays]
+        if missing:
+            raise InputError(f"missing input '{missing[0]}' (shape {self.inputs[missing[0]].shape}, "
+                             f"{self.inputs[missing[0]].dtype}); this model's inputs are: "
+                             f"{', '.join(expected)}")
+        feeds: Dict[str, np.ndarray] = {}
+        for name, spec in self.inputs.items():
+            feeds[name] = _check_array(name, arrays[name], spec)
+        return feeds
+
+
+def _check_array(name: str, value: Any, spec: TensorSpec) -> np.ndarray:
+    if not isinstance(value, np.ndarray):
+        raise InputError(f"input '{name}': expected a numpy.ndarray of shape {spec.shape} "
+                         f"{spec.dtype}, got {type(value).__module__}.{type(value).__name__}")
+    if value.shape != spec.shape:
+        what = "rank" if value.ndim != len(spec.shape) else "shape"
+        raise InputError(f"input '{name}': wrong {what}: expected shape {spec.shape}, "
+                         f"got {value.shape}")
+    if not value.flags.c_contiguous:
+        raise InputError(f"input '{name}': array is not C-contiguous; pass "
+                         "numpy.ascontiguousarray(x)")
+    want, have = spec.dtype, value.dtype
+    if have == want:
+        return value
+    if want.kind == "f" and have.kind == "f":
+        return value.astype(want)
+    if want.kind in "iu" and have.kind in "iu":
+        info = np.iinfo(want)
+        if value.size and (value.min() < info.min or value.max() > info.max):
+            raise InputError(f"input '{name}': values do not fit {want} (given {have})")
+        return value.astype(want)
+    raise InputError(f"input '{name}': expected dtype {want}, got {have}; convert explicitly "
+                     f"(e.g. x.astype('{want}')) if that is what you mean")
+
+
+def _make_stages(bundle: Bundle, device: str) -> List[Any]:
+    manifest = bundle.manifest
+    stages: List[Any] = []
+    residual_params: Optional[Dict[str, np.ndarray]] = None
+    for stage in manifest["stages"]:
+        if stage["kind"] == "engine":
+            if device == "cuda":
+                from .stages.engine_cuda import TensorRTStage
+                stages.append(TensorRTStage(stage, bundle.read_member(stage["engine"])))
+            else:
+                from .stages.engine_cpu import OnnxRuntimeStage
+                stages.append(OnnxRuntimeStage(stage, bundle.read_member(stage["onnx"])))
+        else:
+            from .stages.residual import MXNetStage, load_residual_params
+            if residual_params is None:
+                member = manifest.get("residual_params")
+                residual_params = load_residual_params(bundle.read_member(member)) if member else {}
+            stages.append(MXNetStage(stage, bundle.read_member(stage["symbol"]), residual_params,
+                                     use_gpu=(device == "cuda"),
+                                     custom_ops=manifest["requires"].get("custom_ops")))
+    return stages
+
+
+def load(path: "os.PathLike[str] | str", device: str = "auto") -> Model:
+    """Load a ``.trtb`` bundle for inference, without recompiling.
+
+    Args:
+        path: the bundle file.
+        device: 'auto' (GPU when it can serve every engine, else CPU), 'cuda' or 'cpu'.
+
+    Returns:
+        A :class:`Model`; ``model(**arrays)`` returns a dict of numpy arrays.
+
+    Raises:
+        BundleError: the file is missing, corrupted or not a bundle.
+        IncompatibleError: the bundle cannot run here (format, backend version, GPU, missing
+            onnxruntime / MXNet), with the exact reason.
+    """
+    bundle = read_bundle(path)
+    chosen, reason = select_device(bundle, device)
+    return Model(bundle, chosen, reason)

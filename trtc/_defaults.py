@@ -1,0 +1,18 @@
+"""Every default of the compiler, in one place."""
+
+# Engine segments with fewer MXNet ops than this stay in MXNet: an engine launch, its IO copies and
+# a stage boundary cost more than a couple of ops save (TF-TRT uses 3, Torch-TensorRT 5).
+MIN_SEGMENT_SIZE = 3
+
+# Accuracy gate: max |trtc - mxnet| / max |mxnet| per output.
+FP32_TOLERANCE = 1e-4
+# fp16 engines are checked on an emulation (ONNX Runtime running the fp16 ONNX: weights and every
+# activation rounded to fp16) against MXNet's fp32 forward. fp16 has 11 significant bits
+# (relative step 9.8e-4); errors compound over depth, so the gate allows 2e-2 of the output range.
+FP16_TOLERANCE = 2e-2
+
+VERIFY_SEED = 0
+ONNX_OPSET = None  # None: the newest opset the installed onnx package knows
+# TensorRT builder workspace limit (bytes); None keeps the builder's default.
+WORKSPACE_BYTES = None
+BACKENDS = ("auto", "tensorrt", "tensorrt_rtx")

@@ -1,0 +1,139 @@
+"""The build side shared by the TensorRT and TensorRT-RTX adapters (same Python API shape)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+__all__ = ["ParserIssue", "ParseResult", "BuiltEngine", "BuildError", "TrtBackend"]
+
+
+@dataclass
+class ParserIssue:
+    """One error of TensorRT's ONNX parser."""
+
+    node_index: int
+    node_name: str
+    op: str
+    message: str
+
+
+@dataclass
+class ParseResult:
+    ok: bool
+    issues: List[ParserIssue] = field(default_factory=list)
+
+
+@dataclass
+class BuiltEngine:
+    plan: bytes
+    io: List[Dict[str, Any]]  # {name, shape, dtype, mode}, read off the network at build time
+    backend: str
+    backend_version: str
+    compute_capabilities: List[str]
+
+
+class BuildError(Exception):
+    """The builder returned no engine; ``log`` holds the builder's error messages."""
+
+    def __init__(self, message: str, log: Sequence[str] = ()):
+        super().__init__(message)
+        self.log = list(log)
+
+
+def _capturing_logger(trt: Any) -> Any:
+    class CapturingLogger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.messages: List[str] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
+                self.messages.append(str(msg))
+
+    return CapturingLogger()
+
+
+class TrtBackend:
+    """Parse and build with one TensorRT flavor. Subclasses set ``name`` and the module."""
+
+    name = ""
+    module_name = ""
+
+    def __init__(self) -> None:
+        self.trt = __import__(self.module_name)
+        self.version: str = self.trt.__version__
+
+    # -- hooks for the flavors --------------------------------------------------------------
+    def _network_flags(self) -> int:
+        return 0
+
+    def _configure(self, config: Any, compute_capabilities: Sequence[str]) -> List[str]:
+        return list(compute_capabilities)
+
+    # -- shared ------------------------------------------------------------------------------
+    def _parse_into(self, onnx_bytes: bytes):  # type: ignore[no-untyped-def]
+        trt = self.trt
+        logger = _capturing_logger(trt)
+        builder = trt.Builder(logger)
+        network = builder.create_network(self._network_flags())
+        parser = trt.OnnxParser(network, logger)
+        ok = parser.parse(onnx_bytes)
+        issues = []
+        for i in range(parser.num_errors):
+            err = parser.get_error(i)
+            issues.append(ParserIssue(node_index=int(err.node()), node_name=str(err.node_name()),
+                                      op=str(err.node_operator()), message=str(err.desc())))
+        return builder, network, parser, logger, bool(ok), issues
+
+    def parse(self, onnx_bytes: bytes) -> ParseResult:
+        """Parse ``onnx_bytes`` with TensorRT's ONNX parser; list its errors."""
+        _, _, _, _, ok, issues = self._parse_into(onnx_bytes)
+        return ParseResult(ok=ok, issues=issues)
+
+    def supported_subgraphs(self, onnx_bytes: bytes) -> List[ParserIssue]:
+        """Hints from ``supports_model_v2``: errors on nodes the parser says it cannot take."""
+        trt = self.trt
+        logger = _capturing_logger(trt)
+        builder = trt.Builder(logger)
+        network = builder.create_network(self._network_flags())
+        parser = trt.OnnxParser(network, logger)
+        if not hasattr(parser, "supports_model_v2"):
+            return []
+        parser.supports_model_v2(onnx_bytes)
+        issues = []
+        for i in range(parser.num_errors):
+            err = parser.get_error(i)
+            issues.append(ParserIssue(int(err.node()), str(err.node_name()),
+                                      str(err.node_operator()), str(err.desc())))
+        return issues
+
+    def build(self, onnx_bytes: bytes, compute_capabilities: Sequence[str] = (),
+              workspace_bytes: Optional[int] = None) -> BuiltEngine:
+        """Build a serialized engine from ONNX. Raises BuildError when the builder fails."""
+        trt = self.trt
+        builder, network, parser, logger, ok, issues = self._parse_into(onnx_bytes)
+        if not ok:
+            raise BuildError("; ".join(i.message for i in issues) or "ONNX parse failed")
+        config = builder.create_builder_config()
+        if workspace_bytes:
+            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
+        targets = self._configure(config, compute_capabilities)
+        plan = builder.build_serialized_network(network, config)
+        if plan is None:
+            raise BuildError("; ".join(logger.messages[-3:]) or "the builder returned no engine",
+                             logger.messages)
+        io = []
+        for i in range(network.num_inputs):
+            io.append(_io_spec(trt, network.get_input(i), "input"))
+        for i in range(network.num_outputs):
+            io.append(_io_spec(trt, network.get_output(i), "output"))
+        return BuiltEngine(plan=bytes(plan), io=io, backend=self.name,
+                           backend_version=self.version, compute_capabilities=targets)
+
+
+def _io_spec(trt: Any, tensor: Any, mode: str) -> Dict[str, Any]:
+    return {"name": tensor.name, "shape": [int(d) for d in tensor.shape],
+            "dtype": np.dtype(trt.nptype(tensor.dtype)).name, "mode": mode}

@@ -1,0 +1,298 @@
+"""Export: an engine segment of the MXNet graph -> ONNX (mxnet.onnx), with provenance and fp16.
+
+Each ONNX node is tagged (``doc_string``) with the MXNet node it came from, so a parser or build
+error on an ONNX node is traced back to the MXNet op that must stay in MXNet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+
+from .frontend import Graph
+from .partition import Segment
+
+__all__ = ["ExportError", "ExportedSegment", "onnx_from_segment", "convert_to_fp16",
+           "subgraph_symbol_json"]
+
+_PATCH_LOCK = threading.Lock()
+_TAG_PREFIX = "mxnet:"
+
+
+class ExportError(Exception):
+    """mxnet.onnx failed; ``node`` names the MXNet node whose converter raised (if known)."""
+
+    def __init__(self, message: str, node: Optional[str] = None):
+        super().__init__(message)
+        self.node = node
+
+
+@dataclass
+class ExportedSegment:
+    """A segment as ONNX, ready for the parser."""
+
+    model: Any  # onnx.ModelProto
+    onnx_bytes: bytes
+    node_origin: List[str]  # ONNX node index -> MXNet node name
+    kept_fp32: List[str]  # tensors kept in fp32 inside an fp16 segment (reported)
+
+
+def subgraph_symbol_json(graph: Graph, nodes: List[int], inputs: List[str],
+                         outputs: List[str]) -> Tuple[str, List[str]]:
+    """An MXNet symbol JSON holding ``nodes``; external tensors become variables named after them.
+
+    Returns:
+        (symbol JSON text, param variable names used).
+    """
+    out_nodes: List[Dict[str, Any]] = []
+    new_index: Dict[Tuple[int, int], Tuple[int, int]] = {}  # old entry -> new entry
+    var_index: Dict[str, int] = {}
+    params: List[str] = []
+
+    def variable(name: str) -> int:
+        if name not in var_index:
+            var_index[name] = len(out_nodes)
+            out_nodes.append({"op": "null", "name": name, "inputs": []})
+        return var_index[name]
+
+    for tensor in inputs:
+        variable(tensor)
+    inside = set(nodes)
+    for idx in nodes:
+        node = graph.nodes[idx]
+        new_inputs = []
+        for src, out in node.inputs:
+            producer = graph.nodes[src]
+            if producer.is_op and src in inside:
+                new_src, new_out = new_index[(src, out)]
+                new_inputs.append([new_src, new_out, 0])
+            elif not producer.is_op and producer.param_key is not None:
+                if producer.name not in params:
+                    params.append(producer.name)
+                new_inputs.append([variable(producer.name), 0, 0])
+            else:
+                new_inputs.append([variable(graph.tensor((src, out))), 0, 0])
+        entry = {"op": node.op, "name": node.name, "inputs": new_inputs}
+        if node.attrs:
+            entry["attrs"] = dict(node.attrs)
+        position = len(out_nodes)
+        out_nodes.append(entry)
+        for out in range(max(len(node.outputs), 1)):
+            new_index[(idx, out)] = (position, out)
+    producer_of = {name: (idx, out) for idx in nodes
+                   for out, name in enumerate(graph.nodes[idx].outputs)}
+    heads = [[*new_index[producer_of[name]], 0] for name in outputs]
+    symbol = {
+        "nodes": out_nodes,
+        "arg_nodes": [i for i, n in enumerate(out_nodes) if n["op"] == "null"],
+        "node_row_ptr": list(range(len(out_nodes) + 1)),
+        "heads": heads,
+        "attrs": {"mxnet_version": ["int", 10901]},
+    }
+    return json.dumps(symbol), params
+
+
+@contextlib.contextmanager
+def _provenance() -> Iterator[Dict[str, Any]]:
+    """Wrap mx2onnx's per-node converter to tag the ONNX nodes and catch the failing node."""
+    from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
+    from onnx import NodeProto
+
+    state: Dict[str, Any] = {"failed": None}
+    original = MXNetGraph.__dict__["convert_layer"]
+    convert = original.__func__
+
+    def tagged(node: Dict[str, Any], **kwargs: Any) -> Any:
+        try:
+            result = convert(node, **kwargs)
+        except Exception:
+            state["failed"] = node.get("name")
+            raise
+        converted = result[0] if isinstance(result, tuple) else result
+        for item in converted or []:
+            if isinstance(item, NodeProto):
+                item.doc_string = _TAG_PREFIX + node["name"]
+        return result
+
+    with _PATCH_LOCK:
+        MXNetGraph.convert_layer = staticmethod(tagged)
+        try:
+            yield state
+        finally:
+            MXNetGraph.convert_layer = original
+
+
+def _apply_fix_gamma(graph: Graph, segment: Segment, arg_params: Dict[str, Any]) -> None:
+    """MXNet's BatchNorm ignores gamma when fix_gamma is true (the op's default); mxnet.onnx
+    exports gamma as stored. Export ones instead, so the ONNX computes what MXNet computes."""
+    import mxnet as mx
+
+    for idx in segment.nodes:
+        node = graph.nodes[idx]
+        if node.op != "BatchNorm" or len(node.inputs) < 2:
+            continue
+        if node.attrs.get("fix_gamma", "True").lower() not in ("true", "1"):
+            continue
+        gamma = graph.nodes[node.inputs[1][0]]
+        if gamma.name in arg_params:
+            arg_params[gamma.name] = mx.nd.ones(arg_params[gamma.name].shape,
+                                                dtype=arg_params[gamma.name].dtype)
+
+
+def _onnx_output_name(mx_output: str) -> str:
+    # mx2onnx names graph outputs after the MXNet output, with the '_output' suffix removed.
+    import re
+
+    if mx_output.endswith("_output"):
+        return mx_output[: -len("_output")]
+    if re.search(r"_output[0-9]$", mx_output):
+        return mx_output[: -len("_output0")] + mx_output[-1]
+    return mx_output
+
+
+def onnx_from_segment(graph: Graph, segment: Segment, fp16: bool = False) -> ExportedSegment:
+    """Export ``segment`` to ONNX with mxnet.onnx; graph IO named after trtc's tensor names.
+
+    Raises:
+        ExportError: the export failed (``.node`` names the MXNet node if it is known).
+    """
+    import mxnet as mx
+    import mxnet.onnx as mx_onnx
+    import onnx
+    import onnx_graphsurgeon as gs
+
+    text, params = subgraph_symbol_json(graph, segment.nodes, segment.inputs, segment.outputs)
+    symbol = mx.sym.load_json(text)
+    arg_params = {}
+    for name in params:
+        key = f"arg:{name}" if f"arg:{name}" in graph.params else f"aux:{name}"
+        arg_params[name] = mx.nd.array(graph.params[key], dtype=graph.params[key].dtype)
+    _apply_fix_gamma(graph, segment, arg_params)
+    data_names = [n for n in symbol.list_inputs() if n not in arg_params]
+    in_shapes = [graph.shapes[n] for n in data_names]
+    in_types = [np.dtype(graph.dtypes.get(n, "float32")) for n in data_names]
+    if not data_names:
+        raise ExportError("segment has no tensor inputs (only constants); it is kept in MXNet")
+    mx_outputs = symbol.list_outputs()
+
+    logging.getLogger().setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="trtc-export-") as tmp, _provenance() as state:
+        path = os.path.join(tmp, "segment.onnx")
+        try:
+            mx_onnx.export_model(symbol, arg_params, in_shapes=in_shapes, in_types=in_types,
+                                 onnx_file_path=path)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise ExportError(f"{type(exc).__name__}: {first}", node=state["failed"]) from None
+        model = onnx.load(path)
+
+    # Graph surgery: initializers are not graph inputs; outputs get trtc's tensor names.
+    g = gs.import_onnx(model)
+    g.inputs = [t for t in g.inputs if not isinstance(t, gs.Constant)]
+    tensors = g.tensors()
+    by_onnx_name = {_onnx_output_name(mx_name): trtc_name
+                    for mx_name, trtc_name in zip(mx_outputs, segment.outputs)}
+    new_outputs = []
+    for trtc_name in segment.outputs:
+        onnx_name = next(k for k, v in by_onnx_name.items() if v == trtc_name)
+        tensor = tensors.get(onnx_name)
+        if tensor is None:
+            raise ExportError(f"mxnet.onnx produced no output '{onnx_name}' for '{trtc_name}'")
+        tensor.name = trtc_name
+        new_outputs.append(tensor)
+    g.outputs = new_outputs
+    for tensor in g.outputs:
+        tensor.dtype = np.dtype(graph.dtypes.get(tensor.name, "float32"))
+        tensor.shape = list(graph.shapes[tensor.name])
+    g.cleanup(remove_unused_graph_inputs=False).toposort()
+    model = gs.export_onnx(g)
+    model.ir_version = min(model.ir_version, 10)
+    input_names = [i.name for i in model.graph.input]
+    if sorted(input_names) != sorted(segment.inputs):
+        raise ExportError(f"exported ONNX inputs {input_names} differ from the segment's "
+                          f"{segment.inputs}")
+
+    kept: List[str] = convert_to_fp16(model) if fp16 else []
+    origin: List[str] = []
+    for i, node in enumerate(model.graph.node):
+        mx_name = node.doc_string[len(_TAG_PREFIX):] if node.doc_string.startswith(_TAG_PREFIX) else ""
+        origin.append(mx_name)
+        # Unique, traceable node names: TensorRT names its layers after them.
+        node.name = f"{mx_name or 'node'}#{i}"
+    return ExportedSegment(model=model, onnx_bytes=model.SerializeToString(),
+                           node_origin=origin, kept_fp32=kept)
+
+
+# ONNX inputs that must stay float32 (the spec allows only float there): (op_type, input index).
+_FP32_ONLY_INPUTS = {("Resize", 2), ("Upsample", 1)}
+
+
+def convert_to_fp16(model: Any) -> List[str]:
+    """Turn a float32 ONNX model into an fp16 network whose graph IO stays float32.
+
+    Float initializers and constants become fp16, ``Cast(to=FLOAT)`` becomes fp16, and Cast
+    nodes are inserted after float32 graph inputs and before float32 graph outputs. Inputs the
+    ONNX spec requires in float32 (Resize/Upsample scales) are kept. Returns the kept tensors.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = model.graph
+    FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
+    keep: set = set()
+    for node in g.node:
+        for idx, name in enumerate(node.input):
+            if (node.op_type, idx) in _FP32_ONLY_INPUTS and name:
+                keep.add(name)
+    for init in g.initializer:
+        if init.data_type == FLOAT and init.name not in keep:
+            array = numpy_helper.to_array(init).astype(np.float16)
+            init.CopyFrom(numpy_helper.from_array(array, init.name))
+    for node in g.node:
+        if node.op_type == "Cast":
+            for attr in node.attribute:
+                if attr.name == "to" and attr.i == FLOAT and not (set(node.output) & keep):
+                    attr.i = HALF
+        if node.op_type in ("Constant", "ConstantOfShape"):
+            for attr in node.attribute:
+                if attr.name == "value" and attr.t.data_type == FLOAT and not (set(node.output) & keep):
+                    array = numpy_helper.to_array(attr.t).astype(np.float16)
+                    attr.t.CopyFrom(numpy_helper.from_array(array, attr.t.name))
+    del g.value_info[:]
+
+    renamed_inputs: Dict[str, str] = {}
+    cast_nodes = []
+    for inp in g.input:
+        if inp.type.tensor_type.elem_type == FLOAT:
+            half = f"{inp.name}__fp16"
+            renamed_inputs[inp.name] = half
+            cast_nodes.append(helper.make_node("Cast", [inp.name], [half], to=HALF,
+                                               name=f"{inp.name}__to_fp16"))
+    for node in g.node:
+        for i, name in enumerate(node.input):
+            if name in renamed_inputs:
+                node.input[i] = renamed_inputs[name]
+    tail = []
+    for out in g.output:
+        if out.type.tensor_type.elem_type == FLOAT:
+            half = f"{out.name}__fp16"
+            for node in g.node:
+                for i, name in enumerate(node.output):
+                    if name == out.name:
+                        node.output[i] = half
+                for i, name in enumerate(node.input):
+                    if name == out.name:
+                        node.input[i] = half
+            tail.append(helper.make_node("Cast", [half], [out.name], to=FLOAT,
+                                         name=f"{out.name}__to_fp32"))
+    nodes = cast_nodes + list(g.node) + tail
+    del g.node[:]
+    g.node.extend(nodes)
+    return sorted(keep)

@@ -1,0 +1,60 @@
+"""CompileSettings: every option of `trtc compile`, one field per CLI flag."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+from . import _defaults
+
+__all__ = ["CompileSettings"]
+
+
+@dataclass
+class CompileSettings:
+    """Options of one compilation. The CLI flags of `trtc compile` map one-to-one onto these.
+
+    Attributes:
+        params: the MXNet ``PREFIX-0000.params`` file.
+        symbol: the ``PREFIX-symbol.json`` file (default: found by MXNet's naming convention).
+        inputs: input name -> shape; overrides the shapes recorded in the symbol.
+        output: the bundle to write (default: ``PREFIX.trtb`` beside the params).
+        fp16: build fp16 engines (inputs and outputs stay float32).
+        backend: 'auto' (tensorrt if importable, else tensorrt_rtx), 'tensorrt' or 'tensorrt_rtx'.
+        exclude_ops: MXNet op names to keep in MXNet.
+        min_segment_size: engine segments with fewer MXNet ops stay in MXNet.
+        require_full: fail unless the whole model goes into TensorRT.
+        dry_run: partition and print the report; build nothing, write nothing.
+        verify: run the accuracy gate before writing the bundle.
+        tolerance: accuracy-gate tolerance (default by precision, see _defaults).
+        compute_capabilities: target GPUs like ('8.6',) (TensorRT-RTX; default: its defaults).
+        imports: Python modules or .py files to import first (e.g. registering MXNet custom ops).
+        seed: seed of the accuracy gate's random inputs.
+    """
+
+    params: Path
+    symbol: Optional[Path] = None
+    inputs: Dict[str, Tuple[int, ...]] = field(default_factory=dict)
+    output: Optional[Path] = None
+    fp16: bool = False
+    backend: str = "auto"
+    exclude_ops: Tuple[str, ...] = ()
+    min_segment_size: int = _defaults.MIN_SEGMENT_SIZE
+    require_full: bool = False
+    dry_run: bool = False
+    verify: bool = True
+    tolerance: Optional[float] = None
+    compute_capabilities: Tuple[str, ...] = ()
+    imports: Tuple[str, ...] = ()
+    seed: int = _defaults.VERIFY_SEED
+
+    @property
+    def precision(self) -> str:
+        return "fp16" if self.fp16 else "fp32"
+
+    @property
+    def effective_tolerance(self) -> float:
+        if self.tolerance is not None:
+            return self.tolerance
+        return _defaults.FP16_TOLERANCE if self.fp16 else _defaults.FP32_TOLERANCE

@@ -1,0 +1,181 @@
+"""`trtc example`: model zoo architectures with deterministic seeded random weights, exported as
+``NAME-symbol.json`` + ``NAME-0000.params`` with each input's shape recorded in the symbol."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .runtime.errors import UsageError
+
+__all__ = ["GLUON_MODELS", "EXTRA_MODELS", "GLUONCV_MODELS", "available_models", "export_example",
+           "WaveNet"]
+
+GLUON_MODELS = [
+    "resnet18_v1", "resnet34_v1", "resnet50_v1", "resnet101_v1", "resnet152_v1",
+    "resnet18_v2", "resnet34_v2", "resnet50_v2", "resnet101_v2", "resnet152_v2",
+    "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
+    "alexnet", "densenet121", "densenet161", "densenet169", "densenet201",
+    "squeezenet1.0", "squeezenet1.1", "inceptionv3",
+    "mobilenet1.0", "mobilenet0.75", "mobilenet0.5", "mobilenet0.25",
+    "mobilenetv2_1.0", "mobilenetv2_0.75", "mobilenetv2_0.5", "mobilenetv2_0.25",
+]
+EXTRA_MODELS = ["wavenet"]
+# GluonCV architectures known to build with random weights (needs `pip install gluoncv`).
+GLUONCV_MODELS = {
+    "yolo3_darknet53_voc": (1, 3, 512, 512),
+    "yolo3_mobilenet1.0_voc": (1, 3, 416, 416),
+    "ssd_512_resnet50_v1_voc": (1, 3, 512, 512),
+    "ssd_300_vgg16_atrous_voc": (1, 3, 300, 300),
+    "fcn_resnet50_voc": (1, 3, 480, 480),
+    "deeplab_resnet50_voc": (1, 3, 480, 480),
+    "simple_pose_resnet18_v1b": (1, 3, 256, 192),
+    "center_net_resnet18_v1b_voc": (1, 3, 512, 512),
+}
+
+
+def available_models() -> List[str]:
+    return GLUON_MODELS + EXTRA_MODELS + sorted(GLUONCV_MODELS)
+
+
+def default_shape(name: str, batch: int = 1) -> Tuple[int, ...]:
+    if name in GLUONCV_MODELS:
+        shape = GLUONCV_MODELS[name]
+    elif name == "inceptionv3":
+        shape = (1, 3, 299, 299)
+    elif name == "wavenet":
+        shape = (1, 1, 1024)
+    else:
+        shape = (1, 3, 224, 224)
+    return (batch,) + tuple(shape[1:])
+
+
+def _wavenet_class() -> Any:
+    from mxnet.gluon import HybridBlock, nn
+
+    class WaveNet(HybridBlock):
+        """A compact WaveNet: causal dilated 1-D convolutions, gated tanh*sigmoid units,
+        residual and skip connections (van den Oord et al., 2016)."""
+
+        def __init__(self, channels: int = 32, layers: int = 8, classes: int = 64, **kwargs: Any):
+            super().__init__(**kwargs)
+            self.dilations = [2 ** (i % 4) for i in range(layers)]
+            with self.name_scope():
+                self.stem = nn.Conv1D(channels, 1)
+                self.filters = nn.HybridSequential()
+                self.gates = nn.HybridSequential()
+                self.residuals = nn.HybridSequential()
+                self.skips = nn.HybridSequential()
+                for d in self.dilations:
+                    self.filters.add(nn.Conv1D(channels, 2, dilation=d, padding=d))
+                    self.gates.add(nn.Conv1D(channels, 2, dilation=d, padding=d))
+                    self.residuals.add(nn.Conv1D(channels, 1))
+                    self.skips.add(nn.Conv1D(channels, 1))
+                self.post1 = nn.Conv1D(channels, 1)
+                self.post2 = nn.Conv1D(classes, 1)
+
+        def hybrid_forward(self, F: Any, x: Any) -> Any:
+            x = self.stem(x)
+            skip = None
+            for i, d in enumerate(self.dilations):
+                # causal: pad both sides by d, keep the first T outputs
+                f = F.slice_like(self.filters[i](x), x, axes=(2,))
+                g = F.slice_like(self.gates[i](x), x, axes=(2,))
+                z = F.tanh(f) * F.sigmoid(g)
+                s = self.skips[i](z)
+                skip = s if skip is None else skip + s
+                x = x + self.residuals[i](z)
+            y = self.post2(F.relu(self.post1(F.relu(skip))))
+            return F.softmax(y, axis=1)
+
+    return WaveNet
+
+
+def WaveNet(**kwargs: Any) -> Any:  # noqa: N802 (a constructor)
+    return _wavenet_class()(**kwargs)
+
+
+def _build(name: str) -> Any:
+    if name in GLUON_MODELS:
+        from mxnet.gluon.model_zoo import vision
+
+        return vision.get_model(name)
+    if name == "wavenet":
+        return WaveNet()
+    if name in GLUONCV_MODELS:
+        try:
+            from gluoncv import model_zoo
+        except ImportError:
+            raise UsageError(f"model '{name}' needs GluonCV: pip install 'trtc[gluoncv]' "
+                             "(with numpy pinned below 1.24)") from None
+        kwargs = {"pretrained": False}
+        if not name.startswith("simple_pose"):
+            kwargs["pretrained_base"] = False
+        return model_zoo.get_model(name, **kwargs)
+    raise UsageError(f"unknown model '{name}'; choose one of: {', '.join(available_models())}")
+
+
+def randomize(net: Any, seed: int) -> None:
+    """Deterministic random weights, BatchNorm statistics included (so BN folding is exercised)."""
+    import mxnet as mx
+
+    params = net.collect_params()
+    rng = np.random.default_rng(seed)
+    for name in sorted(params.keys()):
+        p = params[name]
+        shape = p.shape
+        if name.endswith("running_var"):
+            value = rng.uniform(0.5, 1.5, shape)
+        elif name.endswith("running_mean") or name.endswith("beta") or name.endswith("bias"):
+            value = rng.normal(0.0, 0.1, shape)
+        elif name.endswith("gamma"):
+            value = rng.uniform(0.8, 1.2, shape)
+        else:
+            fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else max(int(shape[0]), 1)
+            value = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)  # He init keeps activations O(1)
+        p.set_data(mx.nd.array(value.astype(np.float32)))
+
+
+def export_example(name: str, out_dir: "str | Path", batch: int = 1, seed: int = 0,
+                   shape: Optional[Tuple[int, ...]] = None) -> Tuple[Path, Path]:
+    """Write ``NAME-symbol.json`` + ``NAME-0000.params`` into ``out_dir``.
+
+    Returns:
+        (symbol path, params path).
+    """
+    import mxnet as mx
+
+    if name not in available_models():
+        raise UsageError(f"unknown model '{name}'; choose one of: {', '.join(available_models())}")
+    if batch < 1:
+        raise UsageError("--batch must be at least 1")
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create {out}: {exc.strerror}") from None
+    shape = tuple(shape) if shape else default_shape(name, batch)
+    mx.random.seed(seed)
+    net = _build(name)
+    net.initialize(mx.init.Xavier(), force_reinit=True)
+    net.hybridize()
+    net(mx.nd.zeros(shape))  # materialize deferred shapes
+    randomize(net, seed)
+    net(mx.nd.zeros(shape))
+    prefix = out / name
+    net.export(str(prefix), epoch=0)
+    symbol_path = Path(f"{prefix}-symbol.json")
+    record_input_shapes(symbol_path, {"data": shape})
+    return symbol_path, Path(f"{prefix}-0000.params")
+
+
+def record_input_shapes(symbol_path: Path, shapes: Dict[str, Tuple[int, ...]]) -> None:
+    """Record input shapes in the symbol as MXNet's ``__shape__`` variable attribute."""
+    doc = json.loads(symbol_path.read_text())
+    for node in doc["nodes"]:
+        if node["op"] == "null" and node["name"] in shapes:
+            node.setdefault("attrs", {})["__shape__"] = str(tuple(shapes[node["name"]]))
+    symbol_path.write_text(json.dumps(doc, indent=2))
