@@ -15,6 +15,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
+
 from .backends import BuildError, BuiltEngine, TrtBackend, get_backend
 from .export import ExportError, ExportedSegment, onnx_from_segment, subgraph_symbol_json
 from .frontend import Graph, import_user_modules, load_graph, resolve_model_files
@@ -127,15 +129,17 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
                              decisions=sorted(decisions.values(), key=lambda d: d.node),
                              built=not settings.dry_run)
     if settings.require_full and not report.full:
-        raise CompileError(f"--require-full: {report.residual_ops} of {report.total_ops} ops would "
-                           "stay in MXNet (see the partition report)", ) from _ReportAttached(report)
+        raise _with_report(CompileError(
+            f"--require-full: {report.residual_ops} of {report.total_ops} ops would stay in MXNet "
+            f"({', '.join(sorted({d.reason for d in report.decisions}))}; see the partition report)"),
+            report)
     result = CompileResult(output=None, report=report, warnings=warnings)
     if settings.dry_run:
         result.timings = {**timer.totals, "total": time.perf_counter() - start}
         return result
     if not report.engine_segments:
-        raise CompileError("no part of the model can run in TensorRT (see the partition report); "
-                           "nothing to compile") from _ReportAttached(report)
+        raise _with_report(CompileError("no part of the model can run in TensorRT (see the "
+                                        "partition report); nothing to compile"), report)
 
     with timer.span("write"):
         manifest, members = _assemble(graph, settings, segments, exported, built)
@@ -172,12 +176,10 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
     return result
 
 
-class _ReportAttached(Exception):
-    """Carries the partition report on a CompileError (``err.__cause__.report``)."""
-
-    def __init__(self, report: PartitionReport):
-        super().__init__("partition report")
-        self.report = report
+def _with_report(error: TrtcError, report: PartitionReport) -> TrtcError:
+    """Attach the partition report to an error (the CLI prints it with the error)."""
+    error.report = report  # type: ignore[attr-defined]
+    return error
 
 
 def _output_path(settings: CompileSettings, params_path: Path) -> Path:

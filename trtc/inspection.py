@@ -1,0 +1,166 @@
+"""`trtc inspect`: a bundle's manifest as text, JSON, or a picture of the partitioned graph."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Dict, List
+
+from .runtime.bundle import Bundle
+from .runtime.errors import UsageError
+
+__all__ = ["summary_json", "summary_text", "graph_dot", "render_graph"]
+
+_ENGINE_KEYS = ("backend", "backend_version", "precision", "compute_capabilities", "bytes", "sha256")
+
+
+def summary_json(bundle: Bundle) -> Dict[str, Any]:
+    """The manifest fields pipelines read (a stable subset)."""
+    m = bundle.manifest
+    stages = []
+    for s in m["stages"]:
+        entry = {"kind": s["kind"], "name": s["name"], "inputs": s["inputs"], "outputs": s["outputs"],
+                 "mxnet_ops": s.get("mxnet_ops")}
+        if s["kind"] == "engine":
+            entry.update({k: s[k] for k in _ENGINE_KEYS})
+        else:
+            entry["params"] = len(s["params"])
+        stages.append(entry)
+    return {
+        "format_version": m["format_version"],
+        "trtc_version": m["trtc_version"],
+        "precision": m["precision"],
+        "source": m["source"],
+        "inputs": m["inputs"],
+        "outputs": m["outputs"],
+        "stages": stages,
+        "requires": m["requires"],
+        "bundle_bytes": len(bundle._data),
+        "members": {k: v["bytes"] for k, v in m["members"].items()},
+    }
+
+
+def _shape(spec: Dict[str, Any]) -> str:
+    return f"{spec['name']} {'x'.join(map(str, spec['shape']))} {spec['dtype']}"
+
+
+def summary_text(bundle: Bundle) -> str:
+    m = bundle.manifest
+    engines = [s for s in m["stages"] if s["kind"] == "engine"]
+    lines = [
+        f"{bundle.path}: trtc bundle format v{m['format_version']} (trtc {m['trtc_version']}), "
+        f"{len(bundle._data) / 1e6:.1f} MB, {m['precision']}",
+        f"source: {m['source']['symbol']['file']} (sha256 {m['source']['symbol']['sha256'][:12]}), "
+        f"{m['source']['params']['file']} (sha256 {m['source']['params']['sha256'][:12]})",
+        "inputs:  " + "; ".join(_shape(s) for s in m["inputs"]),
+        "outputs: " + "; ".join(_shape(s) for s in m["outputs"]),
+        f"stages ({len(engines)} engine, {len(m['stages']) - len(engines)} residual):",
+    ]
+    for s in m["stages"]:
+        if s["kind"] == "engine":
+            detail = (f"{s['backend']} {s['backend_version']} {s['precision']}, "
+                      f"{s['bytes'] / 1e6:.1f} MB, CC {','.join(s['compute_capabilities']) or '?'}")
+        else:
+            detail = f"MXNet, {len(s['params'])} params"
+        lines.append(f"  {s['name']:<12} {s['kind']:<8} {s.get('mxnet_ops', '?'):>5} ops  {detail}")
+        lines.append(f"      in: {', '.join(t['name'] for t in s['inputs'])}")
+        lines.append(f"      out: {', '.join(t['name'] for t in s['outputs'])}")
+    req = m["requires"]
+    needs = ["numpy", "onnxruntime (CPU path)"]
+    if req.get("gpu_path"):
+        needs.append(" or ".join(req["gpu_path"]) + " + cuda-python (GPU path)")
+    if req.get("mxnet"):
+        needs.append(f"mxnet {req.get('mxnet_version', '')}".strip() + " (residual stages)")
+    if req.get("custom_ops"):
+        needs.append("MXNet custom ops registered: " + ", ".join(req["custom_ops"]))
+    lines.append("needs: " + "; ".join(needs))
+    return "\n".join(lines)
+
+
+def _dot_id(text: str) -> str:
+    return json.dumps(text)
+
+
+def graph_dot(bundle: Bundle) -> str:
+    """Graphviz DOT of the partitioned graph: each engine one node labelled with its op count,
+    each residual MXNet op itself, edges along tensors."""
+    m = bundle.manifest
+    producer: Dict[str, str] = {}
+    lines = ["digraph trtc {", "  rankdir=TB;", '  node [fontname="Helvetica", fontsize=10];']
+    for spec in m["inputs"]:
+        node = f"input:{spec['name']}"
+        producer[spec["name"]] = node
+        lines.append(f"  {_dot_id(node)} [shape=ellipse, label={_dot_id(_shape(spec))}];")
+    edges: List[str] = []
+    for stage in m["stages"]:
+        if stage["kind"] == "engine":
+            node = f"stage:{stage['name']}"
+            top = sorted(stage.get("op_types", {}).items(), key=lambda kv: -kv[1])[:3]
+            label = (f"{stage['name']}\\nTensorRT {stage['precision']}\\n{stage.get('mxnet_ops', '?')} "
+                     f"ops\\n" + ", ".join(f"{k} x{v}" for k, v in top))
+            lines.append(f"  {_dot_id(node)} [shape=box, style=\"filled,rounded\", "
+                         f"fillcolor=\"#76b900\", fontcolor=white, label=\"{label}\"];")
+            for spec in stage["inputs"]:
+                edges.append(f"  {_dot_id(producer[spec['name']])} -> {_dot_id(node)};")
+            for spec in stage["outputs"]:
+                producer[spec["name"]] = node
+        else:
+            symbol = json.loads(bundle.read_member(stage["symbol"]).decode("utf-8"))
+            nodes = symbol["nodes"]
+            inputs = {s["name"] for s in stage["inputs"]}
+            local: Dict[int, str] = {}
+            for i, n in enumerate(nodes):
+                if n["op"] == "null":
+                    if n["name"] in inputs:
+                        local[i] = producer[n["name"]]
+                    continue
+                node = f"{stage['name']}:{n['name']}"
+                local[i] = node
+                lines.append(f"  {_dot_id(node)} [shape=box, style=filled, fillcolor=\"#dddddd\", "
+                             f"label={_dot_id(n['op'] + chr(10) + n['name'])}];")
+                for src, _, *_rest in n["inputs"]:
+                    if src in local:
+                        edges.append(f"  {_dot_id(local[src])} -> {_dot_id(node)};")
+            for spec, head in zip(stage["outputs"], symbol["heads"]):
+                producer[spec["name"]] = local[head[0]]
+    for spec in m["outputs"]:
+        node = f"output:{spec['name']}"
+        lines.append(f"  {_dot_id(node)} [shape=ellipse, label={_dot_id(_shape(spec))}];")
+        edges.append(f"  {_dot_id(producer[spec['name']])} -> {_dot_id(node)};")
+    seen = set()
+    for edge in edges:
+        if edge not in seen:
+            seen.add(edge)
+            lines.append(edge)
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def _dot_program() -> List[str]:
+    if shutil.which("dot"):
+        return ["dot"]
+    if shutil.which("graphviz-pure"):
+        return ["graphviz-pure", "-Kdot"]
+    raise UsageError("drawing needs Graphviz's `dot` program: apt-get install graphviz (or "
+                     "brew install graphviz, or pip install graphviz-pure)")
+
+
+def render_graph(bundle: Bundle, path: Path) -> None:
+    """Write the partitioned graph to ``path`` (.svg or .png; .dot writes the source)."""
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in ("svg", "png", "dot"):
+        raise UsageError(f"--graph {path}: use a .svg, .png or .dot file name")
+    if not path.parent.exists() and str(path.parent) not in ("", "."):
+        raise UsageError(f"--graph {path}: directory {path.parent} does not exist")
+    source = graph_dot(bundle)
+    if suffix == "dot":
+        path.write_text(source)
+        return
+    command = _dot_program() + [f"-T{suffix}"]
+    proc = subprocess.run(command, input=source.encode(), capture_output=True, timeout=300)
+    if proc.returncode != 0 or not proc.stdout:
+        raise UsageError(f"{command[0]} failed to draw the graph: "
+                         f"{proc.stderr.decode(errors='replace').strip()[:200]}")
+    path.write_bytes(proc.stdout)
