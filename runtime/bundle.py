@@ -27,7 +27,7 @@ import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ._version import __version__
 from .errors import BundleError, IncompatibleError, TrtcError
@@ -56,6 +56,11 @@ MAX_MANIFEST_BYTES = 32 * 1024 * 1024
 MAX_NAME_LENGTH = 255
 _MEMBER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_STAGE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+_PARAM_KEY = re.compile(r"^(arg|aux):.+$")
+# No static tensor may hold more elements than this (TensorRT's and MXNet's int32 indexing), so a
+# hand-crafted shape cannot make the runtime allocate absurd buffers.
+MAX_TENSOR_ELEMENTS = 2**31 - 1
 _FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 
 DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int32", "int64", "bool")
@@ -90,14 +95,45 @@ def _check_keys(obj: Any, where: str, required: Mapping[str, type]) -> None:
         _expect(ok, f"{where}.{key}", f"must be {getattr(typ, '__name__', typ)}")
 
 
+def _check_text(value: Any, where: str, limit: int) -> None:
+    _expect(isinstance(value, str) and 0 < len(value) <= limit and value.isprintable(), where,
+            f"must be 1..{limit} printable characters")
+
+
 def _check_tensor(spec: Any, where: str) -> None:
     _check_keys(spec, where, {"name": str, "shape": list, "dtype": str})
-    _expect(0 < len(spec["name"]) <= 1024, f"{where}.name", "must be 1..1024 characters")
+    _check_text(spec["name"], f"{where}.name", 1024)
     _expect(len(spec["shape"]) <= 16, f"{where}.shape", "has more than 16 dimensions")
+    elements = 1
     for d in spec["shape"]:
         _expect(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31,
                 f"{where}.shape", "dimensions must be integers in [0, 2^31)")
+        elements *= d
+    _expect(elements <= MAX_TENSOR_ELEMENTS, f"{where}.shape",
+            f"holds more than {MAX_TENSOR_ELEMENTS} elements")
     _expect(spec["dtype"] in DTYPES, f"{where}.dtype", f"must be one of {', '.join(DTYPES)}")
+
+
+def _check_optional(obj: Dict[str, Any], where: str, optional: Mapping[str, type]) -> None:
+    """Fields a consumer (inspect, the runtime) reads when present: check their types too."""
+    for key, typ in optional.items():
+        if key in obj:
+            value = obj[key]
+            ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
+            _expect(ok, f"{where}.{key}", f"must be {typ.__name__}")
+
+
+def _check_str_list(value: Any, where: str) -> None:
+    _expect(isinstance(value, list) and all(isinstance(v, str) for v in value), where,
+            "must be a list of strings")
+
+
+def _check_same_tensor(spec: Mapping[str, Any], known: Mapping[str, Any], where: str) -> None:
+    """A tensor a stage consumes must have the shape and dtype its producer gives it."""
+    producer = known[spec["name"]]
+    _expect(producer["shape"] == spec["shape"] and producer["dtype"] == spec["dtype"], where,
+            f"tensor '{spec['name']}' is {spec['dtype']} {spec['shape']} here but "
+            f"{producer['dtype']} {producer['shape']} where it is produced")
 
 
 def _check_member_ref(name: Any, members: Mapping[str, Any], where: str) -> None:
@@ -132,11 +168,16 @@ def _validate_v1(m: Dict[str, Any]) -> None:
         "trtc_version": str, "source": dict, "precision": str, "inputs": list, "outputs": list,
         "stages": list, "members": dict, "requires": dict,
     })
+    _check_text(m["trtc_version"], "manifest.trtc_version", 64)
+    for part in ("symbol", "params"):
+        _check_keys(m["source"], "manifest.source", {part: dict})
+        _check_keys(m["source"][part], f"manifest.source.{part}", {"file": str, "sha256": str})
     _expect(m["precision"] in PRECISIONS, "manifest.precision", f"must be one of {PRECISIONS}")
     members = m["members"]
     _expect(len(members) <= MAX_MEMBERS, "manifest.members", "too many members")
     for name, entry in members.items():
-        _expect(_valid_member_name(name), "manifest.members", f"bad member name {name!r}")
+        _expect(_valid_member_name(name) and name not in (MAGIC_MEMBER, MANIFEST_MEMBER),
+                "manifest.members", f"bad member name {name[:80]!r}")
         _check_keys(entry, f"manifest.members[{name}]", {"bytes": int, "sha256": str})
         _expect(0 <= entry["bytes"] < 2**40, f"manifest.members[{name}].bytes", "out of range")
         _expect(bool(_SHA256.match(entry["sha256"])), f"manifest.members[{name}].sha256",
@@ -151,21 +192,29 @@ def _validate_v1(m: Dict[str, Any]) -> None:
             "names must be unique")
     _expect(1 <= len(m["stages"]) <= 10000, "manifest.stages", "must hold 1..10000 stages")
 
-    available = {s["name"] for s in m["inputs"]}
+    available: Dict[str, Any] = {s["name"]: s for s in m["inputs"]}
     stage_names = set()
     for i, stage in enumerate(m["stages"]):
         where = f"manifest.stages[{i}]"
         _check_keys(stage, where, {"kind": str, "name": str, "inputs": list, "outputs": list})
         _expect(stage["kind"] in STAGE_KINDS, f"{where}.kind", f"must be one of {STAGE_KINDS}")
+        _expect(_STAGE_NAME.match(stage["name"]) is not None, f"{where}.name",
+                "must be 1..128 letters, digits, '_', '.' or '-'")
         _expect(stage["name"] not in stage_names, f"{where}.name", "duplicate stage name")
         stage_names.add(stage["name"])
+        _check_optional(stage, where, {"mxnet_ops": int, "op_types": dict, "fp32_tensors": list})
+        for op, count in stage.get("op_types", {}).items():
+            _expect(isinstance(count, int) and not isinstance(count, bool), f"{where}.op_types",
+                    "counts must be integers")
+        _expect(len(stage["outputs"]) >= 1, f"{where}.outputs", "must not be empty")
         for j, spec in enumerate(stage["inputs"]):
             _check_tensor(spec, f"{where}.inputs[{j}]")
             _expect(spec["name"] in available, f"{where}.inputs[{j}]",
                     f"tensor '{spec['name']}' is not produced by an earlier stage or model input")
+            _check_same_tensor(spec, available, f"{where}.inputs[{j}]")
         for j, spec in enumerate(stage["outputs"]):
             _check_tensor(spec, f"{where}.outputs[{j}]")
-            available.add(spec["name"])
+            available[spec["name"]] = spec
         if stage["kind"] == "engine":
             _check_keys(stage, where, {
                 "backend": str, "backend_version": str, "compute_capabilities": list,
@@ -173,6 +222,7 @@ def _validate_v1(m: Dict[str, Any]) -> None:
                 "io": list,
             })
             _expect(stage["backend"] in BACKENDS, f"{where}.backend", f"must be one of {BACKENDS}")
+            _check_text(stage["backend_version"], f"{where}.backend_version", 64)
             _expect(stage["precision"] in PRECISIONS, f"{where}.precision", "unknown precision")
             _check_member_ref(stage["engine"], members, f"{where}.engine")
             _check_member_ref(stage["onnx"], members, f"{where}.onnx")
@@ -191,14 +241,23 @@ def _validate_v1(m: Dict[str, Any]) -> None:
             _check_keys(stage, where, {"symbol": str, "params": list})
             _check_member_ref(stage["symbol"], members, f"{where}.symbol")
             for p in stage["params"]:
-                _expect(isinstance(p, str), f"{where}.params", "must be a list of names")
+                _expect(isinstance(p, str) and _PARAM_KEY.match(p) is not None, f"{where}.params",
+                        "must be a list of 'arg:NAME' / 'aux:NAME' keys")
+            _expect(len(set(stage["params"])) == len(stage["params"]), f"{where}.params",
+                    "names must be unique")
     for i, spec in enumerate(m["outputs"]):
         _expect(spec["name"] in available, f"manifest.outputs[{i}]",
                 f"tensor '{spec['name']}' is produced by no stage")
+        _check_same_tensor(spec, available, f"manifest.outputs[{i}]")
     params_member = m.get("residual_params")
     if params_member is not None:
         _check_member_ref(params_member, members, "manifest.residual_params")
-    _check_keys(m["requires"], "manifest.requires", {"mxnet": bool})
+    requires = m["requires"]
+    _check_keys(requires, "manifest.requires", {"mxnet": bool})
+    _check_optional(requires, "manifest.requires", {"mxnet_version": str, "cpu_path": str})
+    for key in ("custom_ops", "gpu_path"):
+        if key in requires:
+            _check_str_list(requires[key], f"manifest.requires.{key}")
 
 
 def _valid_member_name(name: Any) -> bool:
@@ -270,33 +329,31 @@ def _write_member(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
 _READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, KeyError,
                 IndexError, TypeError, OverflowError, UnicodeError, RecursionError, struct.error,
                 zlib.error, NotImplementedError, MemoryError)
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # a zip local file header (APPNOTE 4.3.7)
+_LOCAL_MAGIC = b"PK\x03\x04"
 
 
 @dataclass
 class Bundle:
-    """An opened, verified bundle. Member bytes are checked against the manifest when read."""
+    """An opened, verified bundle: every member's size and sha256 matched the manifest when it was
+    opened, so :meth:`read_member` hands out only verified bytes."""
 
     path: str
     manifest: Dict[str, Any]
-    _data: bytes
-    _infos: Dict[str, zipfile.ZipInfo]
+    _data: bytes  # the whole file
+    _spans: Dict[str, Tuple[int, int]]  # member name -> (start, end) of its bytes in _data
+
+    @property
+    def size(self) -> int:
+        """The bundle file's size in bytes."""
+        return len(self._data)
 
     def read_member(self, name: str) -> bytes:
-        """The bytes of member ``name`` after their size and sha256 match the manifest."""
-        entry = self.manifest["members"].get(name)
-        if entry is None:
+        """The bytes of member ``name`` (verified against the manifest when the bundle was opened)."""
+        span = self._spans.get(name)
+        if span is None or name not in self.manifest["members"]:
             raise BundleError(f"{self.path}: bundle has no member '{name}'; recompile the bundle")
-        try:
-            with zipfile.ZipFile(io.BytesIO(self._data)) as zf:
-                with zf.open(self._infos[name]) as fh:
-                    data = fh.read(entry["bytes"] + 1)
-        except _READ_ERRORS as exc:
-            raise BundleError(f"{self.path}: member '{name}' is unreadable ({_short(exc)}); "
-                              "the file is corrupted: download or compile it again") from None
-        if len(data) != entry["bytes"] or sha256_hex(data) != entry["sha256"]:
-            raise BundleError(f"{self.path}: checksum mismatch in member '{name}'; the file is "
-                              "corrupted: download or compile it again")
-        return data
+        return self._data[span[0]:span[1]]
 
     @property
     def engine_stages(self) -> List[Dict[str, Any]]:
@@ -308,14 +365,17 @@ class Bundle:
 
 
 def read_bundle(path: "os.PathLike[str] | str", max_bytes: Optional[int] = None) -> Bundle:
-    """Open and check a bundle: magic, manifest schema, member table. Reads no engine yet.
+    """Open and verify a bundle: magic, manifest schema, member table, every member's sha256.
+
+    Nothing is extracted and nothing is deserialized here; an engine's bytes reach TensorRT only
+    later, after this check and the compatibility check (``select_device``) have passed.
 
     Args:
         path: the ``.trtb`` file.
         max_bytes: refuse files larger than this (default: no limit but the disk's).
 
     Raises:
-        BundleError: missing, unreadable, corrupted or not a trtc bundle.
+        BundleError: missing, unreadable, truncated, corrupted or not a trtc bundle.
         IncompatibleError: a format version this runtime cannot read.
     """
     path = os.fspath(path)
@@ -342,58 +402,106 @@ def read_bundle(path: "os.PathLike[str] | str", max_bytes: Optional[int] = None)
 
 
 def _parse(path: str, data: bytes) -> Bundle:
+    if not data.startswith(_LOCAL_MAGIC):
+        raise BundleError(f"{path}: not a trtc bundle (not a ZIP archive); pass a file written by "
+                          "`trtc compile`")
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         infos = zf.infolist()
-        if not infos or infos[0].filename != MAGIC_MEMBER:
-            raise BundleError(f"{path}: not a trtc bundle (no '{MAGIC_MEMBER}' marker); "
-                              "pass a file written by `trtc compile`")
-        if len(infos) > MAX_MEMBERS + 2:
-            raise BundleError(f"{path}: {len(infos)} members is more than a bundle can hold")
-        by_name: Dict[str, zipfile.ZipInfo] = {}
-        total = 0
-        for info in infos:
-            name = info.filename
-            if name in by_name:
-                raise BundleError(f"{path}: member '{name}' appears twice; the file was tampered with")
-            if name not in (MAGIC_MEMBER, MANIFEST_MEMBER) and not _valid_member_name(name):
-                raise BundleError(f"{path}: unsafe member name {name!r}; refusing the bundle")
-            if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
-                raise BundleError(f"{path}: member '{name}' is compressed or encrypted; "
-                                  "trtc bundles store members plainly")
-            if info.file_size != info.compress_size or info.file_size > len(data):
-                raise BundleError(f"{path}: member '{name}' claims an impossible size "
-                                  f"({info.file_size} bytes)")
-            total += info.file_size
-            by_name[name] = info
-        if total > len(data):
-            raise BundleError(f"{path}: members claim more bytes than the file holds")
-        magic = zf.read(infos[0])
-        if magic != MAGIC_BYTES:
-            raise BundleError(f"{path}: bad '{MAGIC_MEMBER}' marker; not a trtc bundle")
-        if MANIFEST_MEMBER not in by_name:
-            raise BundleError(f"{path}: bundle has no manifest; compile it again")
-        if by_name[MANIFEST_MEMBER].file_size > MAX_MANIFEST_BYTES:
-            raise BundleError(f"{path}: manifest is larger than {MAX_MANIFEST_BYTES} bytes")
-        raw = zf.read(by_name[MANIFEST_MEMBER])
+    if not infos or infos[0].filename != MAGIC_MEMBER:
+        raise BundleError(f"{path}: not a trtc bundle (no '{MAGIC_MEMBER}' marker); "
+                          "pass a file written by `trtc compile`")
+    if len(infos) > MAX_MEMBERS + 2:
+        raise BundleError(f"{path}: {len(infos)} members is more than a bundle can hold")
+    spans: Dict[str, Tuple[int, int]] = {}
+    for info in infos:
+        name = info.filename
+        if name in spans:
+            raise BundleError(f"{path}: member '{name}' appears twice; the file was tampered with")
+        if name not in (MAGIC_MEMBER, MANIFEST_MEMBER) and not _valid_member_name(name):
+            raise BundleError(f"{path}: unsafe member name {_clip(name)!r}; refusing the bundle")
+        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+            raise BundleError(f"{path}: member '{name}' is compressed or encrypted; "
+                              "trtc bundles store members plainly")
+        if info.file_size != info.compress_size or info.file_size > len(data):
+            raise BundleError(f"{path}: member '{name}' claims an impossible size "
+                              f"({info.file_size} bytes)")
+        spans[name] = _member_span(path, data, info)
+    magic = data[slice(*spans[MAGIC_MEMBER])]
+    if magic != MAGIC_BYTES:
+        raise BundleError(f"{path}: bad '{MAGIC_MEMBER}' marker; not a trtc bundle")
+    if MANIFEST_MEMBER not in spans:
+        raise BundleError(f"{path}: bundle has no manifest; compile it again")
+    manifest_info = next(i for i in infos if i.filename == MANIFEST_MEMBER)
+    if manifest_info.file_size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{path}: manifest is larger than {MAX_MANIFEST_BYTES} bytes")
+    raw = data[slice(*spans[MANIFEST_MEMBER])]
+    if zlib.crc32(raw) != manifest_info.CRC:  # the manifest has no sha256 of its own
+        raise BundleError(f"{path}: manifest fails its CRC check; the file is corrupted: download "
+                          "or compile it again")
+    manifest = _load_json(path, raw)
     try:
-        manifest = json.loads(raw.decode("utf-8"))
-    except (UnicodeError, ValueError, RecursionError) as exc:
-        raise BundleError(f"{path}: manifest is not valid JSON ({_short(exc)}); the file is "
-                          "corrupted: download or compile it again") from None
-    validate_manifest(manifest)
+        validate_manifest(manifest)
+    except (BundleError, IncompatibleError) as exc:
+        raise type(exc)(f"{path}: {exc}") from None
     listed = set(manifest["members"])
-    present = set(by_name) - {MAGIC_MEMBER, MANIFEST_MEMBER}
+    present = set(spans) - {MAGIC_MEMBER, MANIFEST_MEMBER}
     if listed - present:
         raise BundleError(f"{path}: member '{sorted(listed - present)[0]}' is missing; "
                           "the file is incomplete: download or compile it again")
     if present - listed:
         raise BundleError(f"{path}: unexpected member '{sorted(present - listed)[0]}' not in "
                           "the manifest; refusing a tampered bundle")
-    for name in listed:
-        if by_name[name].file_size != manifest["members"][name]["bytes"]:
-            raise BundleError(f"{path}: member '{name}' has {by_name[name].file_size} bytes, the "
-                              f"manifest says {manifest['members'][name]['bytes']}; corrupted file")
-    return Bundle(path=path, manifest=manifest, _data=data, _infos=by_name)
+    for name in sorted(listed):  # verify every member now: later reads hand out checked bytes
+        entry = manifest["members"][name]
+        start, end = spans[name]
+        if end - start != entry["bytes"]:
+            raise BundleError(f"{path}: member '{name}' has {end - start} bytes, the manifest says "
+                              f"{entry['bytes']}; the file is corrupted: download or compile it again")
+        if hashlib.sha256(memoryview(data)[start:end]).hexdigest() != entry["sha256"]:
+            raise BundleError(f"{path}: checksum mismatch in member '{name}'; the file is "
+                              "corrupted: download or compile it again")
+    return Bundle(path=path, manifest=manifest, _data=data, _spans=spans)
+
+
+def _member_span(path: str, data: bytes, info: zipfile.ZipInfo) -> Tuple[int, int]:
+    """Where ``info``'s bytes lie in ``data``, after checking its local header agrees with the
+    central directory (the same checks zipfile.ZipFile.open makes)."""
+    offset = info.header_offset
+    if offset < 0 or offset + _LOCAL_HEADER.size > len(data):
+        raise BundleError(f"{path}: member '{info.filename}' lies outside the file; the file is "
+                          "truncated or corrupted: download or compile it again")
+    header = _LOCAL_HEADER.unpack_from(data, offset)
+    magic, method, name_length, extra_length = header[0], header[5], header[10], header[11]
+    start = offset + _LOCAL_HEADER.size + name_length + extra_length
+    end = start + info.file_size
+    if (magic != _LOCAL_MAGIC or method != zipfile.ZIP_STORED or end > len(data)
+            or data[offset + _LOCAL_HEADER.size:offset + _LOCAL_HEADER.size + name_length]
+            != info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")):
+        raise BundleError(f"{path}: member '{info.filename}' has a damaged header; the file is "
+                          "corrupted: download or compile it again")
+    return start, end
+
+
+def _load_json(path: str, raw: bytes) -> Any:
+    def no_duplicates(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+        result = dict(pairs)
+        if len(result) != len(pairs):
+            raise ValueError("a key appears twice in one object")
+        return result
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates,
+                          parse_constant=no_constant)
+    except (UnicodeError, ValueError, RecursionError) as exc:
+        raise BundleError(f"{path}: manifest is not valid JSON ({_short(exc)}); the file is "
+                          "corrupted: download or compile it again") from None
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _short(exc: BaseException) -> str:

@@ -1,10 +1,16 @@
-"""The CUDA layer of the GPU path, on cuda-python's runtime bindings: devices, buffers, streams,
-copies. Every call's status is checked and turned into :class:`CudaError`."""
+"""The CUDA layer of the GPU path, on cuda-python's runtime bindings: devices, device and pinned
+buffers, streams, events, async copies and CUDA graphs. Every call's status is checked and turned
+into :class:`CudaError`.
+
+Nothing here knows TensorRT: the engine stages (``stages/engine_cuda.py``) build on these pieces,
+and the tests exercise them on a GPU without TensorRT. Buffers follow the CUDA runtime's rule of a
+*current device* per thread: they are made on the device :func:`set_device` last chose.
+"""
 
 from __future__ import annotations
 
 import ctypes
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 
@@ -16,16 +22,31 @@ __all__ = [
     "device_count",
     "compute_capability",
     "gpu_unavailable_reason",
+    "set_device",
+    "current_device",
+    "mem_get_info",
+    "pointer_device",
     "DeviceBuffer",
     "PinnedBuffer",
     "Stream",
+    "Event",
+    "Graph",
+    "LEGACY_STREAM",
 ]
 
+# The legacy default stream (``cudaStreamLegacy``): every blocking stream is ordered with it.
+LEGACY_STREAM = 1
+
 _CUDART: Any = None
+_DEVICE_COUNT: Optional[int] = None
 
 
 def cudart() -> Any:
-    """The cuda-python runtime module (``cuda.bindings.runtime``, or ``cuda.cudart`` before 12.6)."""
+    """The cuda-python runtime module (``cuda.bindings.runtime``, or ``cuda.cudart`` before 12.6).
+
+    Raises:
+        IncompatibleError: cuda-python is not installed.
+    """
     global _CUDART
     if _CUDART is None:
         try:
@@ -40,13 +61,22 @@ def cudart() -> Any:
 
 
 def check(result: Any, what: str) -> Any:
-    """Unpack a cuda-python result tuple ``(err, *values)``; raise CudaError unless success."""
+    """Unpack a cuda-python result tuple ``(err, *values)``; raise CudaError unless success.
+
+    Args:
+        result: what a ``cudart`` function returned.
+        what: the call, for the message (e.g. ``"cudaMalloc(1024)"``).
+
+    Returns:
+        None, the one value, or a tuple of the values after the status.
+    """
     rt = cudart()
     if isinstance(result, tuple):
         err, values = result[0], result[1:]
     else:
         err, values = result, ()
     if err != rt.cudaError_t.cudaSuccess:
+        rt.cudaGetLastError()  # reset a non-sticky error so that later calls do not report it
         name = getattr(err, "name", str(err))
         _, text = rt.cudaGetErrorString(err)
         text = text.decode() if isinstance(text, bytes) else str(text)
@@ -58,7 +88,10 @@ def check(result: Any, what: str) -> Any:
 
 def device_count() -> int:
     """Number of CUDA devices; raises CudaError when the driver is missing or too old."""
-    return int(check(cudart().cudaGetDeviceCount(), "cudaGetDeviceCount"))
+    global _DEVICE_COUNT
+    if _DEVICE_COUNT is None:
+        _DEVICE_COUNT = int(check(cudart().cudaGetDeviceCount(), "cudaGetDeviceCount"))
+    return _DEVICE_COUNT
 
 
 def compute_capability(device: int = 0) -> Tuple[int, int]:
@@ -89,20 +122,83 @@ def gpu_unavailable_reason(device: int = 0) -> Optional[str]:
 
 
 def set_device(device: int) -> None:
+    """Make ``device`` the calling thread's current CUDA device.
+
+    Raises:
+        CudaError: no such device (the message names how many there are), or the driver failed.
+    """
+    count = device_count()
+    if not 0 <= device < count:
+        raise CudaError(f"GPU {device} does not exist: this machine has {count} CUDA GPU(s), "
+                        f"valid indices are 0..{count - 1}")
     check(cudart().cudaSetDevice(device), f"cudaSetDevice({device})")
 
 
-class DeviceBuffer:
-    """``nbytes`` of device memory, freed with the object (or by :meth:`free`)."""
+def current_device() -> int:
+    """The calling thread's current CUDA device."""
+    return int(check(cudart().cudaGetDevice(), "cudaGetDevice"))
 
-    def __init__(self, nbytes: int):
+
+def mem_get_info() -> Tuple[int, int]:
+    """(free, total) bytes of the current device."""
+    free, total = check(cudart().cudaMemGetInfo(), "cudaMemGetInfo")
+    return int(free), int(total)
+
+
+def pointer_device(ptr: int) -> Optional[int]:
+    """The device that owns device or managed memory at ``ptr``; None for host memory."""
+    rt = cudart()
+    attrs = check(rt.cudaPointerGetAttributes(ptr), "cudaPointerGetAttributes")
+    if attrs.type in (rt.cudaMemoryType.cudaMemoryTypeDevice, rt.cudaMemoryType.cudaMemoryTypeManaged):
+        return int(attrs.device)
+    return None
+
+
+def _out_of_memory(what: str, nbytes: int, exc: CudaError) -> CudaError:
+    try:
+        free, total = mem_get_info()
+        have = f"; the GPU has {free / 2**20:.0f} MiB free of {total / 2**20:.0f} MiB"
+    except CudaError:
+        have = ""
+    return CudaError(f"{exc}: cannot allocate {nbytes} bytes of {what}{have}")
+
+
+class DeviceBuffer:
+    """``nbytes`` of memory on the current device, freed with the object (or by :meth:`free`).
+
+    Args:
+        nbytes: the size; 0 still allocates one byte so that ``ptr`` is a valid address.
+        stream: allocate stream-ordered (``cudaMallocAsync``) on this stream; the memory is then
+            freed on the legacy default stream, after any work that blocking streams (torch's and
+            cupy's defaults) queued on it. None: a plain ``cudaMalloc``.
+
+    Raises:
+        CudaError: out of memory (with the free/total memory of the GPU) or another CUDA error.
+    """
+
+    def __init__(self, nbytes: int, stream: "Optional[Stream]" = None):
+        rt = cudart()
         self.nbytes = int(nbytes)
-        self.ptr = int(check(cudart().cudaMalloc(max(self.nbytes, 1)), f"cudaMalloc({self.nbytes})"))
+        self._stream_ordered = stream is not None
+        size = max(self.nbytes, 1)
+        try:
+            if stream is None:
+                self.ptr = int(check(rt.cudaMalloc(size), f"cudaMalloc({size})"))
+            else:
+                self.ptr = int(check(rt.cudaMallocAsync(size, stream.handle),
+                                     f"cudaMallocAsync({size})"))
+        except CudaError as exc:
+            raise _out_of_memory("device memory", size, exc) from None
 
     def free(self) -> None:
+        """Give the memory back (idempotent)."""
         if self.ptr:
-            check(cudart().cudaFree(self.ptr), "cudaFree")
-            self.ptr = 0
+            ptr, self.ptr = self.ptr, 0
+            rt = cudart()
+            if self._stream_ordered:
+                check(rt.cudaFreeAsync(ptr, 0), "cudaFreeAsync")
+            else:
+                check(rt.cudaFree(ptr), "cudaFree")
 
     def __del__(self) -> None:
         try:
@@ -112,22 +208,30 @@ class DeviceBuffer:
 
 
 class PinnedBuffer:
-    """Page-locked host memory viewed as a numpy array of ``shape`` and ``dtype``."""
+    """Page-locked host memory viewed as a numpy array ``array`` of ``shape`` and ``dtype``.
+
+    Raises:
+        CudaError: the host memory could not be page-locked.
+    """
 
     def __init__(self, shape: Tuple[int, ...], dtype: Any):
         self.dtype = np.dtype(dtype)
         self.shape = tuple(int(d) for d in shape)
         self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
-        self.ptr = int(check(cudart().cudaMallocHost(max(self.nbytes, 1)),
-                             f"cudaMallocHost({self.nbytes})"))
-        raw = (ctypes.c_byte * max(self.nbytes, 1)).from_address(self.ptr)
+        size = max(self.nbytes, 1)
+        try:
+            self.ptr = int(check(cudart().cudaMallocHost(size), f"cudaMallocHost({size})"))
+        except CudaError as exc:
+            raise _out_of_memory("pinned host memory", size, exc) from None
+        raw = (ctypes.c_byte * size).from_address(self.ptr)
         self.array = np.frombuffer(raw, dtype=np.uint8, count=self.nbytes).view(self.dtype).reshape(self.shape)
 
     def free(self) -> None:
+        """Give the memory back (idempotent); ``array`` must not be used afterwards."""
         if self.ptr:
             self.array = None  # type: ignore[assignment]
-            check(cudart().cudaFreeHost(self.ptr), "cudaFreeHost")
-            self.ptr = 0
+            ptr, self.ptr = self.ptr, 0
+            check(cudart().cudaFreeHost(ptr), "cudaFreeHost")
 
     def __del__(self) -> None:
         try:
@@ -136,40 +240,136 @@ class PinnedBuffer:
             pass
 
 
+class Event:
+    """A CUDA event without timing, to order one stream after another."""
+
+    def __init__(self) -> None:
+        rt = cudart()
+        self.handle = check(rt.cudaEventCreateWithFlags(rt.cudaEventDisableTiming),
+                            "cudaEventCreateWithFlags")
+
+    def record(self, stream: int) -> None:
+        """Record the event on the stream whose handle (an int) is ``stream``."""
+        check(cudart().cudaEventRecord(self.handle, stream), "cudaEventRecord")
+
+    def synchronize(self) -> None:
+        """Wait on the host until the recorded work is done."""
+        check(cudart().cudaEventSynchronize(self.handle), "cudaEventSynchronize")
+
+    def destroy(self) -> None:
+        if self.handle is not None:
+            handle, self.handle = self.handle, None
+            check(cudart().cudaEventDestroy(handle), "cudaEventDestroy")
+
+    def __del__(self) -> None:
+        try:
+            self.destroy()
+        except Exception:
+            pass
+
+
 class Stream:
-    """A CUDA stream with async copies and a synchronize."""
+    """A non-blocking CUDA stream with async copies, waits and a synchronize.
+
+    ``copy_*`` take raw addresses (ints); host addresses should be pinned (:class:`PinnedBuffer`)
+    for the copy to be asynchronous.
+    """
 
     def __init__(self) -> None:
         rt = cudart()
         self.handle = check(rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking),
                             "cudaStreamCreateWithFlags")
+        self.ptr = int(self.handle)
+        self._event: Optional[Event] = None
 
-    @property
-    def ptr(self) -> int:
-        return int(self.handle)
+    def _copy(self, dst: int, src: int, nbytes: int, kind: Any, what: str) -> None:
+        if nbytes:
+            check(cudart().cudaMemcpyAsync(dst, src, nbytes, kind, self.handle), what)
 
     def copy_h2d(self, dst: int, src: int, nbytes: int) -> None:
-        rt = cudart()
-        check(rt.cudaMemcpyAsync(dst, src, nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice,
-                                 self.handle), "cudaMemcpyAsync(H2D)")
+        """Enqueue a host-to-device copy of ``nbytes``."""
+        self._copy(dst, src, nbytes, cudart().cudaMemcpyKind.cudaMemcpyHostToDevice,
+                   "cudaMemcpyAsync(H2D)")
 
     def copy_d2h(self, dst: int, src: int, nbytes: int) -> None:
-        rt = cudart()
-        check(rt.cudaMemcpyAsync(dst, src, nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
-                                 self.handle), "cudaMemcpyAsync(D2H)")
+        """Enqueue a device-to-host copy of ``nbytes``."""
+        self._copy(dst, src, nbytes, cudart().cudaMemcpyKind.cudaMemcpyDeviceToHost,
+                   "cudaMemcpyAsync(D2H)")
 
     def copy_d2d(self, dst: int, src: int, nbytes: int) -> None:
-        rt = cudart()
-        check(rt.cudaMemcpyAsync(dst, src, nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice,
-                                 self.handle), "cudaMemcpyAsync(D2D)")
+        """Enqueue a device-to-device copy of ``nbytes``."""
+        self._copy(dst, src, nbytes, cudart().cudaMemcpyKind.cudaMemcpyDeviceToDevice,
+                   "cudaMemcpyAsync(D2D)")
+
+    def wait_for(self, other: int) -> None:
+        """Order this stream's later work after the work queued so far on stream ``other``
+        (a handle as an int; :data:`LEGACY_STREAM` for the legacy default stream)."""
+        if other == self.ptr:
+            return
+        if self._event is None:
+            self._event = Event()
+        self._event.record(other)
+        check(cudart().cudaStreamWaitEvent(self.handle, self._event.handle, 0), "cudaStreamWaitEvent")
 
     def synchronize(self) -> None:
+        """Wait on the host until all work queued on the stream is done."""
         check(cudart().cudaStreamSynchronize(self.handle), "cudaStreamSynchronize")
 
     def destroy(self) -> None:
         if self.handle is not None:
-            check(cudart().cudaStreamDestroy(self.handle), "cudaStreamDestroy")
-            self.handle = None
+            handle, self.handle = self.handle, None
+            check(cudart().cudaStreamDestroy(handle), "cudaStreamDestroy")
+
+    def __del__(self) -> None:
+        try:
+            self.destroy()
+        except Exception:
+            pass
+
+
+class Graph:
+    """Work queued on a stream, captured once as a CUDA graph and replayed by :meth:`launch`.
+
+    The capture is thread-local (``cudaStreamCaptureModeThreadLocal``), so other threads may
+    allocate or copy meanwhile. Whatever ``enqueue`` queues must be capturable: kernels and async
+    copies between fixed addresses, no synchronization and no allocation.
+
+    Args:
+        stream: the stream to capture on (a non-blocking one: the legacy stream cannot capture).
+        enqueue: queues the work on ``stream``; nothing runs during the capture.
+
+    Raises:
+        CudaError: the capture or the instantiation failed (the stream is left usable).
+    """
+
+    def __init__(self, stream: Stream, enqueue: Callable[[], None]):
+        rt = cudart()
+        self._exec: Any = None
+        check(rt.cudaStreamBeginCapture(
+            stream.handle, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
+            "cudaStreamBeginCapture")
+        try:
+            enqueue()
+        except BaseException:
+            err, graph = rt.cudaStreamEndCapture(stream.handle)  # always leave capture mode
+            if err == rt.cudaError_t.cudaSuccess and graph is not None:
+                rt.cudaGraphDestroy(graph)
+            rt.cudaGetLastError()
+            raise
+        graph = check(rt.cudaStreamEndCapture(stream.handle), "cudaStreamEndCapture")
+        try:
+            self._exec = check(rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+        finally:
+            check(rt.cudaGraphDestroy(graph), "cudaGraphDestroy")
+
+    def launch(self, stream: Stream) -> None:
+        """Enqueue one replay of the captured work on ``stream``."""
+        check(cudart().cudaGraphLaunch(self._exec, stream.handle), "cudaGraphLaunch")
+
+    def destroy(self) -> None:
+        if self._exec is not None:
+            graph_exec, self._exec = self._exec, None
+            check(cudart().cudaGraphExecDestroy(graph_exec), "cudaGraphExecDestroy")
 
     def __del__(self) -> None:
         try:

@@ -155,8 +155,14 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
                     f"(seed {settings.seed}, tolerance {settings.effective_tolerance:g})")
                 result.checks = _verify(graph, tmp, settings)
             for check in result.checks:
-                say(f"  {check.name}: max abs err {check.max_abs:.3g}, relative {check.relative:.3g}"
-                    f" {'ok' if check.ok else 'FAILED'}")
+                if check.name in graph.outputs or not check.ok:
+                    kind = "output" if check.name in graph.outputs else "stage boundary"
+                    say(f"  {kind} {check.name}: max abs err {check.max_abs:.3g}, relative "
+                        f"{check.relative:.3g} {'ok' if check.ok else 'FAILED'}")
+            inner = [c for c in result.checks if c.name not in graph.outputs]
+            if inner:
+                worst = max(inner, key=lambda c: c.relative)
+                say(f"  {len(inner)} stage-boundary tensors: worst relative {worst.relative:.3g}")
             failed = [c for c in result.checks if not c.ok]
             if failed:
                 worst = max(failed, key=lambda c: c.relative)
@@ -227,7 +233,9 @@ def _partition_and_build(graph: Graph, settings: CompileSettings, backend: TrtBa
                 idx = by_name.get(exc.node or "")
                 if idx is None or idx not in seg.nodes:
                     idx = seg.nodes[len(seg.nodes) // 2]
-                _reject(decisions, graph, idx, Reason.EXPORT_FAILED, str(exc))
+                _reject(decisions, graph, idx,
+                        Reason.EXPORT_UNFAITHFUL if exc.unfaithful else Reason.EXPORT_FAILED,
+                        str(exc)[:300])
                 changed = True
                 continue
             with timer.span("partition"):
@@ -289,14 +297,23 @@ def _attribute(graph: Graph, seg: Segment, exp: ExportedSegment, issues: List[An
             mx_name = issue.node_name.rsplit("#", 1)[0]
         idx = by_name.get(mx_name)
         if idx is not None and idx in seg.nodes:
-            text = issue.message.strip().splitlines()[0] if issue.message.strip() else "rejected"
-            rejected.setdefault(idx, f"{issue.op}: {text}"[:300])
+            rejected.setdefault(idx, f"ONNX {issue.op}: {_parser_text(issue.message)}")
     return rejected
 
 
 # ----------------------------------------------------------------------------------------------
 # Bundle assembly
 # ----------------------------------------------------------------------------------------------
+def _parser_text(message: str) -> str:
+    """The informative part of a parser message, on one line."""
+    lines = [l.strip() for l in message.strip().splitlines() if l.strip()]
+    useful = [l for l in lines if not l.startswith("Invalid Node") and not l.startswith("Node name")]
+    text = " ".join(useful or lines) or "rejected"
+    text = re.sub(r" In operator\(\) at \S+", "", text)
+    text = re.sub(r"\s*\[checkMacros.*$", "", text)
+    return text[:300]
+
+
 def _spec(graph: Graph, name: str) -> Dict[str, Any]:
     return {"name": name, "shape": list(graph.shapes[name]), "dtype": graph.dtypes.get(name, "float32")}
 
@@ -378,10 +395,22 @@ def _assemble(graph: Graph, settings: CompileSettings, segments: List[Segment],
 
 
 def _verify(graph: Graph, bundle_path: str, settings: CompileSettings) -> List[OutputCheck]:
+    """Run the bundle stage by stage on the CPU path; compare every tensor crossing a stage
+    boundary, and the outputs, with MXNet's own forward pass (a wrong engine cannot hide behind
+    a later stage that masks it, e.g. NMS)."""
     from .runtime import load
 
     feeds = random_inputs(graph, settings.seed)
-    reference = mxnet_forward(graph, feeds)
     model = load(bundle_path, device="cpu")
-    actual = model(**feeds)
-    return compare(actual, reference, settings.effective_tolerance)
+    tensors: Dict[str, np.ndarray] = model.validate_inputs(feeds)
+    produced: List[str] = []
+    for stage in model.stages:
+        tensors.update(stage.run(tensors))
+        produced.extend(stage.outputs)
+    names = list(dict.fromkeys(graph.outputs + produced))
+    reference = mxnet_forward(graph, feeds, names)
+    checks = compare({n: tensors[n] for n in names}, reference, settings.effective_tolerance)
+    outputs = set(graph.outputs)
+    for check in checks:
+        check.boundary = check.name not in outputs  # type: ignore[attr-defined]
+    return checks

@@ -30,9 +30,10 @@ _TAG_PREFIX = "mxnet:"
 class ExportError(Exception):
     """mxnet.onnx failed; ``node`` names the MXNet node whose converter raised (if known)."""
 
-    def __init__(self, message: str, node: Optional[str] = None):
+    def __init__(self, message: str, node: Optional[str] = None, unfaithful: bool = False):
         super().__init__(message)
         self.node = node
+        self.unfaithful = unfaithful
 
 
 @dataclass
@@ -106,28 +107,52 @@ def _provenance() -> Iterator[Dict[str, Any]]:
     from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
     from onnx import NodeProto
 
-    state: Dict[str, Any] = {"failed": None}
+    state: Dict[str, Any] = {"failed": None, "unfaithful": {}}
     original = MXNetGraph.__dict__["convert_layer"]
     convert = original.__func__
+    records: List[logging.LogRecord] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.WARNING:
+                records.append(record)
 
     def tagged(node: Dict[str, Any], **kwargs: Any) -> Any:
+        del records[:]
         try:
             result = convert(node, **kwargs)
         except Exception:
             state["failed"] = node.get("name")
             raise
+        for record in records:
+            # Converters warn when ONNX cannot express what MXNet computes (box_nms, dot > 2-D).
+            text = record.getMessage()
+            if "different" in text.lower():
+                state["unfaithful"].setdefault(node["name"], text)
         converted = result[0] if isinstance(result, tuple) else result
         for item in converted or []:
             if isinstance(item, NodeProto):
                 item.doc_string = _TAG_PREFIX + node["name"]
         return result
 
+    handler = _Collect()
+    root = logging.getLogger()
     with _PATCH_LOCK:
         MXNetGraph.convert_layer = staticmethod(tagged)
+        root.addHandler(handler)
         try:
             yield state
         finally:
             MXNetGraph.convert_layer = original
+            root.removeHandler(handler)
+
+
+def _benign_warning(graph: Graph, idx: int) -> bool:
+    """`dot` warns on every export, but differs from MXNet only for inputs above 2-D."""
+    node = graph.nodes[idx]
+    if node.op == "dot":
+        return all(len(graph.shapes.get(graph.tensor(e), ())) <= 2 for e in node.inputs)
+    return False
 
 
 def _apply_fix_gamma(graph: Graph, segment: Segment, arg_params: Dict[str, Any]) -> None:
@@ -193,6 +218,15 @@ def onnx_from_segment(graph: Graph, segment: Segment, fp16: bool = False) -> Exp
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise ExportError(f"{type(exc).__name__}: {first}", node=state["failed"]) from None
         model = onnx.load(path)
+    for name, text in state["unfaithful"].items():
+        idx = next((i for i in segment.nodes if graph.nodes[i].name == name), None)
+        if idx is not None and not _benign_warning(graph, idx):
+            raise ExportError(f"mxnet.onnx says its ONNX differs from MXNet: {text}", node=name,
+                              unfaithful=True)
+    # onnx-graphsurgeon keeps node names but not doc strings: carry the tag in the (unique) name.
+    for i, node in enumerate(model.graph.node):
+        tag = node.doc_string[len(_TAG_PREFIX):] if node.doc_string.startswith(_TAG_PREFIX) else ""
+        node.name = f"{tag or 'node'}#{i}"
 
     # Graph surgery: initializers are not graph inputs; outputs get trtc's tensor names.
     g = gs.import_onnx(model)
@@ -221,12 +255,8 @@ def onnx_from_segment(graph: Graph, segment: Segment, fp16: bool = False) -> Exp
                           f"{segment.inputs}")
 
     kept: List[str] = convert_to_fp16(model) if fp16 else []
-    origin: List[str] = []
-    for i, node in enumerate(model.graph.node):
-        mx_name = node.doc_string[len(_TAG_PREFIX):] if node.doc_string.startswith(_TAG_PREFIX) else ""
-        origin.append(mx_name)
-        # Unique, traceable node names: TensorRT names its layers after them.
-        node.name = f"{mx_name or 'node'}#{i}"
+    origin = [node.name.rsplit("#", 1)[0] if "#" in node.name else "" for node in model.graph.node]
+    origin = ["" if name == "node" else name for name in origin]
     return ExportedSegment(model=model, onnx_bytes=model.SerializeToString(),
                            node_origin=origin, kept_fp32=kept)
 

@@ -32,6 +32,7 @@ class Reason:
     EXCLUDED = "excluded"                  # --exclude-op
     NO_CONVERTER = "no_onnx_converter"     # mxnet.onnx has no converter for the op
     EXPORT_FAILED = "onnx_export_failed"   # the converter raised for this node
+    EXPORT_UNFAITHFUL = "onnx_export_differs"  # the converter says ONNX computes something else
     PARSER_REJECTED = "parser_rejected"    # TensorRT's ONNX parser refused the node
     BUILD_FAILED = "build_failed"          # the segment parsed but did not build; split here
     BELOW_MIN_SIZE = "below_min_segment_size"
@@ -40,6 +41,7 @@ class Reason:
         EXCLUDED: "excluded by the user (--exclude-op)",
         NO_CONVERTER: "no ONNX converter in mxnet.onnx",
         EXPORT_FAILED: "mxnet.onnx failed to export it",
+        EXPORT_UNFAITHFUL: "mxnet.onnx's ONNX for it would compute something else",
         PARSER_REJECTED: "TensorRT's ONNX parser rejected it",
         BUILD_FAILED: "the TensorRT build of its segment failed",
         BELOW_MIN_SIZE: "its engine segment was below the minimum size",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
@@ -41,11 +41,17 @@ def random_inputs(graph: Graph, seed: int) -> Dict[str, np.ndarray]:
     return feeds
 
 
-def mxnet_forward(graph: Graph, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """MXNet's own forward pass of the whole model on the CPU."""
+def mxnet_forward(graph: Graph, feeds: Mapping[str, np.ndarray],
+                  tensors: Optional[List[str]] = None) -> Dict[str, np.ndarray]:
+    """MXNet's own forward pass on the CPU; returns the model outputs, or ``tensors`` (any
+    internal tensor names) when given."""
     import mxnet as mx
 
     symbol = graph.mxnet_symbol()
+    names = list(tensors) if tensors is not None else list(graph.outputs)
+    if tensors is not None:
+        internals = symbol.get_internals()
+        symbol = mx.sym.Group([internals[name] for name in names])
     args = {k.split(":", 1)[1]: mx.nd.array(v, dtype=v.dtype) for k, v in graph.params.items()
             if k.startswith("arg:")}
     aux = {k.split(":", 1)[1]: mx.nd.array(v, dtype=v.dtype) for k, v in graph.params.items()
@@ -54,7 +60,7 @@ def mxnet_forward(graph: Graph, feeds: Mapping[str, np.ndarray]) -> Dict[str, np
         args[name] = mx.nd.array(value, dtype=value.dtype)
     executor = symbol.bind(mx.cpu(), args, aux_states=aux, grad_req="null")
     outputs = executor.forward(is_train=False)
-    return {name: out.asnumpy() for name, out in zip(graph.outputs, outputs)}
+    return {name: out.asnumpy() for name, out in zip(names, outputs)}
 
 
 def compare(actual: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
