@@ -139,10 +139,15 @@ def graph_dot(bundle: Bundle) -> str:
 
 
 def _dot_program() -> List[str]:
-    if shutil.which("dot"):
-        return ["dot"]
-    if shutil.which("graphviz-pure"):
-        return ["graphviz-pure", "-Kdot"]
+    import os
+    import sys
+
+    # PATH first, then the running interpreter's bin dir (pip-installed console scripts).
+    search = os.pathsep.join([os.environ.get("PATH", ""), os.path.dirname(sys.executable)])
+    for program, extra in (("dot", []), ("graphviz-pure", ["-Kdot"])):
+        found = shutil.which(program, path=search)
+        if found:
+            return [found] + extra
     raise UsageError("drawing needs Graphviz's `dot` program: apt-get install graphviz (or "
                      "brew install graphviz, or pip install graphviz-pure)")
 

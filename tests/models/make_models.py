@@ -1,0 +1,70 @@
+"""Tiny test models exported with seeded random weights (real MXNet, like `trtc example`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Tuple
+
+import mxnet as mx
+from mxnet.gluon import HybridBlock, nn
+
+from trtc.zoo import randomize, record_input_shapes
+
+from . import custom_ops  # noqa: F401  registers trtc_scale_shift
+
+
+class CustomOpNet(HybridBlock):
+    """conv-bn-relu-conv -> Python CustomOp -> conv-relu-conv -> dense: engine, MXNet, engine."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.head = nn.HybridSequential()
+            self.head.add(nn.Conv2D(8, 3, padding=1), nn.BatchNorm(), nn.Activation("relu"),
+                          nn.Conv2D(8, 3, padding=1))
+            self.tail = nn.HybridSequential()
+            self.tail.add(nn.Conv2D(16, 3, padding=1), nn.Activation("relu"),
+                          nn.Conv2D(16, 3, strides=2), nn.Activation("relu"), nn.Dense(10))
+
+    def hybrid_forward(self, F, x):
+        y = self.head(x)
+        y = F.Custom(y, op_type="trtc_scale_shift")
+        return self.tail(y)
+
+
+class TinyNet(HybridBlock):
+    """A few convolutions: small and fast, for fuzzing and concurrency tests."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.body = nn.HybridSequential()
+            self.body.add(nn.Conv2D(4, 3, padding=1), nn.BatchNorm(), nn.Activation("relu"),
+                          nn.Conv2D(4, 3, padding=1), nn.Activation("relu"),
+                          nn.GlobalAvgPool2D(), nn.Flatten(), nn.Dense(5))
+
+    def hybrid_forward(self, F, x):
+        return self.body(x)
+
+
+def export(net: HybridBlock, name: str, out_dir: Path, shape: Tuple[int, ...],
+           seed: int = 0) -> Path:
+    """Initialize with seeded random weights, export, record the input shape; return params."""
+    mx.random.seed(seed)
+    net.initialize(mx.init.Xavier())
+    net.hybridize()
+    net(mx.nd.zeros(shape))
+    randomize(net, seed)
+    net(mx.nd.zeros(shape))
+    prefix = Path(out_dir) / name
+    net.export(str(prefix), epoch=0)
+    record_input_shapes(Path(f"{prefix}-symbol.json"), {"data": shape})
+    return Path(f"{prefix}-0000.params")
+
+
+def make_custom_op_net(out_dir: Path) -> Path:
+    return export(CustomOpNet(), "customop_net", out_dir, (1, 3, 16, 16))
+
+
+def make_tiny_net(out_dir: Path) -> Path:
+    return export(TinyNet(), "tiny_net", out_dir, (1, 3, 8, 8))

@@ -1,0 +1,73 @@
+"""The runtime is thin: importing and using trtc.runtime never imports the compiler's
+dependencies. Proven in a subprocess where they are made unimportable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+BLOCKED = ["mxnet", "onnx", "onnx_graphsurgeon", "typer"]
+
+_BLOCKER = textwrap.dedent(
+    """
+    import sys, importlib.abc
+    BLOCKED = {blocked!r}
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"{{name}} is blocked in this test")
+            return None
+    sys.meta_path.insert(0, Block())
+    """
+)
+
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    script = _BLOCKER.format(blocked=BLOCKED) + textwrap.dedent(code)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+
+
+def test_import_runtime_without_compiler_dependencies():
+    proc = _run(
+        """
+        import trtc.runtime, trtc.runtime.bundle, trtc.runtime.model, trtc.runtime.cuda
+        import trtc.runtime.stages.engine_cpu, trtc.runtime.stages.engine_cuda
+        bad = [m for m in sys.modules if m.split('.')[0] in BLOCKED]
+        assert not bad, bad
+        print("ok")
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+def test_load_and_run_engine_only_bundle_without_mxnet(r18_bundle):
+    proc = _run(
+        f"""
+        import numpy as np, trtc.runtime as rt
+        m = rt.load({str(r18_bundle)!r}, device="cpu")
+        out = m(data=np.random.rand(1, 3, 224, 224).astype("float32"))
+        assert list(out) == list(m.outputs)
+        bad = [m for m in sys.modules if m.split('.')[0] in BLOCKED]
+        assert not bad, bad
+        print("ok")
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+def test_residual_bundle_without_mxnet_says_what_to_install(compiled):
+    bundle = compiled("resnet18_v2", exclude_ops=("Pooling",))
+    proc = _run(
+        f"""
+        import trtc.runtime as rt
+        try:
+            rt.load({str(bundle)!r}, device="cpu")
+        except rt.IncompatibleError as e:
+            print("IncompatibleError:", e)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "residual stages that run in MXNet" in proc.stdout and "pip install" in proc.stdout
