@@ -314,6 +314,17 @@ def _parser_text(message: str) -> str:
     return text[:300]
 
 
+def _resolve_io(graph: Graph, spec: Dict[str, Any]) -> Dict[str, Any]:
+    """The network's IO spec; a dimension the parser left unknown (-1) is taken from MXNet's
+    shape inference (static shapes: they agree wherever both are known)."""
+    shape = spec["shape"]
+    if any(d < 0 for d in shape) and spec["name"] in graph.shapes:
+        known = list(graph.shapes[spec["name"]])
+        if len(known) == len(shape) and all(d < 0 or d == k for d, k in zip(shape, known)):
+            return {**spec, "shape": known}
+    return spec
+
+
 def _spec(graph: Graph, name: str) -> Dict[str, Any]:
     return {"name": name, "shape": list(graph.shapes[name]), "dtype": graph.dtypes.get(name, "float32")}
 
@@ -344,7 +355,8 @@ def _assemble(graph: Graph, settings: CompileSettings, segments: List[Segment],
                 "compute_capabilities": engine.compute_capabilities,
                 "precision": settings.precision, "fp32_tensors": exp.kept_fp32,
                 "bytes": len(engine.plan), "sha256": bundle_format.sha256_hex(engine.plan),
-                "engine": engine_member, "onnx": onnx_member, "io": engine.io,
+                "engine": engine_member, "onnx": onnx_member,
+                "io": [_resolve_io(graph, spec) for spec in engine.io],
             })
         else:
             text, _ = subgraph_symbol_json(graph, seg.nodes, seg.inputs, seg.outputs)

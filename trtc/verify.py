@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -58,7 +60,17 @@ def mxnet_forward(graph: Graph, feeds: Mapping[str, np.ndarray],
            if k.startswith("aux:")}
     for name, value in feeds.items():
         args[name] = mx.nd.array(value, dtype=value.dtype)
-    executor = symbol.bind(mx.cpu(), args, aux_states=aux, grad_req="null")
+    # oneDNN's subgraph fusion (conv + sum in place) overwrites intermediate tensors that a
+    # Group of internals reads: the reference runs unfused.
+    previous = os.environ.get("MXNET_SUBGRAPH_BACKEND")
+    os.environ["MXNET_SUBGRAPH_BACKEND"] = "NONE"
+    try:
+        executor = symbol.bind(mx.cpu(), args, aux_states=aux, grad_req="null")
+    finally:
+        if previous is None:
+            del os.environ["MXNET_SUBGRAPH_BACKEND"]
+        else:
+            os.environ["MXNET_SUBGRAPH_BACKEND"] = previous
     outputs = executor.forward(is_train=False)
     return {name: out.asnumpy() for name, out in zip(names, outputs)}
 

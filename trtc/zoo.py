@@ -47,7 +47,7 @@ def default_shape(name: str, batch: int = 1) -> Tuple[int, ...]:
     elif name == "inceptionv3":
         shape = (1, 3, 299, 299)
     elif name == "wavenet":
-        shape = (1, 1, 1024)
+        shape = (1, 1, 1, 1024)
     else:
         shape = (1, 3, 224, 224)
     return (batch,) + tuple(shape[1:])
@@ -57,37 +57,43 @@ def _wavenet_class() -> Any:
     from mxnet.gluon import HybridBlock, nn
 
     class WaveNet(HybridBlock):
-        """A compact WaveNet: causal dilated 1-D convolutions, gated tanh*sigmoid units,
-        residual and skip connections (van den Oord et al., 2016)."""
+        """A compact WaveNet: causal dilated convolutions over time, gated tanh*sigmoid units,
+        residual and skip connections (van den Oord et al., 2016). Audio is laid out as
+        (batch, 1, 1, time) and convolved with (1, k) kernels: mxnet.onnx exports only 2-D/3-D
+        convolution layouts."""
 
-        def __init__(self, channels: int = 32, layers: int = 8, classes: int = 64, **kwargs: Any):
+        def __init__(self, channels: int = 32, layers: int = 8, classes: int = 64,
+                     length: int = 1024, **kwargs: Any):
             super().__init__(**kwargs)
+            self.length = length
             self.dilations = [2 ** (i % 4) for i in range(layers)]
             with self.name_scope():
-                self.stem = nn.Conv1D(channels, 1)
+                self.stem = nn.Conv2D(channels, 1, in_channels=1)
                 self.filters = nn.HybridSequential()
                 self.gates = nn.HybridSequential()
                 self.residuals = nn.HybridSequential()
                 self.skips = nn.HybridSequential()
-                for d in self.dilations:
-                    self.filters.add(nn.Conv1D(channels, 2, dilation=d, padding=d))
-                    self.gates.add(nn.Conv1D(channels, 2, dilation=d, padding=d))
-                    self.residuals.add(nn.Conv1D(channels, 1))
-                    self.skips.add(nn.Conv1D(channels, 1))
-                self.post1 = nn.Conv1D(channels, 1)
-                self.post2 = nn.Conv1D(classes, 1)
+                for i, d in enumerate(self.dilations):
+                    self.filters.add(nn.Conv2D(channels, (1, 2), dilation=(1, d), padding=(0, d), in_channels=channels))
+                    self.gates.add(nn.Conv2D(channels, (1, 2), dilation=(1, d), padding=(0, d), in_channels=channels))
+                    self.skips.add(nn.Conv2D(channels, 1, in_channels=channels))
+                    if i + 1 < layers:  # the last layer's residual output would be unused
+                        self.residuals.add(nn.Conv2D(channels, 1, in_channels=channels))
+                self.post1 = nn.Conv2D(channels, 1, in_channels=channels)
+                self.post2 = nn.Conv2D(classes, 1, in_channels=channels)
 
         def hybrid_forward(self, F: Any, x: Any) -> Any:
             x = self.stem(x)
             skip = None
             for i, d in enumerate(self.dilations):
                 # causal: pad both sides by d, keep the first T outputs
-                f = F.slice_like(self.filters[i](x), x, axes=(2,))
-                g = F.slice_like(self.gates[i](x), x, axes=(2,))
+                f = F.slice_axis(self.filters[i](x), axis=3, begin=0, end=self.length)
+                g = F.slice_axis(self.gates[i](x), axis=3, begin=0, end=self.length)
                 z = F.tanh(f) * F.sigmoid(g)
                 s = self.skips[i](z)
                 skip = s if skip is None else skip + s
-                x = x + self.residuals[i](z)
+                if i + 1 < len(self.dilations):
+                    x = x + self.residuals[i](z)
             y = self.post2(F.relu(self.post1(F.relu(skip))))
             return F.softmax(y, axis=1)
 
@@ -162,14 +168,35 @@ def export_example(name: str, out_dir: "str | Path", batch: int = 1, seed: int =
     net = _build(name)
     net.initialize(mx.init.Xavier(), force_reinit=True)
     net.hybridize()
-    net(mx.nd.zeros(shape))  # materialize deferred shapes
+    try:
+        for param in net.collect_params().values():
+            param.data()
+    except Exception:  # deferred initialization: one forward pass materializes the shapes
+        net(mx.nd.zeros(shape))
     randomize(net, seed)
-    net(mx.nd.zeros(shape))
-    prefix = out / name
-    net.export(str(prefix), epoch=0)
-    symbol_path = Path(f"{prefix}-symbol.json")
+    symbol_path, params_path = save_block(net, out / name)
     record_input_shapes(symbol_path, {"data": shape})
-    return symbol_path, Path(f"{prefix}-0000.params")
+    return symbol_path, params_path
+
+
+def save_block(net: Any, prefix: Path) -> Tuple[Path, Path]:
+    """What HybridBlock.export writes (PREFIX-symbol.json, PREFIX-0000.params with arg:/aux:
+    keys), from numpy copies: export() can fail on oneDNN-laid-out weights after a forward."""
+    import mxnet as mx
+
+    symbol = net(mx.sym.var("data"))
+    if isinstance(symbol, (list, tuple)):
+        symbol = mx.sym.Group(list(symbol))
+    args, aux = set(symbol.list_arguments()), set(symbol.list_auxiliary_states())
+    arrays = {}
+    for name, param in net.collect_params().items():
+        if name in args or name in aux:
+            kind = "arg" if name in args else "aux"
+            arrays[f"{kind}:{name}"] = mx.nd.array(param.data().asnumpy(), dtype=param.dtype)
+    symbol_path, params_path = Path(f"{prefix}-symbol.json"), Path(f"{prefix}-0000.params")
+    symbol.save(str(symbol_path))
+    mx.nd.save(str(params_path), arrays)
+    return symbol_path, params_path
 
 
 def record_input_shapes(symbol_path: Path, shapes: Dict[str, Tuple[int, ...]]) -> None:

@@ -8,7 +8,7 @@ from typing import Tuple
 import mxnet as mx
 from mxnet.gluon import HybridBlock, nn
 
-from trtc.zoo import randomize, record_input_shapes
+from trtc.zoo import randomize, record_input_shapes, save_block
 
 from . import custom_ops  # noqa: F401  registers trtc_scale_shift
 
@@ -55,11 +55,9 @@ def export(net: HybridBlock, name: str, out_dir: Path, shape: Tuple[int, ...],
     net.hybridize()
     net(mx.nd.zeros(shape))
     randomize(net, seed)
-    net(mx.nd.zeros(shape))
-    prefix = Path(out_dir) / name
-    net.export(str(prefix), epoch=0)
-    record_input_shapes(Path(f"{prefix}-symbol.json"), {"data": shape})
-    return Path(f"{prefix}-0000.params")
+    symbol_path, params_path = save_block(net, Path(out_dir) / name)
+    record_input_shapes(symbol_path, {"data": shape})
+    return params_path
 
 
 def make_custom_op_net(out_dir: Path) -> Path:
