@@ -81,11 +81,19 @@ class Model:
     for an integer input. Integer inputs accept integer arrays whose values fit. NaN and Inf pass
     through unchanged.
 
+    GPU path: inputs may also be GPU arrays (torch, cupy, MXNet NDArray, DeviceArray; anything with
+    ``__dlpack__`` or ``__cuda_array_interface__``) of exactly the input's shape and dtype,
+    C-contiguous and on the model's GPU; they are read in place. ``output="device"`` returns
+    :class:`~trtc.runtime.dlpack.DeviceArray` outputs that stay on the GPU.
+
     Threads: a Model may be called from many threads at once. ONNX Runtime stages run concurrently;
-    each MXNet residual stage and each GPU engine stage serializes its calls with a lock.
+    each MXNet residual stage serializes its calls with a lock. On the GPU path each call takes an
+    execution context (its own stream and buffers) from a pool, so calls from several threads run
+    concurrently and never share one (see ``stages/engine_cuda.py``).
     """
 
-    def __init__(self, bundle: Bundle, device: str, device_reason: Optional[str] = None):
+    def __init__(self, bundle: Bundle, device: str, device_reason: Optional[str] = None,
+                 cuda_graph: bool = True):
         self.path = bundle.path
         self.manifest = bundle.manifest
         self.device = device
@@ -93,18 +101,37 @@ class Model:
         self.inputs: Dict[str, TensorSpec] = {t["name"]: _spec(t) for t in bundle.manifest["inputs"]}
         self.outputs: Dict[str, TensorSpec] = {t["name"]: _spec(t) for t in bundle.manifest["outputs"]}
         self.stages: List[Any] = _make_stages(bundle, device)
+        self._gpu: Any = None
+        if device == "cuda":
+            from .stages.engine_cuda import GpuPipeline
+            self._gpu = GpuPipeline(self.stages, list(self.inputs), list(self.outputs), cuda_graph)
 
     def __repr__(self) -> str:
         kinds = [s["kind"] for s in self.manifest["stages"]]
         return (f"Model({os.path.basename(self.path)!r}, device={self.device!r}, "
                 f"{kinds.count('engine')} engine + {kinds.count('residual')} residual stages)")
 
-    def __call__(self, **arrays: Any) -> Dict[str, np.ndarray]:
-        return self.run(arrays)
+    def __call__(self, *, output: str = "numpy", **arrays: Any) -> Dict[str, Any]:
+        return self.run(arrays, output=output)
 
-    def run(self, arrays: Mapping[str, Any]) -> Dict[str, np.ndarray]:
-        """Run the model on ``arrays`` (input name -> array); returns output name -> numpy array."""
-        tensors: Dict[str, np.ndarray] = self.validate_inputs(arrays)
+    def run(self, arrays: Mapping[str, Any], output: str = "numpy") -> Dict[str, Any]:
+        """Run the model on ``arrays`` (input name -> array).
+
+        Args:
+            arrays: input name -> array (class docstring: input rules).
+            output: 'numpy', or 'device' for DeviceArrays on the GPU (GPU path only).
+
+        Returns:
+            Output name -> numpy array (or DeviceArray).
+        """
+        if output not in ("numpy", "device"):
+            raise UsageError(f"output must be 'numpy' or 'device', not {output!r}")
+        if output == "device" and self._gpu is None:
+            raise UsageError(f"output='device' needs the GPU path; this model runs on the CPU "
+                             f"({self.device_reason})")
+        tensors: Dict[str, Any] = self.validate_inputs(arrays)
+        if self._gpu is not None:
+            return self._gpu.run(tensors, output)
         for stage in self.stages:
             tensors.update(stage.run(tensors))
         return {name: tensors[name] for name in self.outputs}
@@ -123,6 +150,9 @@ class Model:
                              f"{', '.join(expected)}")
         feeds: Dict[str, np.ndarray] = {}
         for name, spec in self.inputs.items():
+            if self._gpu is not None and self._gpu.is_device_array(arrays[name]):
+                feeds[name] = self._gpu.device_input(name, arrays[name], spec)
+                continue
             feeds[name] = _check_array(name, arrays[name], spec)
         return feeds
 
@@ -175,12 +205,15 @@ def _make_stages(bundle: Bundle, device: str) -> List[Any]:
     return stages
 
 
-def load(path: "os.PathLike[str] | str", device: str = "auto") -> Model:
+def load(path: "os.PathLike[str] | str", device: str = "auto", cuda_graph: bool = True) -> Model:
     """Load a ``.trtb`` bundle for inference, without recompiling.
 
     Args:
         path: the bundle file.
         device: 'auto' (GPU when it can serve every engine, else CPU), 'cuda' or 'cpu'.
+        cuda_graph: on the GPU path, when every stage is an engine, capture each execution
+            context's engine launches once as a CUDA graph and replay it (False: launch them one
+            by one on every call).
 
     Returns:
         A :class:`Model`; ``model(**arrays)`` returns a dict of numpy arrays.
@@ -192,4 +225,4 @@ def load(path: "os.PathLike[str] | str", device: str = "auto") -> Model:
     """
     bundle = read_bundle(path)
     chosen, reason = select_device(bundle, device)
-    return Model(bundle, chosen, reason)
+    return Model(bundle, chosen, reason, cuda_graph=cuda_graph)

@@ -1,0 +1,133 @@
+"""Contract with the real TensorRT bindings, on the CPU: every TensorRT attribute the GPU path (and
+its benchmark) uses exists in the installed ``tensorrt_rtx`` (and ``tensorrt``, when installed),
+so a renamed or removed API fails CI here rather than on a user's GPU.
+
+The GPU code names its TensorRT objects by role; this test reads it with ``ast`` and checks
+``trt.<X>.<Y>`` chains on the module and ``<role>.<method>`` on the class of each role.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import inspect
+from pathlib import Path
+from typing import Dict, List, Set, Tuple
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCES = [ROOT / "runtime" / "stages" / "engine_cuda.py", ROOT / "benchmarks" / "runtime_gpu.py"]
+# variable or attribute name -> the TensorRT class of the object it holds
+ROLES = {"engine": "ICudaEngine", "context": "IExecutionContext", "runtime": "Runtime",
+         "_runtime": "Runtime", "logger": "Logger", "_logger": "Logger"}
+# what the GPU path cannot do without: guards against the scan silently finding nothing
+CORE = {("IExecutionContext", "execute_async_v3"), ("IExecutionContext", "set_tensor_address"),
+        ("Runtime", "deserialize_cuda_engine"), ("ICudaEngine", "create_execution_context"),
+        ("ICudaEngine", "get_tensor_mode"), ("module", "nptype"), ("module", "TensorIOMode")}
+
+MODULES = [m for m in ("tensorrt_rtx", "tensorrt") if importlib.util.find_spec(m) is not None]
+if not MODULES:
+    pytestmark = pytest.mark.skip(reason="neither tensorrt_rtx nor tensorrt is installed")
+    MODULES = ["tensorrt_rtx"]  # one (skipped) case per test rather than an empty parameter set
+
+
+def _chain(node: ast.AST) -> List[str]:
+    """``a.b.c`` -> ['a', 'b', 'c']; [] when the root is not a plain name."""
+    parts: List[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        return [node.id] + parts[::-1]
+    return []
+
+
+def used_api(source: Path) -> Tuple[Set[Tuple[str, ...]], Set[Tuple[str, str]]]:
+    """(module attribute chains after ``trt.``, {(class, member)} used on role-named objects)."""
+    tree = ast.parse(source.read_text(), str(source))
+    module_chains: Set[Tuple[str, ...]] = set()
+    members: Set[Tuple[str, str]] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute):
+            continue
+        chain = _chain(node)
+        if len(chain) >= 2 and chain[0] == "trt":
+            module_chains.add(tuple(chain[1:]))
+        holder = node.value
+        role = holder.id if isinstance(holder, ast.Name) else getattr(holder, "attr", None)
+        if role in ROLES:
+            members.add((ROLES[role], node.attr))
+    # keep only maximal chains: trt.Logger.ERROR implies trt.Logger
+    module_chains = {c for c in module_chains
+                     if not any(o[:len(c)] == c and len(o) > len(c) for o in module_chains)}
+    return module_chains, members
+
+
+def _all_used() -> Tuple[Set[Tuple[str, ...]], Set[Tuple[str, str]]]:
+    chains: Set[Tuple[str, ...]] = set()
+    members: Set[Tuple[str, str]] = set()
+    for source in SOURCES:
+        c, m = used_api(source)
+        chains |= c
+        members |= m
+    return chains, members
+
+
+def test_the_scan_finds_the_core_api():
+    chains, members = _all_used()
+    found = members | {("module", c[0]) for c in chains}
+    assert CORE <= found, f"not found in the sources: {sorted(CORE - found)}"
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_every_used_attribute_exists(module_name):
+    trt = importlib.import_module(module_name)
+    chains, members = _all_used()
+    missing = []
+    for chain in sorted(chains):
+        obj = trt
+        for part in chain:
+            if not hasattr(obj, part):
+                missing.append("trt." + ".".join(chain))
+                break
+            obj = getattr(obj, part)
+    for cls, member in sorted(members):
+        if not hasattr(getattr(trt, cls), member):
+            missing.append(f"{cls}.{member}")
+    assert not missing, f"{module_name} {trt.__version__} lacks: {', '.join(missing)}"
+
+
+def _first_signature(method: object) -> str:
+    return (inspect.getdoc(method) or "").splitlines()[0]
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_call_shapes(module_name):
+    """The calls take what the GPU path passes: a stream handle int, a name and an address."""
+    trt = importlib.import_module(module_name)
+    execute = _first_signature(trt.IExecutionContext.execute_async_v3)
+    assert execute.startswith("execute_async_v3(self") and execute.count(":") == 2, execute
+    assert "int" in execute.lower()
+    address = _first_signature(trt.IExecutionContext.set_tensor_address)
+    assert "name: str" in address and address.count(":") == 3, address
+    assert trt.TensorIOMode.INPUT != trt.TensorIOMode.OUTPUT
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_nptype_covers_bundle_dtypes(module_name):
+    trt = importlib.import_module(module_name)
+    expected: Dict[str, str] = {"FLOAT": "float32", "HALF": "float16", "INT32": "int32",
+                                "INT64": "int64", "INT8": "int8", "UINT8": "uint8", "BOOL": "bool"}
+    for member, dtype in expected.items():
+        assert np.dtype(trt.nptype(getattr(trt.DataType, member))) == np.dtype(dtype), member
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_logger_and_runtime_construct(module_name):
+    trt = importlib.import_module(module_name)
+    logger = trt.Logger(trt.Logger.ERROR)
+    runtime = trt.Runtime(logger)
+    assert callable(runtime.deserialize_cuda_engine)
