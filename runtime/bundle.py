@@ -416,12 +416,14 @@ def _parse(path: str, data: bytes) -> Bundle:
     for info in infos:
         name = info.filename
         if name in spans:
-            raise BundleError(f"{path}: member '{name}' appears twice; the file was tampered with")
+            raise BundleError(f"{path}: member '{name}' appears twice; refusing a bundle "
+                              "`trtc compile` did not write")
         if name not in (MAGIC_MEMBER, MANIFEST_MEMBER) and not _valid_member_name(name):
-            raise BundleError(f"{path}: unsafe member name {_clip(name)!r}; refusing the bundle")
+            raise BundleError(f"{path}: unsafe member name {_clip(name)!r}; refusing a bundle "
+                              "`trtc compile` did not write")
         if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
-            raise BundleError(f"{path}: member '{name}' is compressed or encrypted; "
-                              "trtc bundles store members plainly")
+            raise BundleError(f"{path}: member '{name}' is compressed or encrypted, which "
+                              "`trtc compile` never writes; use a bundle written by trtc")
         if info.file_size != info.compress_size or info.file_size > len(data):
             raise BundleError(f"{path}: member '{name}' claims an impossible size "
                               f"({info.file_size} bytes)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -139,10 +140,16 @@ class Model:
     def validate_inputs(self, arrays: Mapping[str, Any]) -> Dict[str, np.ndarray]:
         """Check and convert ``arrays`` by the input rules (class docstring)."""
         expected = list(self.inputs)
+        if not isinstance(arrays, Mapping):
+            raise InputError(f"inputs must be given by name (model(**{{name: array}}) or "
+                             f"model.run({{name: array}})), got {type(arrays).__name__}; this "
+                             f"model's inputs are: {', '.join(expected)}")
         unknown = [name for name in arrays if name not in self.inputs]
         if unknown:
-            raise InputError(f"unknown input '{unknown[0]}'; this model's inputs are: "
-                             f"{', '.join(expected)}")
+            close = difflib.get_close_matches(str(unknown[0]), expected, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise InputError(f"unknown input {str(unknown[0])[:80]!r}{hint}; this model's inputs "
+                             f"are: {', '.join(expected)}")
         missing = [name for name in expected if name not in arrays]
         if missing:
             raise InputError(f"missing input '{missing[0]}' (shape {self.inputs[missing[0]].shape}, "
@@ -158,15 +165,21 @@ class Model:
 
 
 def _check_array(name: str, value: Any, spec: TensorSpec) -> np.ndarray:
-    if not isinstance(value, np.ndarray):
+    """``value`` checked against ``spec`` and converted by the input rules (Model's docstring)."""
+    if not isinstance(value, np.ndarray) or isinstance(value, np.ma.MaskedArray):
+        kind = f"{type(value).__module__}.{type(value).__name__}"
         raise InputError(f"input '{name}': expected a numpy.ndarray of shape {spec.shape} "
-                         f"{spec.dtype}, got {type(value).__module__}.{type(value).__name__}")
+                         f"{spec.dtype}, got {kind}; convert it with numpy.asarray(x, "
+                         f"dtype='{spec.dtype}')" + (" (x.filled() for a masked array)"
+                                                     if isinstance(value, np.ma.MaskedArray)
+                                                     else ""))
     if value.shape != spec.shape:
         what = "rank" if value.ndim != len(spec.shape) else "shape"
         raise InputError(f"input '{name}': wrong {what}: expected shape {spec.shape}, "
                          f"got {value.shape}")
     if not value.flags.c_contiguous:
-        raise InputError(f"input '{name}': array is not C-contiguous; pass "
+        raise InputError(f"input '{name}': expected a C-contiguous array, got one with strides "
+                         f"{value.strides} (a transposed or sliced view?); pass "
                          "numpy.ascontiguousarray(x)")
     want, have = spec.dtype, value.dtype
     if have == want:

@@ -1,0 +1,420 @@
+"""Hand-crafted bad bundles: each gives trtc's own error with one line that says what is wrong and
+what to do; nothing is extracted, nothing from the bundle is executed, and an engine is handed to
+TensorRT only after its checksum and compatibility checks pass."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import struct
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+import numpy as np
+import pytest
+
+from bundle_surgery import manifest_of, members_of, repack, write_members
+from models import tiny
+from trtc.runtime import BundleError, IncompatibleError, TrtcError, load
+from trtc.runtime.bundle import FORMAT_VERSION, read_bundle
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny.bundle("tiny", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Engines, a residual MXNet stage and residual params."""
+    return tiny.bundle("pair", tmp_path_factory, exclude_ops=("BatchNorm",))
+
+
+def _write(tmp_path: Path, data: bytes, name: str = "bad.trtb") -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def _refused(path: Path, error: type = BundleError, device: str = "cpu") -> str:
+    """Load ``path``; it must fail with ``error`` and a one-line message naming the file (or,
+    for a stage that cannot be built, the stage)."""
+    with pytest.raises(error) as info:
+        load(path, device=device)
+    assert type(info.value) is error, f"{type(info.value).__name__}: {info.value}"
+    text = str(info.value)
+    assert "\n" not in text, text
+    assert text.startswith((str(path), "stage '", "residual params")), text
+    assert len(text) < 400, text
+    return text
+
+
+def _with_manifest(source: Path, edit: Callable[[Dict[str, Any]], Any],
+                   fix_checksums: bool = True) -> bytes:
+    members = members_of(source)
+    manifest = copy.deepcopy(manifest_of(members))
+    result = edit(manifest)
+    return repack(members, manifest if result is None else result, fix_checksums=fix_checksums)
+
+
+def _with_member(source: Path, name: str, body: bytes, fix_checksums: bool = True) -> bytes:
+    members = [(n, body if n == name else d) for n, d in members_of(source)]
+    if name == "manifest.json":
+        return write_members(members)
+    return repack(members, manifest_of(members), fix_checksums=fix_checksums)
+
+
+def _offset_of(path: Path, name: str) -> int:
+    """Where member ``name``'s bytes start in the file."""
+    data = path.read_bytes()
+    info = zipfile.ZipFile(path).getinfo(name)
+    name_length, extra_length = struct.unpack_from("<2H", data, info.header_offset + 26)
+    return info.header_offset + 30 + name_length + extra_length
+
+
+# ----------------------------------------------------------------------------------------------
+# Not a bundle at all
+# ----------------------------------------------------------------------------------------------
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    assert "no such bundle file" in _refused(tmp_path / "nope.trtb")
+    assert "is a directory" in _refused(tmp_path)
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    assert "empty" in _refused(_write(tmp_path, b""))
+
+
+@pytest.mark.parametrize("data", [b"hello world", b"\x7fELF" + bytes(200), b"PK\x05\x06" + bytes(18),
+                                  b"PK\x03\x04" + bytes(100)])
+def test_not_a_zip(tmp_path: Path, data: bytes) -> None:
+    assert "not a" in _refused(_write(tmp_path, data))
+
+
+def test_zip_without_the_marker(tmp_path: Path, good: Path) -> None:
+    members = [m for m in members_of(good) if m[0] != "trtc-bundle"]
+    assert "no 'trtc-bundle' marker" in _refused(_write(tmp_path, write_members(members)))
+
+
+def test_wrong_marker_content(tmp_path: Path, good: Path) -> None:
+    members = [(n, b"trtc-bundle\r\n" if n == "trtc-bundle" else d) for n, d in members_of(good)]
+    assert "bad 'trtc-bundle' marker" in _refused(_write(tmp_path, write_members(members)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Damaged bytes
+# ----------------------------------------------------------------------------------------------
+def test_truncated_everywhere(tmp_path: Path, good: Path) -> None:
+    data = good.read_bytes()
+    cuts = [1, 4, 29, 30, 60, 200, 2000, len(data) // 2, len(data) - 100, len(data) - 22,
+            len(data) - 1]
+    for cut in cuts:
+        text = _refused(_write(tmp_path, data[:cut]))
+        assert "download or compile it again" in text or "not a" in text, (cut, text)
+
+
+def test_flipped_bit_in_the_manifest_fails_its_crc(tmp_path: Path, good: Path) -> None:
+    data = bytearray(good.read_bytes())
+    at = data.index(b'"shape"') + 20  # inside the manifest, still valid JSON most likely
+    data[at] ^= 0x01
+    text = _refused(_write(tmp_path, bytes(data)))
+    assert "manifest" in text and "corrupted" in text
+
+
+def test_flipped_bit_in_an_engine_fails_its_checksum(tmp_path: Path, good: Path) -> None:
+    data = bytearray(good.read_bytes())
+    data[_offset_of(good, "engines/engine0.plan") + 5000] ^= 0x40
+    text = _refused(_write(tmp_path, bytes(data)))
+    assert "checksum mismatch in member 'engines/engine0.plan'" in text
+
+
+def test_checksum_mismatch_in_the_table(tmp_path: Path, good: Path) -> None:
+    def edit(m: Dict[str, Any]) -> None:
+        m["members"]["onnx/engine0.onnx"]["sha256"] = "0" * 64
+
+    text = _refused(_write(tmp_path, _with_manifest(good, edit, fix_checksums=False)))
+    assert "checksum mismatch in member 'onnx/engine0.onnx'" in text
+
+
+def test_member_size_claims_checked_against_the_archive(tmp_path: Path, good: Path) -> None:
+    def edit(m: Dict[str, Any]) -> None:
+        m["members"]["onnx/engine0.onnx"]["bytes"] = 2**39
+
+    assert "the manifest says 549755813888" in _refused(
+        _write(tmp_path, _with_manifest(good, edit, fix_checksums=False)))
+
+
+def test_absurd_size_in_the_central_directory(tmp_path: Path, good: Path) -> None:
+    data = bytearray(good.read_bytes())
+    entry = data.rindex(b"PK\x01\x02")  # the last central directory entry
+    struct.pack_into("<L", data, entry + 24, 0xFFFFFFF0)  # uncompressed size
+    struct.pack_into("<L", data, entry + 20, 0xFFFFFFF0)  # compressed size
+    assert "impossible size" in _refused(_write(tmp_path, bytes(data)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Hand-crafted archives
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["../escape.plan", "/tmp/absolute.plan", "engines/../../up.plan",
+                                  "C:/windows.plan", "engines\\back.plan", "./dot.plan"])
+def test_unsafe_member_names_are_refused_and_nothing_is_extracted(
+        tmp_path: Path, good: Path, name: str) -> None:
+    members = members_of(good)
+    members.append((name, b"payload"))
+    work = tmp_path / "deep" / "er"
+    work.mkdir(parents=True)
+    path = _write(work, write_members(members))
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    text = _refused(path)
+    assert "unsafe member name" in text
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written anywhere
+    assert not Path("/tmp/absolute.plan").exists()
+
+
+def test_missing_member(tmp_path: Path, good: Path) -> None:
+    members = [m for m in members_of(good) if m[0] != "onnx/engine0.onnx"]
+    assert "member 'onnx/engine0.onnx' is missing" in _refused(
+        _write(tmp_path, write_members(members)))
+
+
+def test_member_not_in_the_manifest(tmp_path: Path, good: Path) -> None:
+    members = members_of(good) + [("engines/extra.plan", b"x")]
+    assert "unexpected member 'engines/extra.plan'" in _refused(
+        _write(tmp_path, write_members(members)))
+
+
+def test_duplicate_member(tmp_path: Path, good: Path) -> None:
+    members = members_of(good)
+    members.append(members[-1])
+    with pytest.warns(UserWarning):  # zipfile warns when writing the duplicate
+        data = write_members(members)
+    assert "appears twice" in _refused(_write(tmp_path, data))
+
+
+def test_compressed_members_are_refused(tmp_path: Path, good: Path) -> None:
+    assert "compressed or encrypted" in _refused(
+        _write(tmp_path, write_members(members_of(good), compress=True)))
+
+
+def test_manifest_missing(tmp_path: Path, good: Path) -> None:
+    members = [m for m in members_of(good) if m[0] != "manifest.json"]
+    assert "no manifest" in _refused(_write(tmp_path, write_members(members)))
+
+
+@pytest.mark.parametrize("text", [b"{", b"[]", b"null", b'"trtc"', b"\xff\xfe", b"{}",
+                                  b'{"format": "trtc-bundle", "format": "x"}',
+                                  b'{"format": "trtc-bundle", "format_version": NaN}',
+                                  b"[" * 100000])
+def test_manifest_not_json_or_not_an_object(tmp_path: Path, good: Path, text: bytes) -> None:
+    assert "manifest" in _refused(_write(tmp_path, _with_member(good, "manifest.json", text)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Manifests that do not match the schema
+# ----------------------------------------------------------------------------------------------
+def _set(path: List[Any], value: Any) -> Callable[[Dict[str, Any]], None]:
+    def edit(m: Dict[str, Any]) -> None:
+        target = m
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+    return edit
+
+
+def _delete(path: List[Any]) -> Callable[[Dict[str, Any]], None]:
+    def edit(m: Dict[str, Any]) -> None:
+        target = m
+        for key in path[:-1]:
+            target = target[key]
+        del target[path[-1]]
+    return edit
+
+
+SCHEMA_CASES = {
+    "format": (_set(["format"], "zip"), "manifest.format"),
+    "format_version type": (_set(["format_version"], "1"), "format_version"),
+    "format_version bool": (_set(["format_version"], True), "format_version"),
+    "no requires": (_delete(["requires"]), "missing field 'requires'"),
+    "empty inputs": (_set(["inputs"], []), "manifest.inputs: must not be empty"),
+    "stage kind": (_set(["stages", 0, "kind"], "plugin"), "manifest.stages[0].kind"),
+    "stage name": (_set(["stages", 0, "name"], "../../etc"), "manifest.stages[0].name"),
+    "stage name newline": (_set(["stages", 0, "name"], "a\nb"), "manifest.stages[0].name"),
+    "dtype": (_set(["inputs", 0, "dtype"], "complex128"), "manifest.inputs[0].dtype"),
+    "negative dim": (_set(["inputs", 0, "shape", 0], -1), "manifest.inputs[0].shape"),
+    "float dim": (_set(["inputs", 0, "shape", 0], 1.0), "manifest.inputs[0].shape"),
+    "huge tensor": (_set(["inputs", 0, "shape"], [2**20, 2**20]), "more than 2147483647 elements"),
+    "rank 17": (_set(["inputs", 0, "shape"], [1] * 17), "more than 16 dimensions"),
+    "name control char": (_set(["outputs", 0, "name"], "out\x00"), "manifest.outputs[0].name"),
+    "unknown output": (_set(["outputs", 0, "name"], "nowhere"), "is produced by no stage"),
+    "stage input unknown": (_set(["stages", 0, "inputs", 0, "name"], "ghost"),
+                            "not produced by an earlier stage"),
+    "stage input shape": (_set(["stages", 0, "inputs", 0, "shape"], [1, 3, 8, 8]),
+                          "where it is produced"),
+    "backend": (_set(["stages", 0, "backend"], "tensorflow"), "manifest.stages[0].backend"),
+    "backend_version": (_set(["stages", 0, "backend_version"], ""), "backend_version"),
+    "engine member ref": (_set(["stages", 0, "engine"], "../x.plan"), "names no member"),
+    "cc format": (_set(["stages", 0, "compute_capabilities"], ["sm_86"]), "look like '8.6'"),
+    "member name": (_set(["members", "../evil"], {"bytes": 1, "sha256": "0" * 64}),
+                    "bad member name"),
+    "member sha": (_set(["members", "onnx/engine0.onnx", "sha256"], "XYZ"), "64 lowercase hex"),
+    "op_types": (_set(["stages", 0, "op_types"], {"Convolution": "3"}), "op_types"),
+    "custom_ops": (_set(["requires", "custom_ops"], [1]), "manifest.requires.custom_ops"),
+    "source": (_delete(["source", "symbol"]), "manifest.source"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SCHEMA_CASES))
+def test_schema_violations_name_the_field(tmp_path: Path, good: Path, case: str) -> None:
+    edit, expected = SCHEMA_CASES[case]
+    text = _refused(_write(tmp_path, _with_manifest(good, edit, fix_checksums=False)))
+    assert "manifest" in text and expected in text, text
+
+
+def test_residual_param_keys_are_checked(tmp_path: Path, mixed: Path) -> None:
+    def edit(m: Dict[str, Any]) -> None:
+        stage = next(s for s in m["stages"] if s["kind"] == "residual")
+        stage["params"][0] = "no-colon"
+
+    assert "'arg:NAME' / 'aux:NAME'" in _refused(_write(tmp_path, _with_manifest(mixed, edit)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Formats and compatibility
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("version", [FORMAT_VERSION + 1, 99, 0, -1])
+def test_unreadable_format_version_is_incompatible(tmp_path: Path, good: Path, version: int) -> None:
+    text = _refused(_write(tmp_path, _with_manifest(good, _set(["format_version"], version))),
+                    IncompatibleError)
+    assert f"bundle format v{version}" in text and f"reads format v{FORMAT_VERSION}" in text
+
+
+def test_future_format_with_unknown_fields_is_still_a_version_error(tmp_path: Path,
+                                                                    good: Path) -> None:
+    def edit(m: Dict[str, Any]) -> Dict[str, Any]:
+        return {"format": "trtc-bundle", "format_version": 2, "graph": {"new": "layout"}}
+
+    _refused(_write(tmp_path, _with_manifest(good, edit)), IncompatibleError)
+
+
+# ----------------------------------------------------------------------------------------------
+# Nothing from the bundle is executed
+# ----------------------------------------------------------------------------------------------
+class _Opens:
+    """Unpickling this calls open(path, 'w'): proof of execution if the file appears."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self) -> Any:
+        return (open, (self.path, "w"))
+
+
+def test_pickled_residual_params_are_never_unpickled(tmp_path: Path, mixed: Path) -> None:
+    marker = tmp_path / "executed"
+    members = members_of(mixed)
+    buffer = io.BytesIO()
+    np.savez(buffer, **{"arg:pair_batchnorm0_gamma": np.array([_Opens(str(marker))], dtype=object)})
+    data = _with_member(mixed, "residual/params.npz", buffer.getvalue())
+    assert members  # the bundle had a params member to replace
+    text = _refused(_write(tmp_path, data))
+    assert "residual params are unreadable" in text
+    assert not marker.exists()
+
+
+def test_onnx_with_external_data_is_refused(tmp_path: Path, good: Path) -> None:
+    """An ONNX initializer pointing at a file outside the bundle must not be read."""
+    import onnx
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(bytes(range(256)) * 64)
+    model = onnx.load_from_string(dict(members_of(good))["onnx/engine0.onnx"])
+    weight = model.graph.initializer[0]
+    weight.ClearField("raw_data")
+    del weight.float_data[:]
+    weight.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", str(secret)), ("length", str(secret.stat().st_size))):
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    data = _with_member(good, "onnx/engine0.onnx", model.SerializeToString())
+    assert "ONNX Runtime cannot load its ONNX" in _refused(_write(tmp_path, data))
+
+
+# ----------------------------------------------------------------------------------------------
+# Order: integrity, then compatibility, then (only then) deserialization
+# ----------------------------------------------------------------------------------------------
+def test_corrupted_engine_fails_its_checksum_before_any_device_check(tmp_path: Path,
+                                                                     good: Path) -> None:
+    data = bytearray(good.read_bytes())
+    data[_offset_of(good, "engines/engine0.plan") + 1000] ^= 0xFF
+    path = _write(tmp_path, bytes(data))
+    for device in ("cuda", "auto", "cpu"):
+        assert "checksum mismatch in member 'engines/engine0.plan'" in _refused(path, device=device)
+
+
+def test_backend_version_mismatch_is_named(tmp_path: Path, good: Path) -> None:
+    """The real tensorrt_rtx module decides; the message names both versions."""
+    import tensorrt_rtx
+
+    from trtc.runtime.stages.engine_cuda import backend_unavailable_reason
+
+    stage = dict(read_bundle(good).engine_stages[0], backend_version="0.0")
+    reason = backend_unavailable_reason(stage, "8.6")
+    assert reason is not None
+    assert "built with tensorrt_rtx 0.0" in reason and tensorrt_rtx.__version__ in reason
+    assert "recompile" in reason
+    real = read_bundle(good).engine_stages[0]
+    assert real["backend_version"] == tensorrt_rtx.__version__
+    assert backend_unavailable_reason(real, "8.6") is None
+    assert "not supported by TensorRT-RTX" in backend_unavailable_reason(real, "9.0")
+    assert "targets compute capabilities" in backend_unavailable_reason(
+        dict(real, compute_capabilities=["8.6"]), "8.9")
+
+
+def test_incompatible_engine_is_never_deserialized(tmp_path: Path, good: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a GPU simulated (our own cuda layer answering 'CC 8.6 present'), a bundle claiming
+    tensorrt_rtx 0.0 fails compatibility with IncompatibleError before any engine stage is made;
+    'auto' falls back to the CPU path and says why."""
+    from trtc.runtime import cuda
+    from trtc.runtime.stages import engine_cuda
+
+    made: List[str] = []
+    monkeypatch.setattr(cuda, "gpu_unavailable_reason", lambda device=0: None)
+    monkeypatch.setattr(cuda, "compute_capability", lambda device=0: (8, 6))
+    monkeypatch.setattr(engine_cuda.TensorRTStage, "__init__",
+                        lambda self, *a, **k: made.append("deserialize") or 1 / 0)
+
+    def edit(m: Dict[str, Any]) -> None:
+        m["stages"][0]["backend_version"] = "0.0"
+        m["requires"]["gpu_path"] = ["tensorrt_rtx==0.0"]
+
+    path = _write(tmp_path, _with_manifest(good, edit))
+    with pytest.raises(IncompatibleError) as info:
+        load(path, device="cuda")
+    assert "built with tensorrt_rtx 0.0" in str(info.value)
+    model = load(path, device="auto")
+    assert model.device == "cpu" and "tensorrt_rtx 0.0" in model.device_reason
+    assert made == []
+
+
+def test_cuda_on_this_machine_is_an_incompatible_error(good: Path) -> None:
+    try:
+        model = load(good, device="cuda")
+    except IncompatibleError as exc:
+        assert "device='cuda' cannot be served" in str(exc)
+    else:  # a machine with a GPU that TensorRT-RTX can run on
+        assert model.device == "cuda"
+
+
+def test_every_error_is_a_trtc_error_with_an_exit_code() -> None:
+    assert issubclass(BundleError, TrtcError) and issubclass(IncompatibleError, TrtcError)
+    assert (BundleError.exit_code, IncompatibleError.exit_code) == (3, 4)
+
+
+def test_the_good_bundles_load_and_run(good: Path, mixed: Path) -> None:
+    for path, name in ((good, "tiny"), (mixed, "pair")):
+        model = load(path, device="cpu")
+        outputs = model(**tiny.random_feeds(name))
+        assert all(np.isfinite(v).all() for v in outputs.values())
+        assert json.loads(zipfile.ZipFile(path).read("manifest.json"))["format_version"] == 1

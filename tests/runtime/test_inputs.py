@@ -1,0 +1,192 @@
+"""Run-time input rules (Model's docstring) on real bundles: every mistake is an InputError that
+names the input, what was expected and what was given; float64/float16 become float32; integer and
+bool arrays are refused for float inputs; NaN and Inf pass through unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict
+
+import numpy as np
+import pytest
+
+from models import tiny
+from trtc.runtime import InputError, Model, load
+
+
+@pytest.fixture(scope="module")
+def one(tmp_path_factory: pytest.TempPathFactory) -> Model:
+    """One input: data 1x3x16x16 float32."""
+    return load(tiny.bundle("tiny", tmp_path_factory), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory: pytest.TempPathFactory) -> Model:
+    """Two inputs: a and b, 1x3x8x8 float32."""
+    return load(tiny.bundle("pair", tmp_path_factory), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def x() -> np.ndarray:
+    return tiny.random_feeds("tiny")["data"]
+
+
+def _refused(model: Model, **arrays: Any) -> str:
+    with pytest.raises(InputError) as info:
+        model(**arrays)
+    text = str(info.value)
+    assert "\n" not in text and isinstance(info.value, ValueError)
+    return text
+
+
+def _only(outputs: Dict[str, np.ndarray]) -> np.ndarray:
+    (value,) = outputs.values()
+    return value
+
+
+# ----------------------------------------------------------------------------------------------
+# Names
+# ----------------------------------------------------------------------------------------------
+def test_missing_input_is_named_with_its_shape(two: Model) -> None:
+    text = _refused(two, a=tiny.random_feeds("pair")["a"])
+    assert "missing input 'b'" in text and "(1, 3, 8, 8)" in text and "a, b" in text
+
+
+def test_extra_input_is_named(two: Model) -> None:
+    feeds = tiny.random_feeds("pair")
+    text = _refused(two, **feeds, c=feeds["a"])
+    assert "unknown input 'c'" in text and "inputs are: a, b" in text
+
+
+def test_misspelled_input_gets_a_suggestion(one: Model, x: np.ndarray) -> None:
+    text = _refused(one, dta=x)
+    assert "unknown input 'dta'" in text and "did you mean 'data'" in text
+
+
+def test_no_inputs(one: Model) -> None:
+    assert "missing input 'data'" in _refused(one)
+
+
+def test_inputs_must_be_named(one: Model, x: np.ndarray) -> None:
+    with pytest.raises(InputError, match="inputs must be given by name"):
+        one.run([x])  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------------------------
+# Shapes
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape,what", [((1, 3, 16), "rank"), ((3, 16, 16), "rank"),
+                                        ((1, 1, 3, 16, 16), "rank"), ((1, 3, 16, 15), "shape"),
+                                        ((2, 3, 16, 16), "shape"), ((), "rank")])
+def test_wrong_rank_or_shape(one: Model, shape: tuple, what: str) -> None:
+    text = _refused(one, data=np.zeros(shape, np.float32))
+    assert f"input 'data': wrong {what}" in text
+    assert "expected shape (1, 3, 16, 16)" in text and f"got {shape}" in text
+
+
+# ----------------------------------------------------------------------------------------------
+# Dtypes
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["float64", "float16", ">f4", ">f8"])
+def test_other_floats_are_converted_to_float32(one: Model, x: np.ndarray, dtype: str) -> None:
+    given = x.astype(dtype)
+    expected = _only(one(data=given.astype(np.float32)))
+    np.testing.assert_array_equal(_only(one(data=given)), expected)
+    assert given.dtype == np.dtype(dtype)  # the caller's array is not changed
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int32", "int64", "bool", "complex64",
+                                   "object", "U3", "datetime64[s]"])
+def test_non_float_arrays_are_refused_for_a_float_input(one: Model, x: np.ndarray,
+                                                        dtype: str) -> None:
+    given = np.zeros(x.shape, dtype=dtype)
+    text = _refused(one, data=given)
+    assert f"input 'data': expected dtype float32, got {given.dtype}" in text
+    assert "astype('float32')" in text
+
+
+# ----------------------------------------------------------------------------------------------
+# Array kinds and layouts
+# ----------------------------------------------------------------------------------------------
+def test_non_contiguous_arrays_are_refused(one: Model, x: np.ndarray) -> None:
+    views = {
+        "fortran": np.asfortranarray(x),
+        "transposed": np.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2),
+        "strided": np.zeros((1, 3, 16, 32), np.float32)[..., ::2],
+    }
+    for kind, view in views.items():
+        assert view.shape == x.shape
+        text = _refused(one, data=view)
+        assert "input 'data': expected a C-contiguous array" in text, kind
+        assert "numpy.ascontiguousarray" in text
+
+
+@pytest.mark.parametrize("value", [
+    [[0.0]], (1.0, 2.0), 1.0, None, "data", b"\x00" * 3072, np.float32(1.0),
+    np.ma.masked_array(np.zeros((1, 3, 16, 16), np.float32)),
+], ids=["list", "tuple", "float", "None", "str", "bytes", "numpy-scalar", "masked"])
+def test_non_numpy_arrays_are_refused(one: Model, value: Any) -> None:
+    text = _refused(one, data=value)
+    assert "input 'data': expected a numpy.ndarray of shape (1, 3, 16, 16) float32" in text
+    assert f"got {type(value).__module__}.{type(value).__name__}" in text
+
+
+def test_mxnet_ndarray_on_the_cpu_path_is_refused_with_a_hint(one: Model, x: np.ndarray) -> None:
+    import mxnet as mx
+
+    text = _refused(one, data=mx.nd.array(x))
+    assert "got mxnet.ndarray.ndarray.NDArray" in text and "numpy.asarray" in text
+
+
+def test_read_only_arrays_are_fine_and_inputs_are_not_written(one: Model, x: np.ndarray) -> None:
+    given = x.copy()
+    given.setflags(write=False)
+    expected = _only(one(data=x))
+    np.testing.assert_array_equal(_only(one(data=given)), expected)
+    np.testing.assert_array_equal(given, x)
+
+
+# ----------------------------------------------------------------------------------------------
+# Values
+# ----------------------------------------------------------------------------------------------
+def test_nan_passes_through_to_nan_outputs(one: Model, x: np.ndarray) -> None:
+    given = x.copy()
+    given[0, 0, 5, 5] = np.nan
+    out = _only(one(data=given))
+    assert np.isnan(out).any()
+    assert np.isnan(out[0, :, 5, 5]).all()  # the pixel itself, through three convolutions
+    assert np.isfinite(out[0, :, 15, 15]).all()  # far away: untouched
+
+
+def test_nan_through_a_residual_mxnet_stage(tmp_path_factory: pytest.TempPathFactory) -> None:
+    model = load(tiny.bundle("pair", tmp_path_factory, exclude_ops=("BatchNorm",)), device="cpu")
+    feeds = tiny.random_feeds("pair")
+    feeds["a"][:] = np.nan
+    assert np.isnan(_only(model(**feeds))).all()
+
+
+def test_inf_passes_through(one: Model, x: np.ndarray) -> None:
+    given = x.copy()
+    given[0, 1, 2, 2] = np.inf
+    out = _only(one(data=given))  # no exception; inf turns into inf or nan downstream
+    assert not np.isfinite(out[0, :, 2, 2]).all()
+    assert np.isfinite(out[0, :, 15, 15]).all()
+
+
+def test_float64_beyond_float32_range_becomes_inf(one: Model, x: np.ndarray) -> None:
+    given = x.astype(np.float64)
+    given[0, 0, 0, 0] = 1e300
+    out = _only(one(data=given))
+    assert not np.isfinite(out[0, :, 0, 0]).all()
+
+
+def test_good_inputs_give_the_reference_outputs(two: Model, tmp_path_factory: Any) -> None:
+    """The same arrays through the compile-time reference (MXNet) and the bundle agree."""
+    import mxnet as mx
+
+    params = tiny.export("pair", Path(tmp_path_factory.mktemp("pair-ref")))
+    prefix = str(params).replace("-0000.params", "")
+    net = mx.gluon.SymbolBlock.imports(f"{prefix}-symbol.json", ["a", "b"], str(params))
+    feeds = tiny.random_feeds("pair", seed=3)
+    reference = net(mx.nd.array(feeds["a"]), mx.nd.array(feeds["b"])).asnumpy()
+    np.testing.assert_allclose(_only(two(**feeds)), reference, rtol=1e-4, atol=1e-5)
