@@ -22,6 +22,7 @@ import io
 import json
 import os
 import re
+import socket
 import struct
 import tempfile
 import zipfile
@@ -42,6 +43,8 @@ __all__ = [
     "write_bundle",
     "validate_manifest",
     "sha256_hex",
+    "partial_path",
+    "remove_stale_partials",
 ]
 
 FORMAT_NAME = "trtc-bundle"
@@ -292,8 +295,7 @@ def write_bundle(path: "os.PathLike[str] | str", manifest: Dict[str, Any],
     manifest_bytes = json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8")
 
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".partial", dir=directory)
+    fd, tmp = _make_partial(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
@@ -312,6 +314,61 @@ def write_bundle(path: "os.PathLike[str] | str", manifest: Dict[str, Any],
             pass
         raise
     return manifest
+
+
+# A temp file beside the target: ".NAME.HOST-PID.RANDOM.partial". The host and process id let a
+# later write to the same target tell a file left by a killed process from one still being written.
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:64] or "host"
+
+
+def _make_partial(target: str) -> Tuple[int, str]:
+    directory = os.path.dirname(os.path.abspath(target))
+    prefix = f".{os.path.basename(target)}.{_HOST}-{os.getpid()}."
+    return tempfile.mkstemp(prefix=prefix, suffix=".partial", dir=directory)
+
+
+def partial_path(target: "os.PathLike[str] | str") -> str:
+    """Create an empty temp file beside ``target`` (to write and rename over it); its path."""
+    fd, tmp = _make_partial(os.fspath(target))
+    os.close(fd)
+    return tmp
+
+
+def remove_stale_partials(target: "os.PathLike[str] | str") -> List[str]:
+    """Delete the temp files that writes to ``target`` left behind when their process was killed
+    (SIGKILL, power loss): those of this host whose process no longer runs. Returns their paths.
+    Temp files of live processes, and of other hosts sharing the directory, are left alone."""
+    target = os.fspath(target)
+    directory = os.path.dirname(os.path.abspath(target))
+    pattern = re.compile(rf"^\.+{re.escape(os.path.basename(target))}\.(?P<host>[A-Za-z0-9-]+)"
+                         rf"-(?P<pid>\d+)\..*\.partial$")
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        match = pattern.match(name)
+        if not match or match.group("host") != _HOST or _process_alive(int(match.group("pid"))):
+            continue
+        try:
+            os.unlink(os.path.join(directory, name))
+            removed.append(os.path.join(directory, name))
+        except OSError:
+            pass
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # another user's process (or a pid we cannot ask about): leave its file
+    return True
 
 
 def _write_member(zf: zipfile.ZipFile, name: str, data: bytes) -> None:

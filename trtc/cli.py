@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -236,8 +237,16 @@ def bench(
                    f"p99 {result['p99_ms']:.3f} ms  ({result['iterations']} iterations)")
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    # SIGTERM (kill, timeout, CI cancel) unwinds like an exception, so `finally` blocks run and an
+    # interrupted compile leaves no temp file behind; the output path is never touched mid-write.
+    _err("terminated")
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Console entry point."""
+    signal.signal(signal.SIGTERM, _terminated)
     app()
 
 

@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import re
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -143,12 +142,16 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
 
     with timer.span("write"):
         manifest, members = _assemble(graph, settings, segments, exported, built)
-        tmp = _temp_path(output)
-        try:
-            bundle_format.write_bundle(tmp, manifest, members)
-        except OSError as exc:
-            raise UsageError(f"cannot write {output}: {exc.strerror}") from None
-    try:
+        for stale in bundle_format.remove_stale_partials(output):
+            say(f"removed {os.path.basename(stale)}, left by an interrupted compile")
+    tmp = ""
+    try:  # the bundle is written to a temp file beside the output, renamed over it when verified
+        with timer.span("write"):
+            try:
+                tmp = bundle_format.partial_path(output)
+                bundle_format.write_bundle(tmp, manifest, members)
+            except OSError as exc:
+                raise UsageError(f"cannot write {output}: {exc.strerror}") from None
         if settings.verify:
             with timer.span("verify"):
                 say("verifying on the CPU path against MXNet "
@@ -173,7 +176,7 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
                     "--exclude-op)")
         os.replace(tmp, output)
     finally:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
     result.output = output
     result.manifest = bundle_format.read_bundle(output).manifest
@@ -199,13 +202,6 @@ def _output_path(settings: CompileSettings, params_path: Path) -> Path:
     if not output.parent.exists() and str(output.parent) not in ("", "."):
         raise UsageError(f"-o {output}: directory {output.parent} does not exist; create it first")
     return output
-
-
-def _temp_path(output: Path) -> str:
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".partial",
-                               dir=str(output.parent.resolve()))
-    os.close(fd)
-    return tmp
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,230 @@
+"""Property: whatever is done to a real bundle's bytes, manifest or members, loading it on the CPU
+path either works or raises one of trtc's own errors (a TrtcError subclass with a one-line message);
+and a model that loads runs, or raises a TrtcError. Never another exception, never a crash.
+
+Set TRTC_FUZZ_SCALE=10 (say) for a longer soak run. The bundle fuzzed is the tiny two-input model compiled with BatchNorm kept in MXNet, so it holds
+every kind of member: engine plans, their ONNX, a residual MXNet symbol and residual params (.npz).
+The CI budget: 2000+ cases in well under three minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bundle_surgery import manifest_of, members_of, repack, write_members
+from models import tiny
+from trtc.runtime import TrtcError, load
+
+SCALE = float(os.environ.get("TRTC_FUZZ_SCALE", "1"))
+FUZZ = settings(max_examples=int(700 * SCALE), deadline=2000, derandomize=False, print_blob=True,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+HOSTILE_NAMES = ["../escape.plan", "/etc/passwd", "engines/../../x", "C:\\\\win.plan", "",
+                 "engines/", "a/./b", "manifest.json", "trtc-bundle", "x" * 300, "engines/\x00.plan",
+                 ".hidden", "onnx/engine0.onnx ", "ünïcode.plan"]
+
+
+class Original(dict):
+    """The bundle under test (a dict with a short repr, for hypothesis's failure reports)."""
+
+    def __repr__(self) -> str:
+        return f"<bundle {self['path'].name}>"
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory: pytest.TempPathFactory) -> Original:
+    path = tiny.bundle("pair", tmp_path_factory, exclude_ops=("BatchNorm",))
+    members = members_of(path)
+    load(path, device="cpu")  # imports MXNet and ONNX Runtime once, outside any deadline
+    return Original(path=path, bytes=path.read_bytes(), members=members,
+                    manifest=manifest_of(members), feeds=tiny.random_feeds("pair"),
+                    dir=tmp_path_factory.mktemp("fuzz"))
+
+
+def _check_load(original: Dict[str, Any], data: bytes) -> None:
+    path: Path = original["dir"] / "case.trtb"
+    path.write_bytes(data)
+    try:
+        model = load(path, device="cpu")
+    except TrtcError as exc:
+        _check_message(exc)
+        return
+    try:
+        outputs = model(**original["feeds"])
+    except TrtcError as exc:
+        _check_message(exc)
+        return
+    assert set(outputs) == set(model.outputs)
+    for name, value in outputs.items():
+        assert isinstance(value, np.ndarray) and value.shape == model.outputs[name].shape
+
+
+def _check_message(exc: TrtcError) -> None:
+    text = str(exc)
+    assert text and "\n" not in text and "Traceback" not in text, repr(text)
+
+
+# ----------------------------------------------------------------------------------------------
+# Byte mutations of the whole file: flips, truncations, insertions, deletions, overwrites.
+# ----------------------------------------------------------------------------------------------
+def _mutate_bytes(data: bytes, draw: Any, rounds: int) -> bytes:
+    buf = bytearray(data)
+    for _ in range(rounds):
+        if not buf:
+            break
+        # Bias positions to the ends: local headers and the manifest at the start, the central
+        # directory at the end; the middle is engine bytes guarded by sha256.
+        where = draw(st.sampled_from(["head", "tail", "any"]))
+        n = len(buf)
+        lo, hi = {"head": (0, min(n, 6000)), "tail": (max(0, n - 2000), n), "any": (0, n)}[where]
+        pos = draw(st.integers(lo, max(lo, hi - 1)))
+        op = draw(st.sampled_from(["flip", "truncate", "insert", "delete", "overwrite", "zero"]))
+        if op == "flip":
+            buf[pos] ^= 1 << draw(st.integers(0, 7))
+        elif op == "truncate":
+            del buf[pos:]
+        elif op == "insert":
+            buf[pos:pos] = draw(st.binary(min_size=1, max_size=16))
+        elif op == "delete":
+            del buf[pos:pos + draw(st.integers(1, 64))]
+        elif op == "overwrite":
+            chunk = draw(st.binary(min_size=1, max_size=16))
+            buf[pos:pos + len(chunk)] = chunk
+        else:
+            width = draw(st.sampled_from([1, 2, 4, 8]))
+            value = draw(st.sampled_from([0, 0xFF, 0x7F]))
+            buf[pos:pos + width] = bytes([value]) * width
+    return bytes(buf)
+
+
+@FUZZ
+@given(data=st.data())
+def test_byte_mutations_give_trtc_errors(original: Dict[str, Any], data: Any) -> None:
+    rounds = data.draw(st.integers(1, 4))
+    _check_load(original, _mutate_bytes(original["bytes"], data.draw, rounds))
+
+
+# ----------------------------------------------------------------------------------------------
+# Structured mutations of JSON (the manifest, a residual symbol), re-packed into a valid zip.
+# ----------------------------------------------------------------------------------------------
+def _paths(value: Any, prefix: Tuple = ()) -> List[Tuple]:
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found += _paths(child, prefix + (key,))
+    elif isinstance(value, list):
+        for i, child in enumerate(value):
+            found += _paths(child, prefix + (i,))
+    return found
+
+
+def _strings(value: Any) -> List[str]:
+    return [v for p in _paths(value) for v in [_get(value, p)] if isinstance(v, str)] + \
+        [p[-1] for p in _paths(value) if p and isinstance(p[-1], str)]
+
+
+def _get(value: Any, path: Tuple) -> Any:
+    for key in path:
+        value = value[key]
+    return value
+
+
+json_scalars = st.one_of(
+    st.none(), st.booleans(),
+    st.sampled_from([0, 1, -1, 2, 3, 2**31 - 1, 2**31, 2**40, 2**63, -(2**63), 10**30]),
+    st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["", "..", "../x", "/etc/passwd", "float32", "float64", "int8", "bool",
+                     "engine", "residual", "tensorrt", "tensorrt_rtx", "0.0", "fp16", "9.0",
+                     "trtc-bundle", "arg:x", "aux:", "x" * 2000, "a\nb"]),
+    st.text(max_size=12),
+)
+json_values = st.recursive(json_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=8)
+
+
+def _mutate_json(doc: Any, draw: Any) -> Any:
+    doc = copy.deepcopy(doc)
+    names = sorted(set(_strings(doc)))
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(_paths(doc)))  # paths of the document as mutated so far
+        op = draw(st.sampled_from(["replace", "replace", "delete", "name", "int", "dup", "add"]))
+        if not path:
+            if op == "replace":
+                doc = draw(json_values)
+            continue
+        try:
+            parent, key = _get(doc, path[:-1]), path[-1]
+            current = parent[key]
+        except (KeyError, IndexError, TypeError):
+            continue
+        if op == "replace":
+            parent[key] = draw(json_values)
+        elif op == "delete":
+            del parent[key]
+        elif op == "name" and names:
+            parent[key] = draw(st.sampled_from(names))
+        elif op == "int" and isinstance(current, int):
+            parent[key] = current + draw(st.sampled_from([1, -1, 2**31, -current, 7]))
+        elif op == "dup" and isinstance(parent, list):
+            parent.append(copy.deepcopy(current))
+        elif op == "add" and isinstance(current, dict):
+            current[draw(st.sampled_from(names + ["extra"]))] = draw(json_values)
+    return doc
+
+
+@FUZZ
+@given(data=st.data())
+def test_manifest_mutations_give_trtc_errors(original: Dict[str, Any], data: Any) -> None:
+    manifest = _mutate_json(original["manifest"], data.draw)
+    fix = data.draw(st.booleans())
+    _check_load(original, repack(original["members"], manifest, fix_checksums=fix))
+
+
+# ----------------------------------------------------------------------------------------------
+# Member mutations: contents changed with checksums recomputed (so ORT, MXNet and numpy see
+# hostile bytes), members renamed, dropped, duplicated, reordered or compressed.
+# ----------------------------------------------------------------------------------------------
+@settings(FUZZ, max_examples=int(650 * SCALE))
+@given(data=st.data())
+def test_member_mutations_give_trtc_errors(original: Dict[str, Any], data: Any) -> None:
+    members = list(original["members"])
+    manifest = copy.deepcopy(original["manifest"])
+    names = [n for n, _ in members]
+    op = data.draw(st.sampled_from(["content", "content", "json", "rename", "drop", "dup",
+                                    "reorder", "compress", "extra"]))
+    index = data.draw(st.integers(0, len(members) - 1))
+    name, body = members[index]
+    if op == "content":
+        members[index] = (name, _mutate_bytes(body, data.draw, data.draw(st.integers(1, 3))))
+    elif op == "json" and name.endswith(".json") and name != "manifest.json":
+        doc = _mutate_json(json.loads(body), data.draw)
+        members[index] = (name, json.dumps(doc).encode())
+    elif op == "rename":
+        new = data.draw(st.sampled_from(HOSTILE_NAMES + names))
+        members[index] = (new, body)
+        if data.draw(st.booleans()) and name in manifest["members"]:  # keep the table in step
+            manifest["members"][new] = manifest["members"].pop(name)
+    elif op == "drop":
+        del members[index]
+    elif op == "dup":
+        members.insert(data.draw(st.integers(0, len(members))), (name, body))
+    elif op == "reorder":
+        members = data.draw(st.permutations(members))
+    elif op == "extra":
+        members.append((data.draw(st.sampled_from(["extra.bin", "engines/x.plan"] + HOSTILE_NAMES)),
+                        data.draw(st.binary(max_size=64))))
+    fix = data.draw(st.booleans()) or op in ("content", "json")
+    if op == "compress":
+        _check_load(original, write_members(members, compress=True))
+    else:
+        _check_load(original, repack(members, manifest, fix_checksums=fix))
