@@ -530,7 +530,7 @@ def _member_span(path: str, data: bytes, info: zipfile.ZipInfo) -> Tuple[int, in
         raise BundleError(f"{path}: member '{info.filename}' lies outside the file; the file is "
                           "truncated or corrupted: download or compile it again")
     header = _LOCAL_HEADER.unpack_from(data, offset)
-    magic, method, name_length, extra_length = header[0], header[5], header[10], header[11]
+    magic, method, name_length, extra_length = header[0], header[4], header[10], header[11]
     start = offset + _LOCAL_HEADER.size + name_length + extra_length
     end = start + info.file_size
     if (magic != _LOCAL_MAGIC or method != zipfile.ZIP_STORED or end > len(data)

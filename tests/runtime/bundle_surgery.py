@@ -57,9 +57,11 @@ def repack(members: Members, manifest: Optional[Any] = None, fix_checksums: bool
 def write_members(members: Members, compress: bool = False) -> bytes:
     """A ZIP of ``members`` written the way the bundle writer does (or deflated)."""
     import io
+    import warnings
 
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", allowZip64=True) as zf:
+    with warnings.catch_warnings(), zipfile.ZipFile(buffer, "w", allowZip64=True) as zf:
+        warnings.simplefilter("ignore", UserWarning)  # "Duplicate name": wanted, when it is
         for name, data in members:
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED

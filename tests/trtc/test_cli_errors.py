@@ -1,0 +1,272 @@
+"""Every user mistake at the command line: one line on stderr ("error: what is wrong; what to
+do"), no traceback, and the exit code of its error class (runtime/errors.py): 2 usage, 1 compile
+failure, 3 bad bundle, 4 incompatible bundle, 5 bad input arrays."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from models import tiny
+from trtc.cli import app
+
+runner = CliRunner()
+
+
+def _fails(args: List[str], code: int, *phrases: str) -> str:
+    """Run the CLI; it must exit with ``code`` and one 'error:' line holding ``phrases``."""
+    result = runner.invoke(app, args)
+    stderr = result.stderr
+    assert result.exit_code == code, (result.exit_code, result.output)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr
+    for phrase in phrases:
+        assert phrase in errors[0], (phrase, errors[0])
+    if "-q" in args or args[0] in ("inspect", "run"):
+        assert stderr.strip().splitlines() == errors, stderr  # nothing but the error line
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny-0000.params + tiny-symbol.json, and pair's, in one directory."""
+    directory = Path(tmp_path_factory.mktemp("cli-models"))
+    tiny.export("tiny", directory)
+    tiny.export("pair", directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny.bundle("tiny", tmp_path_factory)
+
+
+# ----------------------------------------------------------------------------------------------
+# trtc compile: model files
+# ----------------------------------------------------------------------------------------------
+def test_params_file_missing(files: Path) -> None:
+    _fails(["compile", str(files / "nope-0000.params"), "-q"], 2, "does not exist")
+
+
+def test_symbol_given_instead_of_params(files: Path) -> None:
+    _fails(["compile", str(files / "tiny-symbol.json"), "-q"], 2, "is a symbol file")
+
+
+def test_symbol_missing_next_to_params(files: Path, tmp_path: Path) -> None:
+    lonely = tmp_path / "lonely-0000.params"
+    shutil.copy(files / "tiny-0000.params", lonely)
+    _fails(["compile", str(lonely), "-q"], 2, "lonely-symbol.json not found", "--symbol")
+
+
+def test_params_not_named_by_convention(files: Path, tmp_path: Path) -> None:
+    odd = tmp_path / "weights.bin"
+    shutil.copy(files / "tiny-0000.params", odd)
+    _fails(["compile", str(odd), "-q"], 2, "--symbol")
+
+
+def test_explicit_symbol_missing(files: Path) -> None:
+    _fails(["compile", str(files / "tiny-0000.params"), "--symbol", str(files / "x.json"), "-q"],
+           2, "does not exist (--symbol)")
+
+
+def test_mismatched_symbol_and_params(files: Path) -> None:
+    _fails(["compile", str(files / "tiny-0000.params"), "--symbol",
+            str(files / "pair-symbol.json"), "-q"], 2, "does not belong to", "matching pair")
+
+
+@pytest.mark.parametrize("content", [b"", b"not params at all", b"\x00" * 64,
+                                     json.dumps({"weights": [1, 2]}).encode()])
+def test_params_file_that_is_not_mxnet_params(files: Path, tmp_path: Path, content: bytes) -> None:
+    shutil.copy(files / "tiny-symbol.json", tmp_path / "bad-symbol.json")
+    (tmp_path / "bad-0000.params").write_bytes(content)
+    _fails(["compile", str(tmp_path / "bad-0000.params"), "-q"], 2,
+           "is not an MXNet params file")
+
+
+def test_numpy_file_as_params(files: Path, tmp_path: Path) -> None:
+    shutil.copy(files / "tiny-symbol.json", tmp_path / "np-symbol.json")
+    with open(tmp_path / "np-0000.params", "wb") as fh:
+        np.save(fh, np.zeros(3))
+    _fails(["compile", str(tmp_path / "np-0000.params"), "-q"], 2, "not an MXNet params file")
+
+
+@pytest.mark.parametrize("content", ["", "{", "[]", '{"nodes": []}', '{"nodes": "x", "heads": 1}'])
+def test_symbol_that_is_not_a_symbol(files: Path, tmp_path: Path, content: str) -> None:
+    shutil.copy(files / "tiny-0000.params", tmp_path / "s-0000.params")
+    (tmp_path / "s-symbol.json").write_text(content)
+    _fails(["compile", str(tmp_path / "s-0000.params"), "-q"], 2, "not an MXNet symbol JSON")
+
+
+# ----------------------------------------------------------------------------------------------
+# trtc compile: flags
+# ----------------------------------------------------------------------------------------------
+def test_input_naming_a_non_input(files: Path, tmp_path: Path) -> None:
+    _fails(["compile", str(files / "tiny-0000.params"), "--input", "image:1x3x16x16", "-o",
+            str(tmp_path / "x.trtb"), "-q"], 2, "'image'", "not an input", "inputs are: data")
+
+
+@pytest.mark.parametrize("spec", ["data", "data:", "data:1x3xAx16", ":1x3x16x16", "data:0x3x16x16",
+                                  "data:-1x3", "data:1.5x3"])
+def test_bad_input_shape_syntax(files: Path, tmp_path: Path, spec: str) -> None:
+    _fails(["compile", str(files / "tiny-0000.params"), "--input", spec, "-o",
+            str(tmp_path / "x.trtb"), "-q"], 2, "--input")
+
+
+def test_input_given_twice(files: Path, tmp_path: Path) -> None:
+    _fails(["compile", str(files / "tiny-0000.params"), "--input", "data:1x3x16x16", "--input",
+            "data:1x3x16x16", "-q"], 2, "given twice")
+
+
+@pytest.mark.parametrize("flags,phrase", [
+    (["--compute-capability", "sm86"], "--compute-capability"),
+    (["--tolerance", "0"], "--tolerance"),
+    (["--tolerance", "-1"], "--tolerance"),
+    (["--min-segment-size", "0"], "--min-segment-size"),
+    (["--import", "no_such_module_xyz"], "--import no_such_module_xyz"),
+    (["--import", "missing_file.py"], "no such file"),
+])
+def test_bad_flag_values(files: Path, tmp_path: Path, flags: List[str], phrase: str) -> None:
+    _fails(["compile", str(files / "tiny-0000.params"), "-o", str(tmp_path / "x.trtb"), "-q",
+            *flags], 2, phrase)
+
+
+def test_unknown_backend(files: Path, tmp_path: Path) -> None:
+    _fails(["compile", str(files / "tiny-0000.params"), "-o", str(tmp_path / "x.trtb"), "-q",
+            "--backend", "tensorflow"], 2, "tensorflow")
+
+
+def test_output_in_a_missing_directory(files: Path, tmp_path: Path) -> None:
+    _fails(["compile", str(files / "tiny-0000.params"), "-o",
+            str(tmp_path / "no" / "such" / "dir" / "m.trtb"), "-q"], 2, "does not exist",
+           "create it first")
+    assert not (tmp_path / "no").exists()
+
+
+def test_output_that_is_a_directory(files: Path, tmp_path: Path) -> None:
+    _fails(["compile", str(files / "tiny-0000.params"), "-o", str(tmp_path), "-q"], 2,
+           "is a directory")
+
+
+def test_exclude_op_naming_no_op_warns_and_compiles(files: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.trtb"
+    result = runner.invoke(app, ["compile", str(files / "tiny-0000.params"), "-o", str(out),
+                                 "--exclude-op", "LSTM"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if "warning:" in line]
+    assert len(warnings) == 1 and "--exclude-op LSTM" in warnings[0]
+    assert "Convolution" in warnings[0]  # it lists the ops the model has
+    assert out.exists()
+
+
+def test_unknown_option_is_a_usage_error(files: Path) -> None:
+    result = runner.invoke(app, ["compile", str(files / "tiny-0000.params"), "--fp17"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_accuracy_gate_failure_is_exit_1(files: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.trtb"
+    _fails(["compile", str(files / "tiny-0000.params"), "-o", str(out), "--tolerance", "1e-30",
+            "-q"], 1, "accuracy gate failed", "--tolerance")
+    assert not out.exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# trtc example
+# ----------------------------------------------------------------------------------------------
+def test_example_unknown_model(tmp_path: Path) -> None:
+    _fails(["example", "resnet19_v2", "-o", str(tmp_path)], 2, "unknown model 'resnet19_v2'",
+           "resnet18_v2")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_example_without_a_name() -> None:
+    result = runner.invoke(app, ["example"])
+    assert result.exit_code == 2 and "give a model name" in result.stderr
+    assert "resnet18_v2" in result.stdout  # the list, to choose from
+
+
+def test_example_bad_batch(tmp_path: Path) -> None:
+    _fails(["example", "resnet18_v2", "--batch", "0", "-o", str(tmp_path)], 2, "--batch")
+
+
+# ----------------------------------------------------------------------------------------------
+# trtc inspect / run on bad bundles
+# ----------------------------------------------------------------------------------------------
+def test_inspect_missing_bundle(tmp_path: Path) -> None:
+    _fails(["inspect", str(tmp_path / "none.trtb")], 3, "no such bundle file")
+
+
+def test_inspect_corrupted_bundles(bundle: Path, tmp_path: Path) -> None:
+    data = bundle.read_bytes()
+    cases = {
+        "truncated": data[: len(data) // 2],
+        "empty": b"",
+        "text": b"hello",
+        "flipped": data[:-5000] + bytes([data[-5000] ^ 0xFF]) + data[-4999:],
+    }
+    info = zipfile.ZipFile(bundle).getinfo("engines/engine0.plan")
+    engine_at = info.header_offset + 30 + len(info.filename) + 100
+    cases["engine bit"] = data[:engine_at] + bytes([data[engine_at] ^ 1]) + data[engine_at + 1:]
+    for name, content in cases.items():
+        path = tmp_path / f"{name.replace(' ', '-')}.trtb"
+        path.write_bytes(content)
+        line = _fails(["inspect", str(path)], 3, str(path))
+        assert "again" in line or "not a" in line, (name, line)
+
+
+def test_inspect_future_format_is_exit_4(bundle: Path, tmp_path: Path) -> None:
+    path = tmp_path / "future.trtb"
+    with zipfile.ZipFile(bundle) as source, zipfile.ZipFile(path, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename == "manifest.json":
+                manifest = json.loads(data)
+                manifest["format_version"] = 2
+                data = json.dumps(manifest).encode()
+            target.writestr(info.filename, data)
+    _fails(["inspect", str(path)], 4, "format v2", "reads format v1")
+    _fails(["run", str(path), "--device", "cpu"], 4, "format v2")
+
+
+def test_run_wrong_input_shape_is_exit_5(bundle: Path, tmp_path: Path) -> None:
+    npy = tmp_path / "x.npy"
+    np.save(npy, np.zeros((1, 3, 8, 8), np.float32))
+    _fails(["run", str(bundle), "--device", "cpu", "--input", f"data={npy}"], 5, "input 'data'",
+           "expected shape (1, 3, 16, 16)", "got (1, 3, 8, 8)")
+
+
+def test_run_wrong_input_dtype_and_name(bundle: Path, tmp_path: Path) -> None:
+    npy = tmp_path / "x.npy"
+    np.save(npy, np.zeros((1, 3, 16, 16), np.int64))
+    _fails(["run", str(bundle), "--device", "cpu", "--input", f"data={npy}"], 5,
+           "expected dtype float32, got int64")
+    np.save(npy, np.zeros((1, 3, 16, 16), np.float32))
+    _fails(["run", str(bundle), "--device", "cpu", "--input", f"date={npy}"], 5,
+           "unknown input 'date'", "did you mean 'data'")
+
+
+def test_run_unreadable_input_file(bundle: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(b"not numpy")
+    _fails(["run", str(bundle), "--device", "cpu", "--input", f"data={bad}"], 2, "cannot read")
+    _fails(["run", str(bundle), "--device", "cpu", "--input", "data"], 2, "NAME=FILE.npy")
+
+
+def test_run_bad_device(bundle: Path) -> None:
+    _fails(["run", str(bundle), "--device", "tpu"], 2, "device must be one of")
+
+
+def test_run_cuda_without_a_usable_gpu_is_exit_4(bundle: Path) -> None:
+    result = runner.invoke(app, ["run", str(bundle), "--device", "cuda"])
+    if result.exit_code == 0:
+        pytest.skip("this machine has a GPU that can run the bundle")
+    _fails(["run", str(bundle), "--device", "cuda"], 4, "device='cuda' cannot be served")
