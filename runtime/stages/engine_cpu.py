@@ -32,7 +32,9 @@ class OnnxRuntimeStage:
         self._output_specs = [(t["name"], tuple(t["shape"]), np.dtype(t["dtype"]))
                               for t in stage["outputs"]]
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        # Fatal only: a failure reaches the user once, as our one-line error, not also as ORT's
+        # multi-line log on stderr.
+        options.log_severity_level = 4
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if intra_op_threads:
             options.intra_op_num_threads = intra_op_threads

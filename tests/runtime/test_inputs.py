@@ -180,6 +180,7 @@ def test_float64_beyond_float32_range_becomes_inf(one: Model, x: np.ndarray) -> 
     assert not np.isfinite(out[0, :, 0, 0]).all()
 
 
+@pytest.mark.filterwarnings("ignore:Cannot decide type")
 def test_good_inputs_give_the_reference_outputs(two: Model, tmp_path_factory: Any) -> None:
     """The same arrays through the compile-time reference (MXNet) and the bundle agree."""
     import mxnet as mx
