@@ -445,6 +445,8 @@ def read_bundle(path: "os.PathLike[str] | str", max_bytes: Optional[int] = None)
         raise BundleError(f"{path}: is a directory, not a bundle file") from None
     except OSError as exc:
         raise BundleError(f"{path}: cannot read the bundle ({exc.strerror})") from None
+    except MemoryError:
+        raise BundleError(f"{path}: the file is too large to load into memory") from None
     if max_bytes is not None and len(data) > max_bytes:
         raise BundleError(f"{path}: {len(data)} bytes is larger than the allowed {max_bytes}")
     if not data:
@@ -472,11 +474,11 @@ def _parse(path: str, data: bytes) -> Bundle:
     spans: Dict[str, Tuple[int, int]] = {}
     for info in infos:
         name = info.filename
-        if name in spans:
-            raise BundleError(f"{path}: member '{name}' appears twice; refusing a bundle "
-                              "`trtc compile` did not write")
         if name not in (MAGIC_MEMBER, MANIFEST_MEMBER) and not _valid_member_name(name):
             raise BundleError(f"{path}: unsafe member name {_clip(name)!r}; refusing a bundle "
+                              "`trtc compile` did not write")
+        if name in spans:
+            raise BundleError(f"{path}: member '{name}' appears twice; refusing a bundle "
                               "`trtc compile` did not write")
         if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
             raise BundleError(f"{path}: member '{name}' is compressed or encrypted, which "
