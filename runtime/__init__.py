@@ -2,6 +2,7 @@
 ONNX Runtime (CPU path), TensorRT / TensorRT-RTX and cuda-python (GPU path), MXNet (residual)."""
 
 from ._version import __version__
+from .dlpack import DeviceArray
 from .errors import (BundleError, CompileError, CudaError, IncompatibleError, InputError,
                      TrtcError, UsageError)
 from .model import Model, TensorSpec, load
@@ -11,6 +12,7 @@ __all__ = [
     "load",
     "Model",
     "TensorSpec",
+    "DeviceArray",
     "TrtcError",
     "BundleError",
     "IncompatibleError",

@@ -6,12 +6,12 @@ Skipped, with the reason, where cuda-python or a GPU is missing.
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
 from trtc.runtime import CudaError, cuda
+
+from _threads import run_in_threads
 
 GPU_REASON = cuda.gpu_unavailable_reason(0)
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(GPU_REASON is not None, reason=str(GPU_REASON))]
@@ -150,24 +150,14 @@ def test_graph_capture_failure_leaves_the_stream_usable():
 
 
 def test_threads_each_with_their_own_stream_and_buffers():
-    errors: list = []
-
     def work(seed: int) -> None:
-        try:
-            cuda.set_device(0)  # the current device is per thread
-            stream = cuda.Stream()
-            for i in range(20):
-                values = np.full((1024,), seed * 100 + i, np.int32)
-                assert np.array_equal(_roundtrip(stream, values), values)
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
+        cuda.set_device(0)  # the current device is per thread
+        stream = cuda.Stream()
+        for i in range(20):
+            values = np.full((1024,), seed * 100 + i, np.int32)
+            assert np.array_equal(_roundtrip(stream, values), values)
 
-    threads = [threading.Thread(target=work, args=(s,)) for s in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    run_in_threads(work)
 
 
 def test_event_synchronize():

@@ -8,7 +8,6 @@ the ``gpu`` tests skip, with the reason, where cuda-python, a GPU, torch or cupy
 from __future__ import annotations
 
 import gc
-import threading
 from typing import Dict
 
 import numpy as np
@@ -17,6 +16,8 @@ import pytest
 from trtc.runtime import InputError, TensorSpec, cuda
 from trtc.runtime import dlpack
 from trtc.runtime.dlpack import DeviceArray, as_device_array, is_device_array
+
+from _threads import run_in_threads
 
 GPU_REASON = cuda.gpu_unavailable_reason(0)
 needs_gpu = pytest.mark.skipif(GPU_REASON is not None, reason=str(GPU_REASON))
@@ -263,23 +264,14 @@ def test_pipeline_numpy_and_device_in_and_out():
 @needs_gpu
 def test_pipeline_threads_share_a_bounded_pool():
     pipeline = _pipeline(max_contexts=2)
-    errors: list = []
 
     def work(seed: int) -> None:
-        try:
-            for i in range(10):
-                x = np.full((2, 3), seed * 10 + i, np.float32)
-                output = "device" if i % 2 else "numpy"
-                y = pipeline.run({"x": x}, output)["y"]
-                y = y.numpy() if output == "device" else y
-                assert np.array_equal(y, 2 * x)
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(10):
+            x = np.full((2, 3), seed * 10 + i, np.float32)
+            output = "device" if i % 2 else "numpy"
+            y = pipeline.run({"x": x}, output)["y"]
+            y = y.numpy() if output == "device" else y
+            assert np.array_equal(y, 2 * x)
 
-    threads = [threading.Thread(target=work, args=(s,)) for s in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    run_in_threads(work)
     assert 1 <= pipeline.contexts_created <= 2

@@ -17,6 +17,7 @@ import pytest
 
 from trtc.runtime import InputError, UsageError, cuda, load
 
+from _threads import run_in_threads
 from models import tiny
 
 
@@ -159,25 +160,16 @@ def test_threads_get_one_context_each(tiny_bundle, reference):
     expected: Dict[int, Dict[str, np.ndarray]] = {}
     for seed in range(8):
         expected[seed] = reference(tiny.random_feeds("tiny", seed))
-    errors: list = []
     start = threading.Barrier(8)
 
     def work(seed: int) -> None:
-        try:
-            start.wait()
-            for _ in range(5):
-                out = model(**tiny.random_feeds("tiny", seed))
-                for name, value in out.items():
-                    _close(value, expected[seed][name])
-        except BaseException as exc:
-            errors.append(exc)
+        start.wait()
+        for _ in range(5):
+            out = model(**tiny.random_feeds("tiny", seed))
+            for name, value in out.items():
+                _close(value, expected[seed][name])
 
-    threads = [threading.Thread(target=work, args=(s,)) for s in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    run_in_threads(work)
     assert 1 <= model._gpu.contexts_created <= DEFAULT_MAX_CONTEXTS
     assert len({id(c) for c in _contexts(model)}) == model._gpu.contexts_created
 
@@ -234,28 +226,19 @@ def test_context_pool_lends_each_context_to_one_thread_at_a_time():
     lock = threading.Lock()
     in_use: set = set()
     peak = [0]
-    errors: list = []
 
-    def work() -> None:
-        try:
-            for _ in range(30):
-                with pool.take() as context:
-                    with lock:
-                        assert id(context) not in in_use, "one context lent twice"
-                        in_use.add(id(context))
-                        peak[0] = max(peak[0], len(in_use))
-                    time.sleep(0.0005)
-                    with lock:
-                        in_use.remove(id(context))
-        except BaseException as exc:
-            errors.append(exc)
+    def work(_thread: int) -> None:
+        for _ in range(30):
+            with pool.take() as context:
+                with lock:
+                    assert id(context) not in in_use, "one context lent twice"
+                    in_use.add(id(context))
+                    peak[0] = max(peak[0], len(in_use))
+                time.sleep(0.0005)
+                with lock:
+                    in_use.remove(id(context))
 
-    threads = [threading.Thread(target=work) for _ in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    run_in_threads(work, count=12)
     assert len(made) == pool.created <= 3 and peak[0] <= 3
 
 
