@@ -17,7 +17,8 @@ import numpy as np
 os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
 
 from .backends import BuildError, BuiltEngine, TrtBackend, get_backend
-from .export import ExportError, ExportedSegment, onnx_from_segment, subgraph_symbol_json
+from .export import (ExportError, ExportedSegment, WholeExport, cut_segment, export_nodes,
+                     onnx_from_segment, subgraph_symbol_json)
 from .frontend import Graph, import_user_modules, load_graph, resolve_model_files
 from .partition import (Decision, PartitionReport, Reason, Segment, initial_decisions,
                         segment_graph)
@@ -25,7 +26,7 @@ from .runtime import bundle as bundle_format
 from .runtime._version import __version__
 from .runtime.errors import CompileError, TrtcError, UsageError
 from .settings import CompileSettings
-from .verify import OutputCheck, compare, mxnet_forward, random_inputs
+from .verify import OutputCheck, compare, mxnet_forward, random_inputs, recheck_in_fp64
 
 __all__ = ["compile", "CompileResult", "Progress"]
 
@@ -158,10 +159,11 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
                     f"(seed {settings.seed}, tolerance {settings.effective_tolerance:g})")
                 result.checks = _verify(graph, tmp, settings)
             for check in result.checks:
-                if check.name in graph.outputs or not check.ok:
+                if check.name in graph.outputs or not check.ok or check.note:
                     kind = "output" if check.name in graph.outputs else "stage boundary"
                     say(f"  {kind} {check.name}: max abs err {check.max_abs:.3g}, relative "
-                        f"{check.relative:.3g} {'ok' if check.ok else 'FAILED'}")
+                        f"{check.relative:.3g} {'ok' if check.ok else 'FAILED'}"
+                        + (f"; {check.note}" if check.note else ""))
             inner = [c for c in result.checks if c.name not in graph.outputs]
             if inner:
                 worst = max(inner, key=lambda c: c.relative)
@@ -171,7 +173,8 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
                 worst = max(failed, key=lambda c: c.relative)
                 raise CompileError(
                     f"accuracy gate failed: output '{worst.name}' differs from MXNet by "
-                    f"{worst.relative:.3g} relative (tolerance {worst.tolerance:g}); no bundle "
+                    f"{worst.relative:.3g} relative (tolerance {worst.tolerance:g}"
+                    + (f"; {worst.note}" if worst.note else "") + "); no bundle "
                     "written (raise --tolerance, or keep the offending ops in MXNet with "
                     "--exclude-op)")
         os.replace(tmp, output)
@@ -213,67 +216,118 @@ def _partition_and_build(graph: Graph, settings: CompileSettings, backend: TrtBa
     decisions: Dict[int, Decision] = initial_decisions(graph, settings.exclude_ops)
     exported: Dict[Any, ExportedSegment] = {}
     built: Dict[Any, BuiltEngine] = {}
-    for _ in range(_MAX_ROUNDS):
-        with timer.span("partition"):
-            segments, all_decisions = segment_graph(graph, decisions, settings.min_segment_size)
-        engines = [s for s in segments if s.kind == "engine"]
-        changed = False
-        for seg in engines:
-            if seg.key in exported:
-                continue
-            say(f"exporting {seg.name} ({len(seg.nodes)} ops) to ONNX")
-            try:
-                with timer.span("export"):
-                    exp = onnx_from_segment(graph, seg, fp16=settings.fp16)
-            except ExportError as exc:
-                idx = by_name.get(exc.node or "")
-                if idx is None or idx not in seg.nodes:
-                    idx = seg.nodes[len(seg.nodes) // 2]
-                _reject(decisions, graph, idx,
-                        Reason.EXPORT_UNFAITHFUL if exc.unfaithful else Reason.EXPORT_FAILED,
-                        str(exc)[:300])
-                changed = True
-                continue
+    whole: Optional[WholeExport] = None
+    whole_usable = True  # False once a whole export failed without naming a node
+    try:
+        for _ in range(_MAX_ROUNDS):
             with timer.span("partition"):
-                parsed = backend.parse(exp.onnx_bytes)
-            if not parsed.ok:
-                rejected = _attribute(graph, seg, exp, parsed.issues, by_name)
-                if not rejected:  # the parser named no node: split the segment in the middle
-                    msg = "; ".join(i.message for i in parsed.issues)[:300] or "parse failed"
-                    rejected = {seg.nodes[len(seg.nodes) // 2]: msg}
-                for idx, msg in rejected.items():
-                    _reject(decisions, graph, idx, Reason.PARSER_REJECTED, msg)
-                say(f"  parser rejected {len(rejected)} op(s): "
-                    + ", ".join(graph.nodes[i].name for i in list(rejected)[:3]))
-                changed = True
+                segments, all_decisions = segment_graph(graph, decisions, settings.min_segment_size)
+            engines = [s for s in segments if s.kind == "engine"]
+            pending = [s for s in engines if s.key not in exported]
+            changed = False
+            if whole_usable and pending and (whole is None or not all(whole.covers(s) for s in pending)):
+                candidates = sorted(i for s in engines for i in s.nodes)
+                say(f"exporting {len(candidates)} ops to ONNX (mxnet.onnx)")
+                try:
+                    with timer.span("export"):
+                        if whole is not None:
+                            whole.close()
+                            whole = None
+                        whole = export_nodes(graph, candidates)
+                except ExportError as exc:
+                    idx = by_name.get(exc.node or "")
+                    if idx is None or idx not in candidates:
+                        whole, whole_usable = None, False  # export segment by segment below
+                    else:
+                        _reject(decisions, graph, idx, Reason.EXPORT_FAILED, str(exc)[:300])
+                        say(f"  mxnet.onnx failed on {exc.node}; kept in MXNet")
+                    continue
+                unfaithful = {by_name[n]: text for n, text in whole.unfaithful.items()
+                              if by_name.get(n) in candidates}
+                for idx, text in unfaithful.items():
+                    _reject(decisions, graph, idx, Reason.EXPORT_UNFAITHFUL,
+                            f"mxnet.onnx says its ONNX differs from MXNet: {text}"[:300])
+                if unfaithful:
+                    say(f"  kept {len(unfaithful)} op(s) in MXNet (mxnet.onnx warns its ONNX differs): "
+                        + ", ".join(graph.nodes[i].name for i in list(unfaithful)[:3]))
+                    continue
+            for seg in pending:
+                try:
+                    exp = None
+                    if whole is not None:  # parse a cut that references the weights, then cut it
+                        with timer.span("export"):
+                            light = cut_segment(whole, graph, seg, light=True)
+                        if light is not None:
+                            with timer.span("partition"):
+                                parsed = backend.parse(light.onnx_bytes, whole.model_path)
+                            if not parsed.ok:
+                                _parser_rejected(graph, seg, light, parsed, by_name, decisions, say)
+                                changed = True
+                                continue
+                            with timer.span("export"):
+                                exp = cut_segment(whole, graph, seg, settings.fp16)
+                    with timer.span("export"):
+                        if exp is None:
+                            say(f"exporting {seg.name} ({len(seg.nodes)} ops) to ONNX")
+                            exp = onnx_from_segment(graph, seg, fp16=settings.fp16)
+                except ExportError as exc:
+                    idx = by_name.get(exc.node or "")
+                    if idx is None or idx not in seg.nodes:
+                        idx = seg.nodes[len(seg.nodes) // 2]
+                    _reject(decisions, graph, idx,
+                            Reason.EXPORT_UNFAITHFUL if exc.unfaithful else Reason.EXPORT_FAILED,
+                            str(exc)[:300])
+                    changed = True
+                    continue
+                with timer.span("partition"):
+                    parsed = backend.parse(exp.onnx_bytes)
+                if not parsed.ok:
+                    _parser_rejected(graph, seg, exp, parsed, by_name, decisions, say)
+                    changed = True
+                    continue
+                exported[seg.key] = exp
+            if changed:
                 continue
-            exported[seg.key] = exp
-        if changed:
-            continue
-        if settings.dry_run:
-            return segments, all_decisions, exported, built
-        for seg in engines:
-            if seg.key in built:
-                continue
-            say(f"building {seg.name} ({len(seg.nodes)} ops, {settings.precision}) "
-                f"with {backend.name}")
-            try:
-                with timer.span("build"):
-                    built[seg.key] = backend.build(exported[seg.key].onnx_bytes,
-                                                   settings.compute_capabilities)
-            except BuildError as exc:
-                exp = exported[seg.key]
-                names = {name for line in exc.log for name in re.findall(r"([\w./:\-]+)#\d+", line)}
-                idxs = [by_name[n] for n in names if n in by_name and by_name[n] in seg.nodes]
-                if not idxs:
-                    idxs = [seg.nodes[len(seg.nodes) // 2]]
-                for idx in idxs:
-                    _reject(decisions, graph, idx, Reason.BUILD_FAILED, str(exc)[:300])
-                say(f"  build failed ({str(exc)[:120]}); splitting")
-                changed = True
-        if not changed:
-            return segments, all_decisions, exported, built
-    raise CompileError("partitioning did not converge; please report this model")
+            if settings.dry_run:
+                return segments, all_decisions, exported, built
+            for seg in engines:
+                if seg.key in built:
+                    continue
+                say(f"building {seg.name} ({len(seg.nodes)} ops, {settings.precision}) "
+                    f"with {backend.name}")
+                try:
+                    with timer.span("build"):
+                        built[seg.key] = backend.build(exported[seg.key].onnx_bytes,
+                                                       settings.compute_capabilities)
+                except BuildError as exc:
+                    exp = exported[seg.key]
+                    names = {name for line in exc.log for name in re.findall(r"([\w./:\-]+)#\d+", line)}
+                    idxs = [by_name[n] for n in names if n in by_name and by_name[n] in seg.nodes]
+                    if not idxs:
+                        idxs = [seg.nodes[len(seg.nodes) // 2]]
+                    for idx in idxs:
+                        _reject(decisions, graph, idx, Reason.BUILD_FAILED, str(exc)[:300])
+                    say(f"  build failed ({str(exc)[:120]}); splitting")
+                    changed = True
+            if not changed:
+                return segments, all_decisions, exported, built
+        raise CompileError("partitioning did not converge; please report this model")
+    finally:
+        if whole is not None:
+            whole.close()
+
+
+def _parser_rejected(graph: Graph, seg: Segment, exp: ExportedSegment, parsed: Any,
+                     by_name: Dict[str, int], decisions: Dict[int, Decision], say: Progress) -> None:
+    """Keep the MXNet ops whose ONNX nodes the parser rejected in MXNet, with its message."""
+    rejected = _attribute(graph, seg, exp, parsed.issues, by_name)
+    if not rejected:  # the parser named no node: split the segment in the middle
+        msg = "; ".join(i.message for i in parsed.issues)[:300] or "parse failed"
+        rejected = {seg.nodes[len(seg.nodes) // 2]: msg}
+    for idx, msg in rejected.items():
+        _reject(decisions, graph, idx, Reason.PARSER_REJECTED, msg)
+    say(f"  parser rejected {len(rejected)} op(s): "
+        + ", ".join(graph.nodes[i].name for i in list(rejected)[:3]))
 
 
 def _reject(decisions: Dict[int, Decision], graph: Graph, idx: int, reason: str, msg: str) -> None:
@@ -417,7 +471,9 @@ def _verify(graph: Graph, bundle_path: str, settings: CompileSettings) -> List[O
         produced.extend(stage.outputs)
     names = list(dict.fromkeys(graph.outputs + produced))
     reference = mxnet_forward(graph, feeds, names)
-    checks = compare({n: tensors[n] for n in names}, reference, settings.effective_tolerance)
+    actual = {n: tensors[n] for n in names}
+    checks = compare(actual, reference, settings.effective_tolerance)
+    recheck_in_fp64(graph, feeds, checks, actual, reference)
     outputs = set(graph.outputs)
     for check in checks:
         check.boundary = check.name not in outputs  # type: ignore[attr-defined]

@@ -12,16 +12,16 @@ import logging
 import os
 import tempfile
 import threading
-from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 
 from .frontend import Graph
-from .partition import Segment
+from .partition import Segment, describe_nodes
 
-__all__ = ["ExportError", "ExportedSegment", "onnx_from_segment", "convert_to_fp16",
-           "subgraph_symbol_json"]
+__all__ = ["ExportError", "ExportedSegment", "WholeExport", "export_nodes", "cut_segment",
+           "onnx_from_segment", "convert_to_fp16", "subgraph_symbol_json"]
 
 _PATCH_LOCK = threading.Lock()
 _TAG_PREFIX = "mxnet:"
@@ -107,7 +107,7 @@ def _provenance() -> Iterator[Dict[str, Any]]:
     from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
     from onnx import NodeProto
 
-    state: Dict[str, Any] = {"failed": None, "unfaithful": {}}
+    state: Dict[str, Any] = {"failed": None, "unfaithful": {}, "mx_graph": None, "lookup": None}
     original = MXNetGraph.__dict__["convert_layer"]
     convert = original.__func__
     records: List[logging.LogRecord] = []
@@ -119,6 +119,9 @@ def _provenance() -> Iterator[Dict[str, Any]]:
 
     def tagged(node: Dict[str, Any], **kwargs: Any) -> Any:
         del records[:]
+        # mx2onnx's own per-node table of ONNX output names (filled as it goes)
+        state["mx_graph"] = kwargs.get("mx_graph", state["mx_graph"])
+        state["lookup"] = kwargs.get("outputs_lookup", state["lookup"])
         try:
             result = convert(node, **kwargs)
         except Exception:
@@ -183,16 +186,18 @@ def _onnx_output_name(mx_output: str) -> str:
     return mx_output
 
 
-def onnx_from_segment(graph: Graph, segment: Segment, fp16: bool = False) -> ExportedSegment:
-    """Export ``segment`` to ONNX with mxnet.onnx; graph IO named after trtc's tensor names.
+def _export_symbol(graph: Graph, segment: Segment
+                   ) -> Tuple[Any, List[str], Dict[str, str], Dict[str, str]]:
+    """mxnet.onnx on the sub-symbol of ``segment``; ONNX nodes named ``<mxnet node>#<i>``.
 
-    Raises:
-        ExportError: the export failed (``.node`` names the MXNet node if it is known).
+    Returns:
+        (onnx ModelProto, MXNet output names of the sub-symbol, trtc tensor -> ONNX tensor name
+        for every output of every exported MXNet node as mx2onnx recorded them, and the nodes
+        whose converter warned that its ONNX computes something else: name -> warning).
     """
     import mxnet as mx
     import mxnet.onnx as mx_onnx
     import onnx
-    import onnx_graphsurgeon as gs
 
     text, params = subgraph_symbol_json(graph, segment.nodes, segment.inputs, segment.outputs)
     symbol = mx.sym.load_json(text)
@@ -206,7 +211,6 @@ def onnx_from_segment(graph: Graph, segment: Segment, fp16: bool = False) -> Exp
     in_types = [np.dtype(graph.dtypes.get(n, "float32")) for n in data_names]
     if not data_names:
         raise ExportError("segment has no tensor inputs (only constants); it is kept in MXNet")
-    mx_outputs = symbol.list_outputs()
 
     logging.getLogger().setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="trtc-export-") as tmp, _provenance() as state:
@@ -218,25 +222,187 @@ def onnx_from_segment(graph: Graph, segment: Segment, fp16: bool = False) -> Exp
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise ExportError(f"{type(exc).__name__}: {first}", node=state["failed"]) from None
         model = onnx.load(path)
+    unfaithful = {}
     for name, text in state["unfaithful"].items():
         idx = next((i for i in segment.nodes if graph.nodes[i].name == name), None)
         if idx is not None and not _benign_warning(graph, idx):
-            raise ExportError(f"mxnet.onnx says its ONNX differs from MXNet: {text}", node=name,
-                              unfaithful=True)
+            unfaithful[name] = text
     # onnx-graphsurgeon keeps node names but not doc strings: carry the tag in the (unique) name.
     for i, node in enumerate(model.graph.node):
         tag = node.doc_string[len(_TAG_PREFIX):] if node.doc_string.startswith(_TAG_PREFIX) else ""
         node.name = f"{tag or 'node'}#{i}"
+    onnx_names: Dict[str, str] = {}
+    mx_graph, lookup = state["mx_graph"], state["lookup"]
+    if mx_graph is not None and lookup is not None and len(mx_graph) == len(lookup):
+        by_name = {graph.nodes[i].name: i for i in segment.nodes}
+        for entry, outputs in zip(mx_graph, lookup):
+            idx = by_name.get(entry["name"])
+            if idx is None:
+                continue
+            for tensor, out in zip(graph.nodes[idx].outputs, outputs):
+                onnx_names[tensor] = out.name
+    return model, symbol.list_outputs(), onnx_names, unfaithful
 
-    # Graph surgery: initializers are not graph inputs; outputs get trtc's tensor names.
+
+def onnx_from_segment(graph: Graph, segment: Segment, fp16: bool = False) -> ExportedSegment:
+    """Export ``segment`` to ONNX with mxnet.onnx; graph IO named after trtc's tensor names.
+
+    Raises:
+        ExportError: the export failed (``.node`` names the MXNet node if it is known).
+    """
+    model, mx_outputs, _, unfaithful = _export_symbol(graph, segment)
+    if unfaithful:
+        name, text = next(iter(unfaithful.items()))
+        raise ExportError(f"mxnet.onnx says its ONNX differs from MXNet: {text}", node=name,
+                          unfaithful=True)
+    by_trtc_name = {trtc_name: _onnx_output_name(mx_name)
+                    for mx_name, trtc_name in zip(mx_outputs, segment.outputs)}
+    return _finish(graph, model, segment, by_trtc_name, fp16)
+
+
+@dataclass
+class WholeExport:
+    """One mxnet.onnx export of many MXNet nodes (every engine candidate at once), from which
+    each engine segment's ONNX is cut: exporting is the slow part of a compile (weights are
+    converted to ONNX tensors node by node), so it is done once, not once per segment and round.
+
+    Large weights are also written once to ``weights.bin`` in a temp directory, so the cuts the
+    partition loop parses again and again (``light=True``) reference them as ONNX external data
+    instead of copying them. Call ``close()`` when done."""
+
+    model: Any  # onnx ModelProto; node names "<mxnet node>#<i>"
+    nodes: Set[int]  # MXNet node indices exported
+    onnx_names: Dict[str, str]  # trtc tensor name -> ONNX tensor name
+    unfaithful: Dict[str, str]  # MXNet node name -> the converter's warning that ONNX differs
+    directory: Optional[str] = None  # holds weights.bin for light cuts
+    light_initializers: Dict[str, Any] = field(default_factory=dict)
+
+    def covers(self, segment: Segment) -> bool:
+        return set(segment.nodes) <= self.nodes
+
+    @property
+    def model_path(self) -> Optional[str]:
+        """Where the parser resolves external weights of a light cut from."""
+        return os.path.join(self.directory, "model.onnx") if self.directory else None
+
+    def _externalize(self, threshold: int = 1 << 16) -> None:
+        from onnx import TensorProto, numpy_helper
+
+        self.directory = tempfile.mkdtemp(prefix="trtc-weights-")
+        offset = 0
+        with open(os.path.join(self.directory, "weights.bin"), "wb") as f:
+            for init in self.model.graph.initializer:
+                data = numpy_helper.to_array(init).tobytes()
+                if len(data) < threshold:
+                    continue
+                light = TensorProto(name=init.name, data_type=init.data_type, dims=init.dims,
+                                    data_location=TensorProto.EXTERNAL)
+                for key, value in (("location", "weights.bin"), ("offset", str(offset)),
+                                   ("length", str(len(data)))):
+                    entry = light.external_data.add()
+                    entry.key, entry.value = key, value
+                f.write(data)
+                offset += len(data)
+                self.light_initializers[init.name] = light
+
+    def close(self) -> None:
+        if self.directory:
+            import shutil
+
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
+
+
+def export_nodes(graph: Graph, nodes: List[int]) -> WholeExport:
+    """Export ``nodes`` (any set of op nodes, connected or not) in one mxnet.onnx call.
+
+    Nodes whose converter warns that its ONNX differs from MXNet are listed in ``.unfaithful``
+    (the caller keeps them in MXNet; cuts never include them).
+
+    Raises:
+        ExportError: a converter failed (``.node`` names it if known).
+    """
+    pseudo = describe_nodes(graph, sorted(nodes), "engine")
+    model, _, onnx_names, unfaithful = _export_symbol(graph, pseudo)
+    for tensor in pseudo.inputs:  # the sub-symbol's variables are named after trtc tensors
+        onnx_names.setdefault(tensor, tensor)
+    whole = WholeExport(model=model, nodes=set(nodes), onnx_names=onnx_names, unfaithful=unfaithful)
+    whole._externalize()
+    return whole
+
+
+def cut_segment(whole: WholeExport, graph: Graph, segment: Segment, fp16: bool = False,
+                light: bool = False) -> Optional[ExportedSegment]:
+    """The ONNX of ``segment`` cut out of a whole export: its ONNX nodes (by provenance tag),
+    the initializers they read, its boundary tensors as graph inputs and outputs named after
+    trtc's tensors. ``light``: large weights as external data in ``whole.directory`` (fp32; for
+    parsing with ``path=whole.model_path``).
+
+    Returns None when the cut cannot be made exactly (a boundary tensor mx2onnx did not name, a
+    node reading a tensor from outside the segment); the caller then exports the segment alone.
+    """
+    import onnx
+    from onnx import helper
+
+    if not segment.inputs:
+        raise ExportError("segment has no tensor inputs (only constants); it is kept in MXNet")
+    if not whole.covers(segment):
+        return None
+    names = {graph.nodes[i].name for i in segment.nodes}
+    src = whole.model.graph
+    nodes = [n for n in src.node if n.name.rsplit("#", 1)[0] in names]
+    try:
+        rename = {whole.onnx_names[t]: t for t in segment.inputs}
+        outputs = {whole.onnx_names[t]: t for t in segment.outputs}
+    except KeyError:
+        return None
+    produced = {o for n in nodes for o in n.output}
+    read = {i for n in nodes for i in n.input if i}
+    initializers = [i for i in src.initializer if i.name in read]
+    outside = read - produced - set(rename) - {i.name for i in initializers}
+    if outside or set(rename) & produced or not set(outputs) <= produced:
+        return None
+    rename.update(outputs)
+
+    def value_info(tensor: str) -> Any:
+        dtype = helper.np_dtype_to_tensor_dtype(np.dtype(graph.dtypes.get(tensor, "float32")))
+        return helper.make_tensor_value_info(tensor, dtype, list(graph.shapes[tensor]))
+
+    model = onnx.ModelProto(ir_version=min(whole.model.ir_version, 10),
+                            producer_name=whole.model.producer_name)
+    model.opset_import.extend(whole.model.opset_import)
+    g = model.graph
+    g.name = segment.name or "segment"
+    for node in nodes:
+        copy = g.node.add()
+        copy.CopyFrom(node)
+        for i, name in enumerate(copy.input):
+            copy.input[i] = rename.get(name, name)
+        for i, name in enumerate(copy.output):
+            copy.output[i] = rename.get(name, name)
+    if light:
+        g.initializer.extend(whole.light_initializers.get(i.name, i) for i in initializers)
+    else:
+        g.initializer.extend(initializers)
+    g.input.extend(value_info(t) for t in segment.inputs)
+    g.output.extend(value_info(t) for t in segment.outputs)
+    return _segment_result(model, fp16 and not light)
+
+
+def _finish(graph: Graph, model: Any, segment: Segment, onnx_output: Dict[str, str], fp16: bool,
+            input_names: Optional[Dict[str, str]] = None) -> ExportedSegment:
+    """Graph surgery (onnx-graphsurgeon): initializers are not graph inputs, graph IO gets trtc's
+    tensor names, shapes and dtypes; dead nodes go; optional fp16 conversion."""
+    import onnx_graphsurgeon as gs
+
     g = gs.import_onnx(model)
     g.inputs = [t for t in g.inputs if not isinstance(t, gs.Constant)]
     tensors = g.tensors()
-    by_onnx_name = {_onnx_output_name(mx_name): trtc_name
-                    for mx_name, trtc_name in zip(mx_outputs, segment.outputs)}
+    for onnx_name, trtc_name in (input_names or {}).items():
+        tensors[onnx_name].name = trtc_name
     new_outputs = []
     for trtc_name in segment.outputs:
-        onnx_name = next(k for k, v in by_onnx_name.items() if v == trtc_name)
+        onnx_name = onnx_output[trtc_name]
         tensor = tensors.get(onnx_name)
         if tensor is None:
             raise ExportError(f"mxnet.onnx produced no output '{onnx_name}' for '{trtc_name}'")
@@ -249,11 +415,15 @@ def onnx_from_segment(graph: Graph, segment: Segment, fp16: bool = False) -> Exp
     g.cleanup(remove_unused_graph_inputs=False).toposort()
     model = gs.export_onnx(g)
     model.ir_version = min(model.ir_version, 10)
-    input_names = [i.name for i in model.graph.input]
-    if sorted(input_names) != sorted(segment.inputs):
-        raise ExportError(f"exported ONNX inputs {input_names} differ from the segment's "
+    input_names_now = [i.name for i in model.graph.input]
+    if sorted(input_names_now) != sorted(segment.inputs):
+        raise ExportError(f"exported ONNX inputs {input_names_now} differ from the segment's "
                           f"{segment.inputs}")
 
+    return _segment_result(model, fp16)
+
+
+def _segment_result(model: Any, fp16: bool) -> ExportedSegment:
     kept: List[str] = convert_to_fp16(model) if fp16 else []
     origin = [node.name.rsplit("#", 1)[0] if "#" in node.name else "" for node in model.graph.node]
     origin = ["" if name == "node" else name for name in origin]

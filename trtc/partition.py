@@ -22,6 +22,7 @@ __all__ = [
     "PartitionReport",
     "initial_decisions",
     "segment_graph",
+    "describe_nodes",
     "exportable_ops",
 ]
 
@@ -243,7 +244,7 @@ def segment_graph(graph: Graph, decisions: Mapping[int, Decision],
                                           f"segment of {len(cluster)} op(s) < --min-segment-size "
                                           f"{min_segment_size}")
     ordered = _topo_order(graph, clusters)
-    segments = [_describe(graph, nodes, label[nodes[0]]) for nodes in ordered]
+    segments = [describe_nodes(graph, nodes, label[nodes[0]]) for nodes in ordered]
     counts = Counter()
     for seg in segments:
         seg.name = f"{'engine' if seg.kind == 'engine' else 'residual'}{counts[seg.kind]}"
@@ -251,7 +252,9 @@ def segment_graph(graph: Graph, decisions: Mapping[int, Decision],
     return segments, decisions
 
 
-def _describe(graph: Graph, nodes: List[int], kind: str) -> Segment:
+def describe_nodes(graph: Graph, nodes: List[int], kind: str) -> Segment:
+    """A Segment for ``nodes``: the tensors it reads from outside, the params it uses, and the
+    tensors it produces that are used outside or are model outputs."""
     inside = set(nodes)
     consumers = graph.consumers()
     heads = set(graph.heads)

@@ -125,13 +125,16 @@ def _build(name: str) -> Any:
 
 
 def randomize(net: Any, seed: int) -> None:
-    """Deterministic random weights, BatchNorm statistics included (so BN folding is exercised)."""
+    """Deterministic random weights, BatchNorm statistics included (so BN folding is exercised);
+    constants (anchors, grid offsets) keep their values."""
     import mxnet as mx
 
     params = net.collect_params()
     rng = np.random.default_rng(seed)
     for name in sorted(params.keys()):
         p = params[name]
+        if isinstance(p, mx.gluon.parameter.Constant):
+            continue  # part of the architecture (e.g. YOLO's anchors and grid offsets)
         shape = p.shape
         if name.endswith("running_var"):
             value = rng.uniform(0.5, 1.5, shape)
@@ -143,6 +146,53 @@ def randomize(net: Any, seed: int) -> None:
             fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else max(int(shape[0]), 1)
             value = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)  # He init keeps activations O(1)
         p.set_data(mx.nd.array(value.astype(np.float32)))
+
+
+def normalize_activations(net: Any, shape: Tuple[int, ...], seed: int) -> None:
+    """Rescale every convolution, dense and BatchNorm layer so its output has an RMS of 1 on a
+    seeded random input (one imperative pass, LSUV-style).
+
+    Random weights alone let activations grow with depth (residual adds double the variance; a
+    random DarkNet-53 ends near 1e6), where fp32 rounding of MXNet itself swamps any comparison
+    and exp() overflows. Trained models keep activations O(1); so do these."""
+    import mxnet as mx
+    from mxnet.gluon import nn
+    from mxnet.gluon.nn.conv_layers import _Conv
+
+    scaled: set = set()
+    handles = []
+
+    def hook(block: Any, _inputs: Any, output: Any) -> None:
+        if not isinstance(output, mx.nd.NDArray) or id(block) in scaled:
+            return
+        names = ("gamma", "beta") if isinstance(block, nn.BatchNorm) else ("weight", "bias")
+        if isinstance(block, nn.BatchNorm) and block._kwargs.get("fix_gamma", True):
+            return  # gamma is ignored: the output cannot be rescaled through it
+        params = [p for key, p in block.params.items() if key.rsplit("_", 1)[-1] in names]
+        if any(p.name in scaled for p in params):
+            return  # shared weights are scaled once
+        rms = float(mx.nd.sqrt(mx.nd.mean(mx.nd.square(output))).asscalar())
+        if not np.isfinite(rms) or rms < 1e-6:
+            return
+        for p in params:
+            p.set_data(p.data() / rms)
+            scaled.add(p.name)
+        scaled.add(id(block))
+        output[:] = output / rms  # later layers see the rescaled output in this same pass
+
+    def attach(block: Any) -> None:
+        if isinstance(block, (_Conv, nn.Dense, nn.BatchNorm)):
+            handles.append(block.register_forward_hook(hook))
+
+    net.apply(attach)
+    net.hybridize(active=False)
+    try:
+        data = np.random.default_rng(seed).random(shape).astype(np.float32)
+        net(mx.nd.array(data))
+    finally:
+        for handle in handles:
+            handle.detach()
+        net.hybridize()
 
 
 def export_example(name: str, out_dir: "str | Path", batch: int = 1, seed: int = 0,
@@ -174,6 +224,7 @@ def export_example(name: str, out_dir: "str | Path", batch: int = 1, seed: int =
     except Exception:  # deferred initialization: one forward pass materializes the shapes
         net(mx.nd.zeros(shape))
     randomize(net, seed)
+    normalize_activations(net, shape, seed)
     symbol_path, params_path = save_block(net, out / name)
     record_input_shapes(symbol_path, {"data": shape})
     return symbol_path, params_path

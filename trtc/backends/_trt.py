@@ -74,13 +74,13 @@ class TrtBackend:
         return list(compute_capabilities)
 
     # -- shared ------------------------------------------------------------------------------
-    def _parse_into(self, onnx_bytes: bytes):  # type: ignore[no-untyped-def]
+    def _parse_into(self, onnx_bytes: bytes, path: Optional[str] = None):  # type: ignore[no-untyped-def]
         trt = self.trt
         logger = _capturing_logger(trt)
         builder = trt.Builder(logger)
         network = builder.create_network(self._network_flags())
         parser = trt.OnnxParser(network, logger)
-        ok = parser.parse(onnx_bytes)
+        ok = parser.parse(onnx_bytes, path) if path else parser.parse(onnx_bytes)
         issues = []
         for i in range(parser.num_errors):
             err = parser.get_error(i)
@@ -88,9 +88,10 @@ class TrtBackend:
                                       op=str(err.node_operator()), message=str(err.desc())))
         return builder, network, parser, logger, bool(ok), issues
 
-    def parse(self, onnx_bytes: bytes) -> ParseResult:
-        """Parse ``onnx_bytes`` with TensorRT's ONNX parser; list its errors."""
-        _, _, _, _, ok, issues = self._parse_into(onnx_bytes)
+    def parse(self, onnx_bytes: bytes, path: Optional[str] = None) -> ParseResult:
+        """Parse ``onnx_bytes`` with TensorRT's ONNX parser; list its errors. ``path``: where
+        the model would live, for resolving external weights beside it."""
+        _, _, _, _, ok, issues = self._parse_into(onnx_bytes, path)
         return ParseResult(ok=ok, issues=issues)
 
     def supported_subgraphs(self, onnx_bytes: bytes) -> List[ParserIssue]:
