@@ -254,7 +254,8 @@ def _partition_and_build(graph: Graph, settings: CompileSettings, backend: TrtBa
             for seg in pending:
                 try:
                     exp = None
-                    if whole is not None:  # parse a cut that references the weights, then cut it
+                    if whole is not None and whole.has_light:
+                        # after a first rejection: parse cuts that reference the weights (cheap)
                         with timer.span("export"):
                             light = cut_segment(whole, graph, seg, light=True)
                         if light is not None:
@@ -264,9 +265,9 @@ def _partition_and_build(graph: Graph, settings: CompileSettings, backend: TrtBa
                                 _parser_rejected(graph, seg, light, parsed, by_name, decisions, say)
                                 changed = True
                                 continue
-                            with timer.span("export"):
-                                exp = cut_segment(whole, graph, seg, settings.fp16)
                     with timer.span("export"):
+                        if whole is not None:
+                            exp = cut_segment(whole, graph, seg, settings.fp16)
                         if exp is None:
                             say(f"exporting {seg.name} ({len(seg.nodes)} ops) to ONNX")
                             exp = onnx_from_segment(graph, seg, fp16=settings.fp16)
@@ -283,6 +284,9 @@ def _partition_and_build(graph: Graph, settings: CompileSettings, backend: TrtBa
                     parsed = backend.parse(exp.onnx_bytes)
                 if not parsed.ok:
                     _parser_rejected(graph, seg, exp, parsed, by_name, decisions, say)
+                    if whole is not None:
+                        with timer.span("export"):
+                            whole.make_light()  # more rounds ahead: stop copying weights
                     changed = True
                     continue
                 exported[seg.key] = exp

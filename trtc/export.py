@@ -285,9 +285,16 @@ class WholeExport:
         """Where the parser resolves external weights of a light cut from."""
         return os.path.join(self.directory, "model.onnx") if self.directory else None
 
-    def _externalize(self, threshold: int = 1 << 16) -> None:
+    @property
+    def has_light(self) -> bool:
+        return self.directory is not None
+
+    def make_light(self, threshold: int = 1 << 16) -> None:
+        """Write the large weights to ``weights.bin`` once (enables ``light`` cuts)."""
         from onnx import TensorProto, numpy_helper
 
+        if self.directory is not None:
+            return
         self.directory = tempfile.mkdtemp(prefix="trtc-weights-")
         offset = 0
         with open(os.path.join(self.directory, "weights.bin"), "wb") as f:
@@ -326,9 +333,7 @@ def export_nodes(graph: Graph, nodes: List[int]) -> WholeExport:
     model, _, onnx_names, unfaithful = _export_symbol(graph, pseudo)
     for tensor in pseudo.inputs:  # the sub-symbol's variables are named after trtc tensors
         onnx_names.setdefault(tensor, tensor)
-    whole = WholeExport(model=model, nodes=set(nodes), onnx_names=onnx_names, unfaithful=unfaithful)
-    whole._externalize()
-    return whole
+    return WholeExport(model=model, nodes=set(nodes), onnx_names=onnx_names, unfaithful=unfaithful)
 
 
 def cut_segment(whole: WholeExport, graph: Graph, segment: Segment, fp16: bool = False,
@@ -348,6 +353,8 @@ def cut_segment(whole: WholeExport, graph: Graph, segment: Segment, fp16: bool =
         raise ExportError("segment has no tensor inputs (only constants); it is kept in MXNet")
     if not whole.covers(segment):
         return None
+    if light:
+        whole.make_light()
     names = {graph.nodes[i].name for i in segment.nodes}
     src = whole.model.graph
     nodes = [n for n in src.node if n.name.rsplit("#", 1)[0] in names]
