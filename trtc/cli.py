@@ -90,6 +90,8 @@ def example(
         return
     if name not in zoo.available_models():
         raise UsageError(f"unknown model '{name}'; choose one of: {', '.join(zoo.available_models())}")
+    if batch < 1:
+        raise UsageError("--batch must be at least 1")
     _err(f"exporting {name} with random weights (seed {seed})")
     symbol, params = zoo.export_example(name, output_dir, batch=batch, seed=seed)
     typer.echo(f"wrote {symbol}\nwrote {params}")
@@ -219,22 +221,27 @@ def run(
 def bench(
     bundle: Path = typer.Argument(..., help="A .trtb bundle."),
     device: str = typer.Option("auto", "--device", help="auto | cuda | cpu."),
-    warmup: int = typer.Option(50, "--warmup", help="Untimed calls first."),
-    iterations: int = typer.Option(500, "--iterations", help="Timed calls."),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Batch size to time; must be the bundle's own (bundles have static shapes)."),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help="Untimed calls first (default 1000 on the GPU, 10 on the CPU)."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="Timed calls (default 10000 on the GPU, 100 on the CPU)."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Time model(**inputs): samples/s and p50/p99 latency, as the origin's tutorial does."""
+    """Time model(**inputs) on random inputs: samples/s and p50/p99 latency (the origin tutorial's
+    loop: warmup calls, then timed calls)."""
     from .bench import bench_bundle
 
-    if warmup < 0 or iterations < 1:
+    if (warmup is not None and warmup < 0) or (iterations is not None and iterations < 1):
         raise UsageError("--warmup must be >= 0 and --iterations >= 1")
-    result = bench_bundle(bundle, device=device, warmup=warmup, iterations=iterations)
+    if batch is not None and batch < 1:
+        raise UsageError("--batch must be at least 1")
+    result = bench_bundle(bundle, device=device, warmup=warmup, iterations=iterations, batch=batch)
     if json_output:
         typer.echo(json.dumps(result, indent=1))
     else:
         typer.echo(f"device {result['device']}  batch {result['batch']}  "
                    f"{result['samples_per_s']:.1f} samples/s  p50 {result['p50_ms']:.3f} ms  "
-                   f"p99 {result['p99_ms']:.3f} ms  ({result['iterations']} iterations)")
+                   f"p99 {result['p99_ms']:.3f} ms  ({result['iterations']} iterations after "
+                   f"{result['warmup']} warmup)")
 
 
 def _terminated(signum: int, frame: Any) -> None:

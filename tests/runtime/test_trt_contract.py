@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = [ROOT / "runtime" / "stages" / "engine_cuda.py", ROOT / "benchmarks" / "runtime_gpu.py"]
+SOURCES = [ROOT / "runtime" / "stages" / "engine_cuda.py", ROOT / "benchmarks" / "runtime.py"]
 # variable or attribute name -> the TensorRT class of the object it holds
 ROLES = {"engine": "ICudaEngine", "context": "IExecutionContext", "runtime": "Runtime",
          "_runtime": "Runtime", "logger": "Logger", "_logger": "Logger"}

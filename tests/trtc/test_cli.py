@@ -69,3 +69,25 @@ def test_inspect_graph_svg(compiled, tmp_path):
         pytest.skip("no dot program (install graphviz or graphviz-pure)")
     assert result.exit_code == 0, result.output
     assert svg.read_text().lstrip().startswith("<?xml") or "<svg" in svg.read_text()
+
+
+def test_bench_batch_must_match_the_bundle(r18_bundle):
+    result = runner.invoke(app, ["bench", str(r18_bundle), "--batch", "8", "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: --batch 8: ") and "compiled for batch 1" in line
+    assert "trtc compile resnet18_v2-0000.params --input data:8x3x224x224" in line
+    assert runner.invoke(app, ["bench", str(r18_bundle), "--batch", "0"]).exit_code == 2
+
+
+def test_bench_json(r18_bundle):
+    result = runner.invoke(app, ["bench", str(r18_bundle), "--batch", "1", "--device", "cpu",
+                                 "--warmup", "1", "--iterations", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert (doc["device"], doc["batch"], doc["warmup"], doc["iterations"]) == ("cpu", 1, 1, 4)
+    assert 0 < doc["p50_ms"] <= doc["p99_ms"] and doc["samples_per_s"] > 0
+    result = runner.invoke(app, ["bench", str(r18_bundle), "--device", "cpu", "--warmup", "0",
+                                 "--iterations", "2"])
+    assert result.exit_code == 0, result.output
+    assert "device cpu  batch 1  " in result.output and "samples/s  p50 " in result.output

@@ -1,0 +1,483 @@
+"""Time trtc's runtime against what it must match: bare ONNX Runtime and MXNet on the CPU, a bare
+``execute_async_v3`` loop on the GPU.
+
+    python benchmarks/runtime.py [BUNDLE ...] [--models resnet18_v2,mobilenetv2_1.0] [--batches 1,8]
+                                 [--rounds 6] [--warmup 3] [--iterations N] [--device auto|cpu|cuda]
+                                 [--quick] [--json] [--out DIR]
+
+Without BUNDLE it exports each ``--models`` architecture from the zoo (seeded random weights) and
+compiles one fp32 bundle per ``--batches`` entry (bundles have static shapes). Every contender gets
+the same input array and the origin tutorial's loop: warmup calls, then timed calls, each returning
+finished results. Contenders alternate within a round, in a different order each round; a round
+times ``--iterations`` calls of each (default: as many as take it about a second), so drift on a
+busy machine hits all of them alike. Reported: the median over rounds of each round's median call;
+ratios are medians of the per-round ratios; samples/s is trtc's, batch / its median call.
+
+CPU table (``trtc.runtime.load(bundle, device="cpu")``):
+
+- trtc: ``model(data=x)``, numpy in, numpy out, input validation included.
+- ORT: a bare ``onnxruntime.InferenceSession`` on the ONNX stored in the bundle, with the options a
+  plain user would give, which are those of the CPU path (``runtime/stages/engine_cpu.py``: ORT's
+  default thread pools, ``ORT_ENABLE_ALL``): ``session.run``. Engine-only bundles; goal
+  trtc/ORT <= 1.05.
+- MXNet: the source model, ``SymbolBlock.imports`` + ``hybridize(static_alloc=True,
+  static_shape=True)``, ``net(x).asnumpy()`` (zoo models only, not given bundles).
+
+GPU table (``device="cuda"``, engine-only bundles): ``model(**numpy_inputs)`` vs copy to pinned,
+H2D, execute every engine, D2H, synchronize, copy out, done by hand (goal <= 1.03); and
+``model(output="device", **gpu_inputs)`` vs execute every engine and synchronize; both with and
+without CUDA graphs. Where TensorRT cannot run (no GPU, no cuda-python, no TensorRT flavor for this
+GPU) the GPU table is skipped with the reason, and the exit status stays 0.
+
+``--quick``: one small model at batch 1, a few calls per round (a smoke test, not a measurement).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import itertools
+import json
+import os
+import statistics
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
+
+CPU_GOAL = 1.05  # trtc / bare ONNX Runtime
+GPU_GOAL = 1.03  # trtc / bare execute_async_v3 loop
+DEFAULT_MODELS = ("resnet18_v2", "mobilenetv2_1.0")
+DEFAULT_BATCHES = (1, 8)
+QUICK_MODEL = "mobilenetv2_0.25"
+ROUND_SECONDS = 1.0  # per contender and round, when --iterations is not given
+MIN_ITERATIONS = 5
+MAX_ITERATIONS = 2000
+
+Call = Callable[[], Any]
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# timing
+
+
+def interleaved_medians(calls: Dict[str, Call], rounds: int, warmup: int,
+                        iterations: Mapping[str, int]) -> Dict[str, List[float]]:
+    """Time every call in ``calls`` round by round: per round and contender, ``warmup`` untimed
+    calls then ``iterations[contender]`` timed ones. The order cycles through every permutation
+    of the contenders, so over whole cycles each one runs after each other equally often (what
+    ran just before, MXNet's or ORT's spinning thread pools and evicted caches, shifts timings).
+
+    Returns:
+        contender -> the median call of each round, in ms.
+    """
+    from trtc.bench import time_calls
+
+    orders = list(itertools.permutations(calls))
+    medians: Dict[str, List[float]] = {name: [] for name in calls}
+    for r in range(rounds):
+        for name in orders[r % len(orders)]:
+            times = time_calls(calls[name], warmup, iterations[name])
+            medians[name].append(float(np.median(times)) * 1e3)
+    return medians
+
+
+def iterations_per_round(calls: Dict[str, Call], iterations: Optional[int]) -> Dict[str, int]:
+    """``iterations`` for every contender, or by default as many calls of each as take about
+    ROUND_SECONDS (MIN_ITERATIONS to MAX_ITERATIONS): a slow contender does not stretch a fast
+    one's round."""
+    from trtc.bench import time_calls
+
+    if iterations:
+        return {name: iterations for name in calls}
+    counts = {}
+    for name, call in calls.items():
+        once = max(float(np.median(time_calls(call, 1, 3))), 1e-6)
+        counts[name] = int(min(MAX_ITERATIONS, max(MIN_ITERATIONS, ROUND_SECONDS / once)))
+    return counts
+
+
+def paired_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> float:
+    """Median of the per-round ratios: rounds are adjacent in time, so drift cancels."""
+    return statistics.median(a / b for a, b in zip(numerator, denominator))
+
+
+# ---------------------------------------------------------------------------------------------
+# what is timed
+
+
+@dataclass
+class Case:
+    """One bundle to time, with the MXNet model it came from when known."""
+
+    name: str
+    batch: int
+    bundle: Path
+    symbol: Optional[Path] = None
+    params: Optional[Path] = None
+
+
+def zoo_cases(models: Sequence[str], batches: Sequence[int], out_dir: Path) -> List[Case]:
+    """Export each model once; compile one fp32 bundle per batch size."""
+    from trtc import CompileSettings, compile
+    from trtc.zoo import default_shape, export_example
+
+    cases = []
+    for name in models:
+        _say(f"exporting {name}")
+        symbol, params = export_example(name, out_dir)
+        for batch in batches:
+            bundle = out_dir / f"{name}-b{batch}.trtb"
+            _say(f"compiling {bundle.name}")
+            compile(CompileSettings(params=params, output=bundle,
+                                    inputs={"data": default_shape(name, batch)}))
+            cases.append(Case(name, batch, bundle, symbol, params))
+    return cases
+
+
+def bundle_case(path: Path) -> Case:
+    from trtc.bench import bundle_batch
+    from trtc.runtime.bundle import read_bundle
+
+    return Case(path.name, bundle_batch(read_bundle(path).manifest), path)
+
+
+def random_feeds(model: Any) -> Dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {name: rng.random(spec.shape).astype(spec.dtype) for name, spec in model.inputs.items()}
+
+
+def bare_ort(bundle: Any) -> Optional[Callable[[Dict[str, np.ndarray]], Dict[str, np.ndarray]]]:
+    """The bundle's engine stages as plain ONNX Runtime sessions chained by hand; None when the
+    bundle has residual (MXNet) stages."""
+    if bundle.residual_stages:
+        return None
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sessions = []
+    for stage in bundle.engine_stages:
+        session = ort.InferenceSession(bundle.read_member(stage["onnx"]), sess_options=options,
+                                       providers=["CPUExecutionProvider"])
+        sessions.append((session, [t["name"] for t in stage["inputs"]],
+                         [t["name"] for t in stage["outputs"]]))
+    if len(sessions) == 1:  # the common case without a dict of intermediate tensors
+        session, _, outputs = sessions[0]
+        return lambda feeds: dict(zip(outputs, session.run(outputs, feeds)))
+
+    def run(feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        tensors = dict(feeds)
+        for session, inputs, outputs in sessions:
+            tensors.update(zip(outputs, session.run(outputs, {n: tensors[n] for n in inputs})))
+        return tensors
+
+    return run
+
+
+def mxnet_forward(case: Case, x: np.ndarray) -> Call:
+    """MXNet's own hybridized forward of the source model on ``x``, returning numpy."""
+    import mxnet as mx
+
+    with warnings.catch_warnings():  # "cannot decide type for data": the forward decides it
+        warnings.simplefilter("ignore", UserWarning)
+        net = mx.gluon.SymbolBlock.imports(str(case.symbol), ["data"], str(case.params))
+    net.hybridize(static_alloc=True, static_shape=True)
+    data = mx.nd.array(x)
+    return lambda: net(data).asnumpy()
+
+
+def cpu_row(case: Case, rounds: int, warmup: int, iterations: Optional[int]) -> Dict[str, Any]:
+    from trtc.runtime import load
+    from trtc.runtime.bundle import read_bundle
+
+    model = load(case.bundle, device="cpu")
+    feeds = random_feeds(model)
+    calls: Dict[str, Call] = {"trtc": lambda: model(**feeds)}
+    ort_run = bare_ort(read_bundle(case.bundle))
+    if ort_run is not None:
+        expected, got = model(**feeds), ort_run(feeds)
+        for name in model.outputs:  # the same ONNX under the same ORT: the same numbers
+            np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-6)
+        calls["ORT"] = lambda: ort_run(feeds)
+    if case.symbol is not None and list(feeds) == ["data"]:
+        calls["MXNet"] = mxnet_forward(case, feeds["data"])
+    n = iterations_per_round(calls, iterations)
+    _say(f"CPU {case.name} batch {case.batch}: {rounds} rounds of "
+         + ", ".join(f"{count} {name}" for name, count in n.items()) + " calls")
+    medians = interleaved_medians(calls, rounds, warmup, n)
+    trtc_ms = statistics.median(medians["trtc"])
+    row: Dict[str, Any] = {
+        "model": case.name, "batch": case.batch, "rounds": rounds, "iterations": n,
+        "trtc_ms": trtc_ms, "ort_ms": None, "mxnet_ms": None,
+        "samples_per_s": case.batch * 1e3 / trtc_ms,
+        "trtc_vs_ort": None, "trtc_vs_mxnet": None,
+    }
+    if "ORT" in medians:
+        row["ort_ms"] = statistics.median(medians["ORT"])
+        row["trtc_vs_ort"] = paired_ratio(medians["trtc"], medians["ORT"])
+    if "MXNet" in medians:
+        row["mxnet_ms"] = statistics.median(medians["MXNet"])
+        row["trtc_vs_mxnet"] = paired_ratio(medians["trtc"], medians["MXNet"])
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU path
+
+
+def gpu_unavailable_reason(bundle_path: Optional[Path]) -> Optional[str]:
+    """Why the GPU path cannot run ``bundle_path`` (or, with None, any bundle built here)."""
+    from trtc.runtime import cuda
+    from trtc.runtime.stages.engine_cuda import runtime_unavailable_reason
+
+    reason = cuda.gpu_unavailable_reason(0)
+    if reason:
+        return reason
+    if bundle_path is not None:
+        from trtc.runtime.bundle import read_bundle
+        from trtc.runtime.model import select_device
+
+        return select_device(read_bundle(bundle_path), "auto")[1]
+    major, minor = cuda.compute_capability(0)
+    backend = "tensorrt" if importlib.util.find_spec("tensorrt") else "tensorrt_rtx"
+    return runtime_unavailable_reason(backend, f"{major}.{minor}")
+
+
+class BareLoop:
+    """The engines of a bundle run by hand: buffers bound once, nothing else per call."""
+
+    def __init__(self, bundle: Any, feeds: Dict[str, np.ndarray]):
+        from trtc.runtime import cuda
+        from trtc.runtime.stages.engine_cuda import import_backend
+
+        cuda.set_device(0)
+        self.stream = cuda.Stream()
+        self.contexts: List[Any] = []
+        self.device: Dict[str, Any] = {}
+        self.host: Dict[str, Any] = {}
+        self._keep: List[Any] = []
+        for stage in bundle.engine_stages:
+            trt = import_backend(stage["backend"])
+            logger = trt.Logger(trt.Logger.ERROR)
+            runtime = trt.Runtime(logger)
+            engine = runtime.deserialize_cuda_engine(bundle.read_member(stage["engine"]))
+            context = engine.create_execution_context()
+            for i in range(engine.num_io_tensors):
+                name = engine.get_tensor_name(i)
+                if name not in self.device:
+                    shape = tuple(engine.get_tensor_shape(name))
+                    dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+                    self.host[name] = cuda.PinnedBuffer(shape, dtype)
+                    self.device[name] = cuda.DeviceBuffer(self.host[name].nbytes)
+                context.set_tensor_address(name, self.device[name].ptr)
+            self._keep += [logger, runtime, engine]
+            self.contexts.append(context)
+        self.inputs = list(feeds)
+        self.outputs = [t["name"] for t in bundle.manifest["outputs"]]
+
+    def numpy_call(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        stream = self.stream
+        for name in self.inputs:
+            host = self.host[name]
+            np.copyto(host.array, feeds[name])
+            stream.copy_h2d(self.device[name].ptr, host.ptr, host.nbytes)
+        self.device_call()
+        for name in self.outputs:
+            stream.copy_d2h(self.host[name].ptr, self.device[name].ptr, self.host[name].nbytes)
+        stream.synchronize()
+        return {name: self.host[name].array.copy() for name in self.outputs}
+
+    def device_call(self, sync: bool = False) -> None:
+        for context in self.contexts:
+            context.execute_async_v3(self.stream.ptr)
+        if sync:
+            self.stream.synchronize()
+
+
+def gpu_rows(case: Case, rounds: int, warmup: int,
+             iterations: Optional[int]) -> List[Dict[str, Any]]:
+    """numpy and device rows, with and without CUDA graphs; [] for bundles with MXNet stages."""
+    from trtc.runtime import load
+    from trtc.runtime.bundle import read_bundle
+    from trtc.runtime.dlpack import DeviceArray
+
+    bundle = read_bundle(case.bundle)
+    if bundle.residual_stages:
+        _say(f"GPU {case.name}: skipped: it has residual (MXNet) stages; the bare loop compares "
+             "engine-only bundles")
+        return []
+    graphed = load(case.bundle, device="cuda")
+    eager = load(case.bundle, device="cuda", cuda_graph=False)
+    feeds = random_feeds(graphed)
+    bare = BareLoop(bundle, feeds)
+    gpu_feeds = {}
+    for name, value in feeds.items():
+        array = DeviceArray.empty(value.shape, value.dtype, 0)
+        bare.stream.copy_h2d(array.ptr, value.ctypes.data, value.nbytes)
+        gpu_feeds[name] = array
+    bare.stream.synchronize()
+
+    groups = {
+        "numpy": {"bare": lambda: bare.numpy_call(feeds), "graph": lambda: graphed(**feeds),
+                  "no graph": lambda: eager(**feeds)},
+        "device": {"bare": lambda: bare.device_call(sync=True),
+                   "graph": lambda: graphed(output="device", **gpu_feeds),
+                   "no graph": lambda: eager(output="device", **gpu_feeds)},
+    }
+    rows = []
+    for io, calls in groups.items():
+        n = iterations_per_round(calls, iterations)
+        _say(f"GPU {case.name} batch {case.batch} {io}: {rounds} rounds of "
+             + ", ".join(f"{count} {name}" for name, count in n.items()) + " calls")
+        medians = interleaved_medians(calls, rounds, warmup, n)
+        for label in ("graph", "no graph"):
+            rows.append({
+                "model": case.name, "batch": case.batch, "mode": f"{io}, {label}",
+                "rounds": rounds, "iterations": n,
+                "bare_ms": statistics.median(medians["bare"]),
+                "trtc_ms": statistics.median(medians[label]),
+                "ratio": paired_ratio(medians[label], medians["bare"]),
+            })
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+def _num(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _not_measured(message: str, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps({"cpu": [], "gpu": [], "not_measured": message}, indent=1))
+    else:
+        print(f"runtime: not measured: {message}")
+    return 0
+
+
+def cpu_table(rows: List[Dict[str, Any]]) -> str:
+    lines = [f"{'model':<20}{'batch':>6}{'trtc ms':>11}{'ORT ms':>11}{'MXNet ms':>11}"
+             f"{'samples/s':>11}{'trtc/ORT':>10}{'trtc/MXNet':>12}  goal trtc/ORT <= {CPU_GOAL}"]
+    for row in rows:
+        verdict = "" if row["trtc_vs_ort"] is None else (
+            "ok" if row["trtc_vs_ort"] <= CPU_GOAL else "over")
+        lines.append(f"{row['model']:<20}{row['batch']:>6}{_num(row['trtc_ms']):>11}"
+                     f"{_num(row['ort_ms']):>11}{_num(row['mxnet_ms']):>11}"
+                     f"{row['samples_per_s']:>11.1f}{_num(row['trtc_vs_ort']):>10}"
+                     f"{_num(row['trtc_vs_mxnet']):>12}  {verdict}")
+    return "\n".join(lines)
+
+
+def gpu_table(rows: List[Dict[str, Any]]) -> str:
+    lines = [f"{'model':<20}{'batch':>6}  {'mode':<18}{'bare ms':>10}{'trtc ms':>10}"
+             f"{'ratio':>8}  goal <= {GPU_GOAL}"]
+    for row in rows:
+        lines.append(f"{row['model']:<20}{row['batch']:>6}  {row['mode']:<18}"
+                     f"{row['bare_ms']:>10.3f}{row['trtc_ms']:>10.3f}{row['ratio']:>8.3f}  "
+                     f"{'ok' if row['ratio'] <= GPU_GOAL else 'over'}")
+    return "\n".join(lines)
+
+
+def _batches(text: str) -> List[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 1,8, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive sizes like 1,8, got {text!r}")
+    return values
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0].replace("\n", " "),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bundles", nargs="*", type=Path,
+                        help="time these bundles (no MXNet column) instead of zoo models")
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                        help="zoo architectures, comma-separated (default: %(default)s)")
+    parser.add_argument("--batches", type=_batches, default=list(DEFAULT_BATCHES),
+                        help="batch sizes, one bundle each (default: 1,8)")
+    parser.add_argument("--rounds", type=int, default=6,
+                        help="rounds; 6 runs 3 contenders in every order (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="untimed calls per contender and round (default: %(default)s)")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help=f"timed calls per contender and round (default: each contender's "
+                             f"calls in about {ROUND_SECONDS:g} s)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="cpu: CPU table; cuda: GPU table; auto: both, the GPU one where it "
+                             "can run (default)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke test: {QUICK_MODEL}, batch 1, 3 rounds of 3 calls")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="keep exported models and bundles here (default: a temp directory)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.models, args.batches, args.rounds, args.warmup = QUICK_MODEL, [1], 3, 1
+        args.iterations = args.iterations or 3
+    if args.rounds < 1 or args.warmup < 0 or (args.iterations is not None and args.iterations < 1):
+        parser.error("--rounds and --iterations must be >= 1, --warmup >= 0")
+
+    result: Dict[str, Any] = {"cpu": [], "gpu": [], "gpu_not_measured": None}
+    if not args.bundles and importlib.util.find_spec("mxnet") is None:
+        return _not_measured("no bundle given, and MXNet, needed to export and compile the zoo "
+                             "models, is not installed", args.json)
+    gpu_reason = None
+    if args.device != "cpu":
+        gpu_reason = gpu_unavailable_reason(args.bundles[0] if args.bundles else None)
+        if gpu_reason and args.device == "cuda":
+            return _not_measured(f"GPU path: {gpu_reason}", args.json)
+
+    with tempfile.TemporaryDirectory(prefix="trtc-bench-") as tmp:
+        out_dir = args.out or Path(tmp)
+        if args.bundles:
+            cases = [bundle_case(path) for path in args.bundles]
+        else:
+            models = [m for m in args.models.split(",") if m]
+            cases = zoo_cases(models, args.batches, out_dir)
+        if args.device != "cuda":
+            result["cpu"] = [cpu_row(c, args.rounds, args.warmup, args.iterations) for c in cases]
+        if args.device != "cpu" and not gpu_reason:
+            for case in cases:
+                reason = gpu_unavailable_reason(case.bundle)
+                if reason:
+                    _say(f"GPU {case.name} batch {case.batch}: not measured: {reason}")
+                    gpu_reason = reason
+                    continue
+                result["gpu"] += gpu_rows(case, args.rounds, args.warmup, args.iterations)
+    result["gpu_not_measured"] = gpu_reason
+
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    if result["cpu"]:
+        print(f"CPU path (ONNX Runtime){'' if args.bundles else ', fp32'}: median of "
+              f"{args.rounds} rounds, contenders alternating; ms per call")
+        print(cpu_table(result["cpu"]))
+    if result["gpu"]:
+        print(f"GPU path (TensorRT){'' if args.bundles else ', fp32'}: median of "
+              f"{args.rounds} rounds; ms per call")
+        print(gpu_table(result["gpu"]))
+    elif gpu_reason and args.device != "cpu":
+        print(f"GPU path not measured: {gpu_reason}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
