@@ -1,0 +1,476 @@
+"""Op coverage across model architectures: how much of each model trtc puts into TensorRT.
+
+    python benchmarks/coverage.py [--models resnet18_v1,wavenet | --all | --quick]
+                                  [--out docs/coverage.md] [--json] [--timeout 1200] [--keep DIR]
+
+Each architecture is exported from ``trtc.zoo`` with seeded random weights (activations
+normalized, see ``trtc.zoo.normalize_activations``) and compiled at fp32 with the Python API,
+accuracy gate on. Every model runs in a fresh subprocess (``--one NAME``, internal): memory of a
+large model is released before the next, and a crash (segfault) or a hang is reported as that
+model's failure instead of ending the run. Failures are listed with their error, never hidden.
+
+Per model: MXNet ops in total, in TensorRT engines and left in MXNet, the number of engines, why
+ops stayed in MXNet (reason codes of the partition report, with the op types), the worst fp32
+error against MXNet's forward on the model outputs and on the tensors crossing a stage boundary,
+compile time and bundle size. The table is printed as it goes (progress on stderr) and written as
+markdown to ``--out``; ``--json`` prints the rows as JSON instead of the table.
+
+``--quick``: two small models (a smoke test for CI, under a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script from a checkout without `pip install -e`
+    sys.path.insert(0, str(REPO))
+
+# One or two per family; the whole list takes about 10 minutes on a 2-core CPU-only machine.
+DEFAULT_MODELS = (
+    "resnet18_v1", "resnet50_v2", "mobilenet1.0", "mobilenetv2_1.0", "squeezenet1.1",
+    "densenet121", "inceptionv3", "alexnet", "vgg11_bn", "wavenet",
+    "yolo3_darknet53_voc", "yolo3_mobilenet1.0_voc", "ssd_300_vgg16_atrous_voc",
+    "fcn_resnet50_voc", "simple_pose_resnet18_v1b", "center_net_resnet18_v1b_voc",
+)
+QUICK_MODELS = ("resnet18_v1", "squeezenet1.1")
+DEFAULT_OUT = REPO / "docs" / "coverage.md"
+DEFAULT_TIMEOUT_S = 1200  # per model, export + compile + verify
+
+# name prefix -> family, most specific first
+FAMILIES = (
+    ("resnet", "ResNet"), ("vgg", "VGG"), ("alexnet", "AlexNet"), ("densenet", "DenseNet"),
+    ("squeezenet", "SqueezeNet"), ("inception", "Inception"), ("mobilenetv2", "MobileNetV2"),
+    ("mobilenet", "MobileNet"), ("wavenet", "WaveNet (audio)"),
+    ("yolo3", "YOLOv3 (detection)"), ("ssd", "SSD (detection)"),
+    ("center_net", "CenterNet (detection)"), ("fcn", "FCN (segmentation)"),
+    ("deeplab", "DeepLab (segmentation)"), ("simple_pose", "SimplePose (pose)"),
+)
+
+COLUMNS = (
+    ("model", "zoo architecture (`trtc example NAME`)"),
+    ("family", "architecture family"),
+    ("input", "input shape (batch 1)"),
+    ("ops", "MXNet op nodes in the model"),
+    ("in engines", "op nodes compiled into TensorRT engines"),
+    ("in MXNet", "op nodes left to MXNet (residual stages)"),
+    ("engines", "TensorRT engine segments"),
+    ("kept in MXNet because", "reason codes of the partition report: count, reason (op types)"),
+    ("output err", "worst fp32 error on the model outputs: max |trtc - MXNet| / max |MXNet|, "
+                   "CPU path (ONNX Runtime running each engine's ONNX) against MXNet's forward"),
+    ("boundary err", "the same, worst over the tensors crossing a stage boundary ('-': one stage)"),
+    ("compile s", "`compile()` wall time: load, partition, ONNX export, engine build, verify, "
+                  "write (the zoo export is not included)"),
+    ("bundle MB", "size of the .trtb bundle"),
+)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def family(name: str) -> str:
+    for prefix, label in FAMILIES:
+        if name.startswith(prefix):
+            return label
+    return "other"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else ""
+    return f"{type(error).__name__}: {line}" if line else type(error).__name__
+
+
+def reasons_summary(decisions: Sequence[Any]) -> str:
+    """'3 parser_rejected (tile), 1 onnx_export_differs (_contrib_box_nms)' from the report's
+    decisions, the most frequent reason first."""
+    counts: Counter = Counter(d.reason for d in decisions)
+    ops: Dict[str, set] = {}
+    for d in decisions:
+        ops.setdefault(d.reason, set()).add(d.op)
+    return ", ".join(f"{n} {reason} ({', '.join(sorted(ops[reason]))})"
+                     for reason, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _worst(values: List[float]) -> Optional[float]:
+    return max(values) if values else None
+
+
+# ---------------------------------------------------------------------------------------------
+# one model (runs in the child process)
+
+
+def measure(name: str, work_dir: Path) -> Dict[str, Any]:
+    """Export ``name`` from the zoo and compile it; the row of the table.
+
+    Returns:
+        A dict with ``ok`` True and the columns, ``skipped`` (a reason) when GluonCV is missing,
+        or ``ok`` False with ``error`` (its first line) and, where the partition got that far,
+        the op counts.
+    """
+    row: Dict[str, Any] = {"model": name, "family": family(name), "ok": False}
+    from trtc import CompileSettings, TrtcError, compile
+    from trtc.zoo import GLUONCV_MODELS, default_shape, export_example
+
+    row["input"] = [list(default_shape(name))]
+    if name in GLUONCV_MODELS:
+        try:
+            import gluoncv  # noqa: F401
+        except Exception as exc:  # ImportError, or a numpy/mxnet mismatch inside gluoncv
+            row["skipped"] = f"GluonCV is not importable ({_first_line(exc)})"
+            return row
+    start = time.perf_counter()
+    try:
+        _, params = export_example(name, work_dir)
+    except Exception as exc:
+        row["error"] = f"zoo export failed: {_first_line(exc)}"
+        return row
+    row["export_s"] = round(time.perf_counter() - start, 2)
+    output = work_dir / f"{name}.trtb"
+    start = time.perf_counter()
+    try:
+        result = compile(CompileSettings(params=params, output=output), progress=None)
+    except TrtcError as exc:
+        row["error"] = _first_line(exc)
+        row["compile_s"] = round(time.perf_counter() - start, 2)
+        report = getattr(exc, "report", None)
+        if report is not None:
+            row.update(_report_columns(report))
+        return row
+    except Exception as exc:  # not a TrtcError: a trtc bug, reported as such
+        row["error"] = f"unexpected {_first_line(exc)}"
+        row["compile_s"] = round(time.perf_counter() - start, 2)
+        return row
+    row.update(_report_columns(result.report))
+    manifest = result.manifest or {}
+    if manifest.get("inputs"):
+        row["input"] = [i["shape"] for i in manifest["inputs"]]
+    outputs = {o["name"] for o in manifest.get("outputs", [])}
+    is_boundary = [getattr(c, "boundary", c.name not in outputs) for c in result.checks]
+    boundary = [c for c, b in zip(result.checks, is_boundary) if b]
+    model_outputs = [c for c, b in zip(result.checks, is_boundary) if not b]
+    row.update({
+        "ok": True,
+        "output_err": _worst([float(c.relative) for c in model_outputs]),
+        "boundary_err": _worst([float(c.relative) for c in boundary]),
+        "boundary_tensors": len(boundary),
+        "compile_s": round(result.timings["total"], 2),
+        "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
+        "bundle_mb": round(output.stat().st_size / 1e6, 2),
+    })
+    return row
+
+
+def _report_columns(report: Any) -> Dict[str, Any]:
+    return {
+        "total_ops": report.total_ops,
+        "engine_ops": report.engine_ops,
+        "residual_ops": report.residual_ops,
+        "engines": len(report.engine_segments),
+        "residual_stages": len(report.segments) - len(report.engine_segments),
+        "reasons": reasons_summary(report.decisions),
+    }
+
+
+def run_one_here(name: str, work_dir: Path) -> int:
+    """``--one``: measure one model and print its row as JSON, the only thing on stdout (native
+    libraries' prints to fd 1 are sent to stderr meanwhile)."""
+    real_stdout = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        try:
+            row = measure(name, work_dir)
+        except Exception as exc:  # whatever escaped measure() is still this model's failure
+            row = {"model": name, "family": family(name), "ok": False,
+                   "error": f"unexpected {_first_line(exc)}"}
+        sys.stdout.flush()
+    finally:
+        os.dup2(real_stdout, 1)
+        os.close(real_stdout)
+    print(json.dumps(row), flush=True)
+    return 0
+
+
+def run_one(name: str, work_dir: Path, timeout_s: float) -> Dict[str, Any]:
+    """Measure ``name`` in a fresh Python process; a crash or a timeout is a failed row."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--one", name,
+           "--work-dir", str(work_dir)]
+    failed: Dict[str, Any] = {"model": name, "family": family(name), "ok": False}
+    start = time.perf_counter()
+    # the child's stderr goes to a file: MXNet and TensorRT can print a lot, and a full pipe
+    # would block the child
+    with tempfile.TemporaryFile(mode="w+") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
+                                start_new_session=True)
+        try:
+            stdout, _ = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the child's own process group only
+            proc.communicate()
+            failed["error"] = f"timed out after {timeout_s:g} s"
+            return failed
+        log.seek(0)
+        tail = [l.strip() for l in log.read().splitlines() if l.strip()]
+    lines = [l for l in stdout.splitlines() if l.strip()]
+    if proc.returncode == 0 and lines:
+        try:
+            return json.loads(lines[-1])
+        except json.JSONDecodeError:
+            pass
+    if proc.returncode < 0:
+        try:
+            what = signal.Signals(-proc.returncode).name
+        except ValueError:
+            what = f"signal {-proc.returncode}"
+        failed["error"] = f"crashed ({what}) after {time.perf_counter() - start:.0f} s"
+    else:
+        failed["error"] = f"exited with status {proc.returncode}"
+    if tail:
+        failed["error"] += f"; last stderr line: {tail[-1][:300]}"
+    return failed
+
+
+# ---------------------------------------------------------------------------------------------
+# table
+
+
+def _err(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.1e}"
+
+
+def _shape(shape: Any) -> str:
+    if shape and isinstance(shape[0], list):
+        return ", ".join(_shape(s) for s in shape)
+    return "x".join(str(d) for d in shape) if shape else "?"
+
+
+def table_header() -> str:
+    names = [c for c, _ in COLUMNS]
+    return "| " + " | ".join(names) + " |\n|" + "|".join(
+        "---:" if c in ("ops", "in engines", "in MXNet", "engines", "output err", "boundary err",
+                        "compile s", "bundle MB") else "---" for c in names) + "|"
+
+
+def table_row(row: Dict[str, Any]) -> str:
+    cells = [f"`{row['model']}`", row["family"], _shape(row.get("input")), str(row["total_ops"]),
+             str(row["engine_ops"]), str(row["residual_ops"]), str(row["engines"]),
+             row["reasons"] or "-", _err(row["output_err"]), _err(row["boundary_err"]),
+             f"{row['compile_s']:.1f}", f"{row['bundle_mb']:.1f}"]
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def failure_line(row: Dict[str, Any]) -> str:
+    counts = ""
+    if "total_ops" in row:
+        counts = (f" (partition: {row['engine_ops']}/{row['total_ops']} ops in "
+                  f"{row['engines']} engine(s); {row['reasons'] or 'nothing kept in MXNet'})")
+    return f"- `{row['model']}` ({row['family']}): {row['error']}{counts}"
+
+
+def totals(rows: List[Dict[str, Any]], wall_s: float) -> Dict[str, Any]:
+    ok = [r for r in rows if r.get("ok")]
+    total_ops = sum(r["total_ops"] for r in ok)
+    engine_ops = sum(r["engine_ops"] for r in ok)
+    return {
+        "models_ok": len(ok),
+        "models_failed": sum(1 for r in rows if not r.get("ok") and not r.get("skipped")),
+        "models_skipped": sum(1 for r in rows if r.get("skipped")),
+        "ops": total_ops,
+        "engine_ops": engine_ops,
+        "engine_ops_pct": round(100.0 * engine_ops / total_ops, 1) if total_ops else None,
+        "compile_s": round(sum(r.get("compile_s", 0.0) for r in rows), 1),
+        "wall_s": round(wall_s, 1),
+    }
+
+
+def totals_line(t: Dict[str, Any]) -> str:
+    pct = "n/a" if t["engine_ops_pct"] is None else f"{t['engine_ops_pct']:.1f}%"
+    skipped = f", {t['models_skipped']} skipped" if t["models_skipped"] else ""
+    return (f"**Totals:** {t['models_ok']} models ok, {t['models_failed']} failed{skipped}; "
+            f"{t['engine_ops']} of {t['ops']} MXNet ops in TensorRT engines ({pct}, models ok); "
+            f"compile time {t['compile_s']:.1f} s (whole run {t['wall_s']:.0f} s with export "
+            f"and process start-up)")
+
+
+def machine() -> Dict[str, str]:
+    """What the header says about where the numbers come from."""
+    info = {"cpus": str(os.cpu_count()), "cpu": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "builder": "not installed"}
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
+        if names:
+            info["cpu"] = names[0]
+    except OSError:
+        pass
+    info["gpu"] = "no GPU"
+    if shutil.which("nvidia-smi"):
+        try:
+            found = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                                   capture_output=True, text=True, timeout=30).stdout.split("\n")
+            names = sorted({n.strip() for n in found if n.strip()})
+            if names:
+                info["gpu"] = "GPU " + ", ".join(names)
+        except (OSError, subprocess.SubprocessError):
+            pass
+    try:
+        from trtc.backends import get_backend
+
+        backend = get_backend("auto")
+        info["builder"] = f"{backend.name} {backend.version}"
+    except Exception:
+        pass
+    return info
+
+
+def markdown(rows: List[Dict[str, Any]], command: str, started: datetime.datetime,
+             t: Dict[str, Any]) -> str:
+    from trtc import __version__
+
+    m = machine()
+    lines = [
+        "# Model coverage",
+        "",
+        f"Produced by `{command}` on {started:%Y-%m-%d} (UTC): trtc {__version__}, "
+        f"{m['builder']}, fp32, accuracy gate on; machine: {m['cpus']} CPU cores "
+        f"({m['cpu']}), {m['gpu']}, Python {m['python']}.",
+        "",
+        "Every model is a `trtc.zoo` architecture with seeded random weights (`trtc example NAME`"
+        ", seed 0), its activations normalized to an RMS of 1 layer by layer as trained models' "
+        "are (`trtc.zoo.normalize_activations`), compiled with `trtc.compile()` at fp32, each in "
+        "a fresh process. The errors are the accuracy gate's, on one seeded random input: trtc's "
+        "CPU path (ONNX Runtime running each engine's ONNX, MXNet running the residual stages) "
+        "against MXNet's own forward pass. Random weights exercise every op but say nothing of "
+        "trained accuracy.",
+        "",
+        "Columns:",
+        "",
+    ]
+    lines += [f"- **{name}**: {text}" for name, text in COLUMNS]
+    lines += ["", "Reason codes (`trtc compile` prints the same report): "
+              "`no_onnx_converter` mxnet.onnx has no converter for the op; `onnx_export_failed` "
+              "its converter raised; `onnx_export_differs` mxnet.onnx warns its ONNX computes "
+              "something else; `parser_rejected` TensorRT's ONNX parser refused it; "
+              "`build_failed` its segment did not build; `below_min_segment_size` its engine "
+              "segment was smaller than `--min-segment-size`; `excluded` `--exclude-op`.", ""]
+    ok = [r for r in rows if r.get("ok")]
+    if ok:
+        lines += [table_header()] + [table_row(r) for r in ok] + [""]
+    lines += [totals_line(t), ""]
+    failed = [r for r in rows if not r.get("ok") and not r.get("skipped")]
+    lines += ["## Failures", ""]
+    lines += [failure_line(r) for r in failed] or ["None."]
+    skipped = [r for r in rows if r.get("skipped")]
+    if skipped:
+        lines += ["", "## Skipped", ""]
+        lines += [f"- `{r['model']}`: {r['skipped']}" for r in skipped]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0].replace("\n", " "),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--models", default=None,
+                       help="zoo architectures, comma-separated (default: one or two per family: "
+                            + ",".join(DEFAULT_MODELS) + ")")
+    which.add_argument("--all", action="store_true", help="every model of trtc.zoo")
+    which.add_argument("--quick", action="store_true",
+                       help=f"smoke test: {', '.join(QUICK_MODELS)}")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help="markdown report to write (default: docs/coverage.md in the checkout)")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                        help="seconds per model before it counts as failed (default: %(default)s)")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep the exported models and bundles here (default: deleted)")
+    parser.add_argument("--one", metavar="NAME", help=argparse.SUPPRESS)
+    parser.add_argument("--work-dir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.one:
+        return run_one_here(args.one, args.work_dir or Path(tempfile.mkdtemp(prefix="trtc-cov-")))
+
+    from trtc.zoo import available_models
+
+    if args.all:
+        models = available_models()
+    elif args.quick:
+        models = list(QUICK_MODELS)
+    elif args.models:
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
+    else:
+        models = list(DEFAULT_MODELS)
+    unknown = [m for m in models if m not in available_models()]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from: "
+                     + ", ".join(available_models()))
+    if args.timeout <= 0:
+        parser.error("--timeout must be positive")
+
+    command = "python benchmarks/coverage.py" + "".join(
+        f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))
+    started = datetime.datetime.now(datetime.timezone.utc)
+    start = time.perf_counter()
+    rows: List[Dict[str, Any]] = []
+    if not args.json:
+        print(table_header(), flush=True)
+    scratch = Path(tempfile.mkdtemp(prefix="trtc-coverage-"))
+    try:
+        for i, name in enumerate(models, 1):
+            _say(f"[{i}/{len(models)}] {name} ...")
+            work_dir = (args.keep or scratch) / name
+            row = run_one(name, work_dir, args.timeout)
+            rows.append(row)
+            if args.keep is None:
+                shutil.rmtree(work_dir, ignore_errors=True)
+            if row.get("ok"):
+                _say(f"[{i}/{len(models)}] {name}: {row['engine_ops']}/{row['total_ops']} ops in "
+                     f"{row['engines']} engine(s), compiled in {row['compile_s']:.1f} s")
+                if not args.json:
+                    print(table_row(row), flush=True)
+            elif row.get("skipped"):
+                _say(f"[{i}/{len(models)}] {name}: skipped: {row['skipped']}")
+            else:
+                _say(f"[{i}/{len(models)}] {name}: FAILED: {row['error']}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    t = totals(rows, time.perf_counter() - start)
+    if args.json:
+        print(json.dumps({"rows": rows, "totals": t}, indent=1))
+    else:
+        print()
+        print(totals_line(t))
+        for row in rows:
+            if not row.get("ok") and not row.get("skipped"):
+                print(failure_line(row))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(markdown(rows, command, started, t))
+    _say(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

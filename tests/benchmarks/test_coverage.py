@@ -1,0 +1,85 @@
+"""benchmarks/coverage.py runs as users run it: `--quick` compiles its models and writes a
+markdown table with one numeric row per model and a totals line. No timing thresholds."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "coverage.py"
+
+
+def _script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("trtc_coverage_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cells(line: str):
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def test_quick_writes_a_row_per_model_and_totals(tmp_path):
+    coverage = _script()
+    out = tmp_path / "docs" / "coverage.md"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert out.exists()
+    text = out.read_text()
+    assert text.startswith("# Model coverage")
+    assert "benchmarks/coverage.py --quick" in text and "fp32" in text
+
+    lines = text.splitlines()
+    (header_at,) = [i for i, l in enumerate(lines) if l.startswith("| model |")]
+    header = _cells(lines[header_at])
+    assert header == [name for name, _ in coverage.COLUMNS]
+    rows = {}
+    for line in lines[header_at + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = dict(zip(header, _cells(line)))
+        rows[cells["model"].strip("`")] = cells
+    assert sorted(rows) == sorted(coverage.QUICK_MODELS)
+    for name, cells in rows.items():
+        ops, in_engines, in_mxnet = (int(cells[k]) for k in ("ops", "in engines", "in MXNet"))
+        assert ops > 0 and in_engines + in_mxnet == ops, (name, cells)
+        assert int(cells["engines"]) >= 1
+        assert 0 <= float(cells["output err"]) <= 1e-4  # the fp32 gate's tolerance
+        assert float(cells["compile s"]) > 0 and float(cells["bundle MB"]) > 0
+        assert re.fullmatch(r"\d+x3x\d+x\d+", cells["input"]), cells["input"]
+
+    (totals,) = [l for l in lines if l.startswith("**Totals:**")]
+    total_ops = sum(int(c["ops"]) for c in rows.values())
+    engine_ops = sum(int(c["in engines"]) for c in rows.values())
+    assert f"{len(rows)} models ok, 0 failed" in totals
+    assert f"{engine_ops} of {total_ops} MXNet ops" in totals
+    assert "## Failures" in text and "None." in text
+    # the same table goes to stdout as it is made
+    assert all(f"`{name}`" in proc.stdout for name in rows) and "**Totals:**" in proc.stdout
+
+
+def test_a_model_that_does_not_finish_is_a_failed_row(tmp_path):
+    coverage = _script()
+    row = coverage.run_one("squeezenet1.1", tmp_path / "work", timeout_s=0.5)
+    assert row["ok"] is False and row["error"] == "timed out after 0.5 s"
+    line = coverage.failure_line(row)
+    assert line.startswith("- `squeezenet1.1` (SqueezeNet): timed out")
+
+
+def test_reasons_are_counted_per_code_with_their_op_types():
+    from trtc.partition import Decision
+
+    coverage = _script()
+    decisions = [Decision("n1", "tile", "parser_rejected"), Decision("n2", "tile", "parser_rejected"),
+                 Decision("n3", "where", "parser_rejected"),
+                 Decision("n4", "_contrib_box_nms", "onnx_export_differs")]
+    assert coverage.reasons_summary(decisions) == (
+        "3 parser_rejected (tile, where), 1 onnx_export_differs (_contrib_box_nms)")
+    assert coverage.reasons_summary([]) == ""
