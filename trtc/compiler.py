@@ -24,7 +24,7 @@ from .partition import (Decision, PartitionReport, Reason, Segment, initial_deci
                         segment_graph)
 from .runtime import bundle as bundle_format
 from .runtime._version import __version__
-from .runtime.errors import CompileError, TrtcError, UsageError
+from .runtime.errors import BundleError, CompileError, IncompatibleError, TrtcError, UsageError
 from .settings import CompileSettings
 from .verify import OutputCheck, compare, mxnet_forward, random_inputs, recheck_in_fp64
 
@@ -467,7 +467,11 @@ def _verify(graph: Graph, bundle_path: str, settings: CompileSettings) -> List[O
     from .runtime import load
 
     feeds = random_inputs(graph, settings.seed)
-    model = load(bundle_path, device="cpu")
+    try:
+        model = load(bundle_path, device="cpu")
+    except (BundleError, IncompatibleError) as exc:  # e.g. ONNX Runtime refuses an engine's ONNX
+        raise CompileError(f"the compiled bundle does not load on the CPU path: {exc}; no bundle "
+                           "written (please report this model)") from None
     tensors: Dict[str, np.ndarray] = model.validate_inputs(feeds)
     produced: List[str] = []
     for stage in model.stages:

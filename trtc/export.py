@@ -17,6 +17,7 @@ from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 
+from . import _defaults
 from .frontend import Graph
 from .partition import Segment, describe_nodes
 
@@ -25,6 +26,10 @@ __all__ = ["ExportError", "ExportedSegment", "WholeExport", "export_nodes", "cut
 
 _PATCH_LOCK = threading.Lock()
 _TAG_PREFIX = "mxnet:"
+# mxnet.onnx's newest converters are for opset 13, but export_model declares onnx's newest opset
+# (21 with onnx 1.16): a Split without 'num_outputs' is then invalid (opset 18) and ONNX Runtime
+# refuses it. The export runs with the opset its converters implement.
+ONNX_OPSET = _defaults.ONNX_OPSET
 
 
 class ExportError(Exception):
@@ -138,15 +143,20 @@ def _provenance() -> Iterator[Dict[str, Any]]:
                 item.doc_string = _TAG_PREFIX + node["name"]
         return result
 
+    import onnx.defs
+
     handler = _Collect()
     root = logging.getLogger()
     with _PATCH_LOCK:
+        newest = onnx.defs.onnx_opset_version
         MXNetGraph.convert_layer = staticmethod(tagged)
+        onnx.defs.onnx_opset_version = lambda: ONNX_OPSET  # read by export_model at call time
         root.addHandler(handler)
         try:
             yield state
         finally:
             MXNetGraph.convert_layer = original
+            onnx.defs.onnx_opset_version = newest
             root.removeHandler(handler)
 
 

@@ -31,7 +31,7 @@ GLUONCV_MODELS = {
     "ssd_512_resnet50_v1_voc": (1, 3, 512, 512),
     "ssd_300_vgg16_atrous_voc": (1, 3, 300, 300),
     "fcn_resnet50_voc": (1, 3, 480, 480),
-    "deeplab_resnet50_voc": (1, 3, 480, 480),
+    "deeplab_resnet50_ade": (1, 3, 480, 480),
     "simple_pose_resnet18_v1b": (1, 3, 256, 192),
     "center_net_resnet18_v1b_voc": (1, 3, 512, 512),
 }
@@ -216,7 +216,9 @@ def export_example(name: str, out_dir: "str | Path", batch: int = 1, seed: int =
     shape = tuple(shape) if shape else default_shape(name, batch)
     mx.random.seed(seed)
     net = _build(name)
-    net.initialize(mx.init.Xavier(), force_reinit=True)
+    # Any shape (Xavier refuses 1-D params without their own initializer, e.g. SSD-512's gamma);
+    # randomize() overwrites every value afterwards.
+    net.initialize(mx.init.Uniform(0.07), force_reinit=True)
     net.hybridize()
     try:
         for param in net.collect_params().values():

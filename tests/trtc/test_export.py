@@ -69,3 +69,25 @@ def test_uncovered_segment_is_not_cut(zoo_params):
         assert cut_segment(whole, graph, engine) is None
     finally:
         whole.close()
+
+
+def test_export_declares_the_opset_its_converters_implement(tmp_path):
+    """mxnet.onnx writes opset-13 nodes; declaring onnx's newest opset made a Split without
+    num_outputs (SliceChannel) invalid and ONNX Runtime refused it (GluonCV CenterNet)."""
+    import mxnet as mx
+
+    from trtc.partition import describe_nodes
+
+    data = mx.sym.var("data", shape=(1, 4, 8, 8))
+    parts = mx.sym.split(data, num_outputs=2, axis=1, name="split0")
+    symbol = mx.sym.relu(mx.sym.broadcast_add(parts[0], mx.sym.broadcast_mul(
+        parts[1], mx.sym.var("w", shape=(1,)))), name="out")
+    symbol.save(str(tmp_path / "s-symbol.json"))
+    mx.nd.save(str(tmp_path / "s-0000.params"), {"arg:w": mx.nd.ones((1,))})
+    graph = load_graph(tmp_path / "s-symbol.json", tmp_path / "s-0000.params", {"data": (1, 4, 8, 8)})
+    seg = describe_nodes(graph, [n.index for n in graph.op_nodes], "engine")
+    exp = onnx_from_segment(graph, seg)
+    assert [o.version for o in exp.model.opset_import if o.domain in ("", "ai.onnx")] == [13]
+    x = np.random.default_rng(0).random((1, 4, 8, 8)).astype(np.float32)
+    (got,) = _run(exp.onnx_bytes, {"data": x}).values()
+    np.testing.assert_allclose(got, np.maximum(x[:, :2] + x[:, 2:], 0), rtol=1e-6)
