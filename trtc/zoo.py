@@ -136,9 +136,9 @@ def randomize(net: Any, seed: int) -> None:
         if isinstance(p, mx.gluon.parameter.Constant):
             continue  # part of the architecture (e.g. YOLO's anchors and grid offsets)
         shape = p.shape
-        if name.endswith("running_var"):
+        if name.endswith(("running_var", "moving_var")):
             value = rng.uniform(0.5, 1.5, shape)
-        elif name.endswith("running_mean") or name.endswith("beta") or name.endswith("bias"):
+        elif name.endswith(("running_mean", "moving_mean", "beta", "bias")):
             value = rng.normal(0.0, 0.1, shape)
         elif name.endswith("gamma"):
             value = rng.uniform(0.8, 1.2, shape)
