@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from .bundle import Bundle, read_bundle
-from .errors import IncompatibleError, InputError, UsageError
+from .errors import BundleError, IncompatibleError, InputError, UsageError
 
 __all__ = ["Model", "TensorSpec", "load", "select_device"]
 
@@ -196,6 +196,13 @@ def _check_array(name: str, value: Any, spec: TensorSpec) -> np.ndarray:
 
 
 def _make_stages(bundle: Bundle, device: str) -> List[Any]:
+    try:
+        return _stages(bundle, device)
+    except (BundleError, IncompatibleError) as exc:  # say which file the stage belongs to
+        raise type(exc)(f"{bundle.path}: {exc}") from None
+
+
+def _stages(bundle: Bundle, device: str) -> List[Any]:
     manifest = bundle.manifest
     stages: List[Any] = []
     residual_params: Optional[Dict[str, np.ndarray]] = None

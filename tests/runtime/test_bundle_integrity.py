@@ -39,15 +39,15 @@ def _write(tmp_path: Path, data: bytes, name: str = "bad.trtb") -> Path:
 
 
 def _refused(path: Path, error: type = BundleError, device: str = "cpu") -> str:
-    """Load ``path``; it must fail with ``error`` and a one-line message naming the file (or,
+    """Load ``path``; it must fail with ``error`` and a one-line message naming the file (and,
     for a stage that cannot be built, the stage)."""
     with pytest.raises(error) as info:
         load(path, device=device)
     assert type(info.value) is error, f"{type(info.value).__name__}: {info.value}"
     text = str(info.value)
     assert "\n" not in text, text
-    assert text.startswith((str(path), "stage '", "residual params")), text
-    assert len(text) < 400, text
+    assert text.startswith(str(path)), text
+    assert len(text) < 400 + len(str(path)), text
     return text
 
 
