@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from .runtime.bundle import Bundle
-from .runtime.errors import UsageError
+from .runtime.errors import BundleError, UsageError
 
 __all__ = ["summary_json", "summary_text", "graph_dot", "render_graph"]
 
@@ -85,7 +85,20 @@ def _dot_id(text: str) -> str:
 
 def graph_dot(bundle: Bundle) -> str:
     """Graphviz DOT of the partitioned graph: each engine one node labelled with its op count,
-    each residual MXNet op itself, edges along tensors."""
+    each residual MXNet op itself, edges along tensors.
+
+    Raises:
+        BundleError: a residual stage's symbol does not describe the graph the manifest does.
+    """
+    try:
+        return _graph_dot(bundle)
+    except (KeyError, IndexError, TypeError, ValueError) as exc:  # ValueError: bad JSON/UTF-8
+        raise BundleError(f"{bundle.path}: a residual stage's symbol is malformed or does not "
+                          f"match the manifest ({type(exc).__name__}: {str(exc)[:80]}); compile "
+                          "the bundle again") from None
+
+
+def _graph_dot(bundle: Bundle) -> str:
     m = bundle.manifest
     producer: Dict[str, str] = {}
     lines = ["digraph trtc {", "  rankdir=TB;", '  node [fontname="Helvetica", fontsize=10];']

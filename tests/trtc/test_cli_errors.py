@@ -270,3 +270,20 @@ def test_run_cuda_without_a_usable_gpu_is_exit_4(bundle: Path) -> None:
     if result.exit_code == 0:
         pytest.skip("this machine has a GPU that can run the bundle")
     _fails(["run", str(bundle), "--device", "cuda"], 4, "device='cuda' cannot be served")
+
+
+def test_inspect_graph_with_a_malformed_residual_symbol(tmp_path_factory: pytest.TempPathFactory,
+                                                        tmp_path: Path) -> None:
+    """A residual symbol that does not match the manifest (checksums fixed: an intact but wrong
+    bundle) is a BundleError, exit 3, not an internal error."""
+    from bundle_surgery import manifest_of, members_of, repack
+
+    good = tiny.bundle("pair", tmp_path_factory, ("BatchNorm",))
+    members = members_of(good)
+    name = next(n for n, _ in members if n.startswith("residual/") and n.endswith(".json"))
+    for label, text in {"not json": b"{nodes", "no heads": b'{"nodes": []}'}.items():
+        edited = [(n, text if n == name else data) for n, data in members]
+        path = tmp_path / f"{label.replace(' ', '-')}.trtb"
+        path.write_bytes(repack(edited, manifest_of(edited)))
+        _fails(["inspect", str(path), "--graph", str(tmp_path / "g.dot")], 3, str(path),
+               "residual stage's symbol")
