@@ -103,15 +103,21 @@ def mxnet_forward(graph: Graph, feeds: Mapping[str, np.ndarray],
     return {name: out.asnumpy() for name, out in zip(names, outputs)}
 
 
-def _relative(got: np.ndarray, ref: np.ndarray) -> float:
+def _errors(got: np.ndarray, ref: np.ndarray) -> Tuple[float, float]:
+    """(max |got - ref|, that / max |ref|) over the finite entries of ``ref``; (inf, inf) when
+    the shapes differ or the non-finite entries (NaN, +-inf) are not the same in both; NaN when
+    ``got`` is NaN where ``ref`` is finite (a failed check either way)."""
     got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
-    finite = np.isfinite(ref) & np.isfinite(got)
-    if got.shape != ref.shape or np.any(np.isfinite(ref) != np.isfinite(got)):
-        return float("inf")
+    if got.shape != ref.shape:
+        return float("inf"), float("inf")
+    finite = np.isfinite(ref)
+    if not np.array_equal(got[~finite], ref[~finite], equal_nan=True):
+        return float("inf"), float("inf")
     diff = np.abs(got[finite] - ref[finite])
-    scale = float(np.abs(ref[finite]).max()) if diff.size else 0.0
-    max_abs = float(diff.max()) if diff.size else 0.0
-    return max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
+    if not diff.size:
+        return 0.0, 0.0
+    max_abs, scale = float(diff.max()), float(np.abs(ref[finite]).max())
+    return max_abs, max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
 
 
 def recheck_in_fp64(graph: Graph, feeds: Mapping[str, np.ndarray], checks: List[OutputCheck],
@@ -128,30 +134,12 @@ def recheck_in_fp64(graph: Graph, feeds: Mapping[str, np.ndarray], checks: List[
     except Exception:  # an op without float64 support, or a dtype-pinned graph
         return
     for check in failed:
-        check.fp64 = (_relative(actual[check.name], exact[check.name]),
-                      _relative(reference[check.name], exact[check.name]))
+        check.fp64 = (_errors(actual[check.name], exact[check.name])[1],
+                      _errors(reference[check.name], exact[check.name])[1])
 
 
 def compare(actual: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
             tolerance: float) -> List[OutputCheck]:
     """One OutputCheck per reference output."""
-    checks = []
-    for name, ref in reference.items():
-        got = np.asarray(actual[name], dtype=np.float64)
-        ref64 = np.asarray(ref, dtype=np.float64)
-        if got.shape != ref64.shape:
-            checks.append(OutputCheck(name, float("inf"), float("inf"), tolerance))
-            continue
-        if np.any(np.isnan(got) != np.isnan(ref64)):
-            checks.append(OutputCheck(name, float("nan"), float("inf"), tolerance))
-            continue
-        finite = np.isfinite(ref64)
-        if np.any(got[~finite] != ref64[~finite]) and np.any(~np.isnan(ref64[~finite])):
-            checks.append(OutputCheck(name, float("inf"), float("inf"), tolerance))
-            continue
-        diff = np.abs(got[finite] - ref64[finite])
-        max_abs = float(diff.max()) if diff.size else 0.0
-        scale = float(np.abs(ref64[finite]).max()) if diff.size else 0.0
-        rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
-        checks.append(OutputCheck(name, max_abs, rel, tolerance))
-    return checks
+    return [OutputCheck(name, *_errors(actual[name], ref), tolerance)
+            for name, ref in reference.items()]

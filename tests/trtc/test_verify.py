@@ -74,3 +74,13 @@ def test_passing_checks_are_not_rechecked(tmp_path):
     checks = compare(fp32, fp32, 1e-4)
     recheck_in_fp64(graph, feeds, checks, fp32, fp32)
     assert checks[0].ok and checks[0].fp64 is None and checks[0].note == ""
+
+
+def test_non_finite_entries_must_match_exactly():
+    ref = np.array([1.0, np.nan, np.inf, -np.inf, 2.0], dtype=np.float32)
+    same = compare({"y": ref.copy()}, {"y": ref}, 1e-4)[0]
+    assert same.ok and same.relative == 0.0  # NaN and inf in the same places, both kinds
+    for wrong in ([1.0, 0.0, np.inf, -np.inf, 2.0], [1.0, np.nan, -np.inf, -np.inf, 2.0],
+                  [np.nan, np.nan, np.inf, -np.inf, 2.0], [1.0, np.nan, np.inf, -np.inf, np.inf]):
+        assert not compare({"y": np.array(wrong, np.float32)}, {"y": ref}, 1e-4)[0].ok, wrong
+    assert not compare({"y": ref[:4]}, {"y": ref}, 1e-4)[0].ok
