@@ -227,6 +227,7 @@ def _partition_and_build(graph: Graph, settings: CompileSettings, backend: TrtBa
             changed = False
             if whole_usable and pending and (whole is None or not all(whole.covers(s) for s in pending)):
                 candidates = sorted(i for s in engines for i in s.nodes)
+                candidate_set = set(candidates)
                 say(f"exporting {len(candidates)} ops to ONNX (mxnet.onnx)")
                 try:
                     with timer.span("export"):
@@ -236,14 +237,14 @@ def _partition_and_build(graph: Graph, settings: CompileSettings, backend: TrtBa
                         whole = export_nodes(graph, candidates)
                 except ExportError as exc:
                     idx = by_name.get(exc.node or "")
-                    if idx is None or idx not in candidates:
+                    if idx is None or idx not in candidate_set:
                         whole, whole_usable = None, False  # export segment by segment below
                     else:
                         _reject(decisions, graph, idx, Reason.EXPORT_FAILED, str(exc)[:300])
                         say(f"  mxnet.onnx failed on {exc.node}; kept in MXNet")
                     continue
                 unfaithful = {by_name[n]: text for n, text in whole.unfaithful.items()
-                              if by_name.get(n) in candidates}
+                              if by_name.get(n) in candidate_set}
                 for idx, text in unfaithful.items():
                     _reject(decisions, graph, idx, Reason.EXPORT_UNFAITHFUL,
                             f"mxnet.onnx says its ONNX differs from MXNet: {text}"[:300])
@@ -252,44 +253,12 @@ def _partition_and_build(graph: Graph, settings: CompileSettings, backend: TrtBa
                         + ", ".join(graph.nodes[i].name for i in list(unfaithful)[:3]))
                     continue
             for seg in pending:
-                try:
-                    exp = None
-                    if whole is not None and whole.has_light:
-                        # after a first rejection: parse cuts that reference the weights (cheap)
-                        with timer.span("export"):
-                            light = cut_segment(whole, graph, seg, light=True)
-                        if light is not None:
-                            with timer.span("partition"):
-                                parsed = backend.parse(light.onnx_bytes, whole.model_path)
-                            if not parsed.ok:
-                                _parser_rejected(graph, seg, light, parsed, by_name, decisions, say)
-                                changed = True
-                                continue
-                    with timer.span("export"):
-                        if whole is not None:
-                            exp = cut_segment(whole, graph, seg, settings.fp16)
-                        if exp is None:
-                            say(f"exporting {seg.name} ({len(seg.nodes)} ops) to ONNX")
-                            exp = onnx_from_segment(graph, seg, fp16=settings.fp16)
-                except ExportError as exc:
-                    idx = by_name.get(exc.node or "")
-                    if idx is None or idx not in seg.nodes:
-                        idx = seg.nodes[len(seg.nodes) // 2]
-                    _reject(decisions, graph, idx,
-                            Reason.EXPORT_UNFAITHFUL if exc.unfaithful else Reason.EXPORT_FAILED,
-                            str(exc)[:300])
+                exp = _segment_onnx(graph, seg, settings, backend, whole, decisions, by_name,
+                                    timer, say)
+                if exp is None:
                     changed = True
-                    continue
-                with timer.span("partition"):
-                    parsed = backend.parse(exp.onnx_bytes)
-                if not parsed.ok:
-                    _parser_rejected(graph, seg, exp, parsed, by_name, decisions, say)
-                    if whole is not None:
-                        with timer.span("export"):
-                            whole.make_light()  # more rounds ahead: stop copying weights
-                    changed = True
-                    continue
-                exported[seg.key] = exp
+                else:
+                    exported[seg.key] = exp
             if changed:
                 continue
             if settings.dry_run:
@@ -319,6 +288,47 @@ def _partition_and_build(graph: Graph, settings: CompileSettings, backend: TrtBa
     finally:
         if whole is not None:
             whole.close()
+
+
+def _segment_onnx(graph: Graph, seg: Segment, settings: CompileSettings, backend: TrtBackend,
+                  whole: Optional[WholeExport], decisions: Dict[int, Decision],
+                  by_name: Dict[str, int], timer: _Timer, say: Progress) -> Optional[ExportedSegment]:
+    """The segment's ONNX (cut out of the whole export, else exported alone), accepted by
+    TensorRT's parser; None when an op of it was sent to MXNet instead (recorded in
+    ``decisions``: export failed or differs, parser rejected)."""
+    try:
+        if whole is not None and whole.has_light:
+            # after a first rejection: parse cuts that reference the weights (cheap)
+            with timer.span("export"):
+                light = cut_segment(whole, graph, seg, light=True)
+            if light is not None:
+                with timer.span("partition"):
+                    parsed = backend.parse(light.onnx_bytes, whole.model_path)
+                if not parsed.ok:
+                    _parser_rejected(graph, seg, light, parsed, by_name, decisions, say)
+                    return None
+        with timer.span("export"):
+            exp = cut_segment(whole, graph, seg, settings.fp16) if whole is not None else None
+            if exp is None:
+                say(f"exporting {seg.name} ({len(seg.nodes)} ops) to ONNX")
+                exp = onnx_from_segment(graph, seg, fp16=settings.fp16)
+    except ExportError as exc:
+        idx = by_name.get(exc.node or "")
+        if idx is None or idx not in seg.nodes:
+            idx = seg.nodes[len(seg.nodes) // 2]
+        _reject(decisions, graph, idx,
+                Reason.EXPORT_UNFAITHFUL if exc.unfaithful else Reason.EXPORT_FAILED,
+                str(exc)[:300])
+        return None
+    with timer.span("partition"):
+        parsed = backend.parse(exp.onnx_bytes)
+    if not parsed.ok:
+        _parser_rejected(graph, seg, exp, parsed, by_name, decisions, say)
+        if whole is not None:
+            with timer.span("export"):
+                whole.make_light()  # more rounds ahead: stop copying weights
+        return None
+    return exp
 
 
 def _parser_rejected(graph: Graph, seg: Segment, exp: ExportedSegment, parsed: Any,
