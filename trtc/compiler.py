@@ -16,22 +16,20 @@ import numpy as np
 
 os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
 
-from .backends import BuildError, BuiltEngine, TrtBackend, get_backend
-from .export import (ExportError, ExportedSegment, WholeExport, cut_segment, export_nodes,
-                     onnx_from_segment, subgraph_symbol_json)
-from .frontend import Graph, import_user_modules, load_graph, resolve_model_files
-from .partition import (Decision, PartitionReport, Reason, Segment, initial_decisions,
-                        segment_graph)
+from .backends import BuiltEngine, get_backend
+from .export import ExportedSegment, subgraph_symbol_json
+from .frontend import Graph, fold_constants, import_user_modules, load_graph, resolve_model_files
+from .partition import PartitionReport, Segment, partition_and_build
 from .runtime import bundle as bundle_format
 from .runtime._version import __version__
 from .runtime.errors import BundleError, CompileError, IncompatibleError, TrtcError, UsageError
 from .settings import CompileSettings
-from .verify import OutputCheck, compare, mxnet_forward, random_inputs, recheck_in_fp64
+from .runtime._native import quiet_native
+from .verify import OutputCheck, gate_inputs, load_verify_inputs, run_gate
 
 __all__ = ["compile", "CompileResult", "Progress"]
 
 Progress = Callable[[str], None]
-_MAX_ROUNDS = 10000
 
 
 @dataclass
@@ -103,31 +101,42 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
     warnings: List[str] = []
     start = time.perf_counter()
 
+    _check_settings(settings)
     import_user_modules(settings.imports)
     symbol_path, params_path = resolve_model_files(settings.params, settings.symbol)
-    output = _output_path(settings, params_path)
-    if settings.min_segment_size < 1:
-        raise UsageError("--min-segment-size must be at least 1")
+    output = _output_path(settings, symbol_path, params_path)
 
     with timer.span("load"):
         say(f"loading {symbol_path.name} + {params_path.name}")
-        graph = load_graph(symbol_path, params_path, settings.inputs)
+        with quiet_native():
+            graph = load_graph(symbol_path, params_path, settings.inputs, settings.input_dtypes,
+                               allow_nonfinite_weights=settings.allow_nonfinite_weights)
+            graph = fold_constants(graph)
     say(f"model: {len(graph.op_nodes)} ops, inputs "
-        + ", ".join(f"{n}:{'x'.join(map(str, s))}" for n, s, _ in graph.inputs))
+        + ", ".join(f"{n}:{'x'.join(map(str, s))}{'' if d == 'float32' else ':' + d}"
+                    for n, s, d in graph.inputs))
+    notes = _load_notes(graph)
+    for line in notes:
+        say(f"note: {line}")
+    if graph.folded:
+        say(f"folded {sum(graph.folded.values())} weight-only ops into constants: "
+            + ", ".join(f"{op} x{n}" for op, n in graph.folded.items()))
     model_ops = {n.op for n in graph.op_nodes}
     for op in settings.exclude_ops:
         if op not in model_ops:
             warnings.append(f"--exclude-op {op}: the model has no {op} op "
                             f"(ops present: {', '.join(sorted(model_ops))})")
             say(f"warning: {warnings[-1]}")
+    samples = (load_verify_inputs(graph, settings.verify_inputs)
+               if settings.verify_inputs is not None else None)
 
     backend = get_backend(settings.backend)
     say(f"builder: {backend.name} {backend.version}")
-    segments, decisions, exported, built = _partition_and_build(
-        graph, settings, backend, timer, say)
-    report = PartitionReport(total_ops=len(graph.op_nodes), segments=segments,
-                             decisions=sorted(decisions.values(), key=lambda d: d.node),
-                             built=not settings.dry_run)
+    with quiet_native():
+        parts = partition_and_build(graph, settings, backend, timer, say)
+    report = PartitionReport(total_ops=len(graph.op_nodes), segments=parts.segments,
+                             decisions=sorted(parts.decisions.values(), key=lambda d: d.node),
+                             built=not settings.dry_run, folded=dict(graph.folded), notes=notes)
     if settings.require_full and not report.full:
         raise _with_report(CompileError(
             f"--require-full: {report.residual_ops} of {report.total_ops} ops would stay in MXNet "
@@ -142,7 +151,8 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
                                         "partition report); nothing to compile"), report)
 
     with timer.span("write"):
-        manifest, members = _assemble(graph, settings, segments, exported, built)
+        manifest, members = _assemble(graph, settings, parts.segments, parts.exported, parts.built,
+                                      notes)
         for stale in bundle_format.remove_stale_partials(output):
             say(f"removed {os.path.basename(stale)}, left by an interrupted compile")
     tmp = ""
@@ -155,28 +165,12 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
                 raise UsageError(f"cannot write {output}: {exc.strerror}") from None
         if settings.verify:
             with timer.span("verify"):
-                say("verifying on the CPU path against MXNet "
-                    f"(seed {settings.seed}, tolerance {settings.effective_tolerance:g})")
-                result.checks = _verify(graph, tmp, settings)
-            for check in result.checks:
-                if check.name in graph.outputs or not check.ok or check.note:
-                    kind = "output" if check.name in graph.outputs else "stage boundary"
-                    say(f"  {kind} {check.name}: max abs err {check.max_abs:.3g}, relative "
-                        f"{check.relative:.3g} {'ok' if check.ok else 'FAILED'}"
-                        + (f"; {check.note}" if check.note else ""))
-            inner = [c for c in result.checks if c.name not in graph.outputs]
-            if inner:
-                worst = max(inner, key=lambda c: c.relative)
-                say(f"  {len(inner)} stage-boundary tensors: worst relative {worst.relative:.3g}")
-            failed = [c for c in result.checks if not c.ok]
-            if failed:
-                worst = max(failed, key=lambda c: c.relative)
-                raise CompileError(
-                    f"accuracy gate failed: output '{worst.name}' differs from MXNet by "
-                    f"{worst.relative:.3g} relative (tolerance {worst.tolerance:g}"
-                    + (f"; {worst.note}" if worst.note else "") + "); no bundle "
-                    "written (raise --tolerance, or keep the offending ops in MXNet with "
-                    "--exclude-op)")
+                result.checks = _verify(graph, tmp, settings, parts.segments, samples, report, say)
+        if settings.sign_key is not None:
+            from .runtime import signing
+
+            signing.sign_bundle(tmp, settings.sign_key)
+            say(f"signed with {settings.sign_key}")
         os.replace(tmp, output)
     finally:
         if tmp and os.path.exists(tmp):
@@ -188,194 +182,80 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
     return result
 
 
+def _check_settings(settings: CompileSettings) -> None:
+    """Settings that are wrong whatever the model (the CLI checks the same through here)."""
+    if settings.min_segment_size < 1:
+        raise UsageError("--min-segment-size must be at least 1")
+    if not isinstance(settings.seed, int) or not 0 <= settings.seed < 2 ** 32:
+        raise UsageError(f"--seed {settings.seed}: expected an integer in [0, 2^32)")
+    if settings.tolerance is not None and not (0 < settings.tolerance < float("inf")):
+        raise UsageError("--tolerance must be a positive number")
+
+
+def _load_notes(graph: Graph) -> List[str]:
+    """What loading changed on the user's behalf (reported, and kept in the manifest)."""
+    notes = []
+    if graph.renamed:
+        pairs = list(graph.renamed.items())
+        notes.append(f"{len(pairs)} op node name(s) appear more than once in the symbol (a block "
+                     "called twice); renamed: " + ", ".join(f"{a} -> {b}" for a, b in pairs[:4])
+                     + (", ..." if len(pairs) > 4 else ""))
+    if graph.unreachable:
+        notes.append(f"{len(graph.unreachable)} node(s) no output depends on were ignored (as MXNet "
+                     f"does): {', '.join(graph.unreachable[:4])}" + (", ..." if len(graph.unreachable) > 4 else ""))
+    return notes
+
+
 def _with_report(error: TrtcError, report: PartitionReport) -> TrtcError:
     """Attach the partition report to an error (the CLI prints it with the error)."""
     error.report = report  # type: ignore[attr-defined]
     return error
 
 
-def _output_path(settings: CompileSettings, params_path: Path) -> Path:
+def _output_path(settings: CompileSettings, symbol_path: Path, params_path: Path) -> Path:
+    """Where the bundle goes. Never one of the model's own files, nor any existing file that is
+    not a trtc bundle: only a bundle may be replaced."""
     if settings.output is None:
         match = re.match(r"^(.+)-\d{4}\.params$", params_path.name)
         stem = match.group(1) if match else params_path.stem
-        return params_path.with_name(f"{stem}{'-fp16' if settings.fp16 else ''}.trtb")
-    output = Path(settings.output)
+        output = params_path.with_name(f"{stem}{'-fp16' if settings.fp16 else ''}.trtb")
+    else:
+        output = Path(settings.output)
+    if str(output).strip() == "":
+        raise UsageError("-o is empty; pass a file name like model.trtb")
     if output.is_dir():
         raise UsageError(f"-o {output} is a directory; pass a file name like {output}/model.trtb")
     if not output.parent.exists() and str(output.parent) not in ("", "."):
         raise UsageError(f"-o {output}: directory {output.parent} does not exist; create it first")
+    if len(output.name.encode("utf-8", "surrogateescape")) > 255:
+        raise UsageError(f"-o: the file name is {len(output.name.encode('utf-8', 'surrogateescape'))} "
+                         "bytes; file systems allow at most 255")
+    try:
+        resolved = output.resolve()
+        sources = {symbol_path.resolve(): "symbol", params_path.resolve(): "params"}
+    except (OSError, RuntimeError) as exc:
+        raise UsageError(f"-o {output}: cannot resolve the path ({exc})") from None
+    if resolved in sources or any(output.exists() and os.path.samefile(output, p) for p in sources):
+        kind = sources.get(resolved, "model")
+        raise UsageError(f"-o {output} is the model's {kind} file; trtc never overwrites its input: "
+                         "pass another name, like model.trtb")
+    if output.exists():
+        if not output.is_file():
+            raise UsageError(f"-o {output} exists and is not a regular file; pass a file name")
+        if not _is_bundle(output):
+            raise UsageError(f"-o {output} exists and is not a trtc bundle; trtc only replaces "
+                             "bundles: remove it or pass another name")
     return output
 
 
-# ----------------------------------------------------------------------------------------------
-# Partition <-> parser/builder loop
-# ----------------------------------------------------------------------------------------------
-def _partition_and_build(graph: Graph, settings: CompileSettings, backend: TrtBackend,
-                         timer: _Timer, say: Progress):
-    by_name = {n.name: n.index for n in graph.nodes}
-    decisions: Dict[int, Decision] = initial_decisions(graph, settings.exclude_ops)
-    exported: Dict[Any, ExportedSegment] = {}
-    built: Dict[Any, BuiltEngine] = {}
-    whole: Optional[WholeExport] = None
-    whole_usable = True  # False once a whole export failed without naming a node
+def _is_bundle(path: Path) -> bool:
+    """Does ``path`` start like a trtc bundle (a ZIP whose first member is the magic member)?"""
     try:
-        for _ in range(_MAX_ROUNDS):
-            with timer.span("partition"):
-                segments, all_decisions = segment_graph(graph, decisions, settings.min_segment_size)
-            engines = [s for s in segments if s.kind == "engine"]
-            pending = [s for s in engines if s.key not in exported]
-            changed = False
-            if whole_usable and pending and (whole is None or not all(whole.covers(s) for s in pending)):
-                candidates = sorted(i for s in engines for i in s.nodes)
-                candidate_set = set(candidates)
-                say(f"exporting {len(candidates)} ops to ONNX (mxnet.onnx)")
-                try:
-                    with timer.span("export"):
-                        if whole is not None:
-                            whole.close()
-                            whole = None
-                        whole = export_nodes(graph, candidates)
-                except ExportError as exc:
-                    idx = by_name.get(exc.node or "")
-                    if idx is None or idx not in candidate_set:
-                        whole, whole_usable = None, False  # export segment by segment below
-                    else:
-                        _reject(decisions, graph, idx, Reason.EXPORT_FAILED, str(exc)[:300])
-                        say(f"  mxnet.onnx failed on {exc.node}; kept in MXNet")
-                    continue
-                unfaithful = {by_name[n]: text for n, text in whole.unfaithful.items()
-                              if by_name.get(n) in candidate_set}
-                for idx, text in unfaithful.items():
-                    _reject(decisions, graph, idx, Reason.EXPORT_UNFAITHFUL,
-                            f"mxnet.onnx says its ONNX differs from MXNet: {text}"[:300])
-                if unfaithful:
-                    say(f"  kept {len(unfaithful)} op(s) in MXNet (mxnet.onnx warns its ONNX differs): "
-                        + ", ".join(graph.nodes[i].name for i in list(unfaithful)[:3]))
-                    continue
-            for seg in pending:
-                exp = _segment_onnx(graph, seg, settings, backend, whole, decisions, by_name,
-                                    timer, say)
-                if exp is None:
-                    changed = True
-                else:
-                    exported[seg.key] = exp
-            if changed:
-                continue
-            if settings.dry_run:
-                return segments, all_decisions, exported, built
-            for seg in engines:
-                if seg.key in built:
-                    continue
-                say(f"building {seg.name} ({len(seg.nodes)} ops, {settings.precision}) "
-                    f"with {backend.name}")
-                try:
-                    with timer.span("build"):
-                        built[seg.key] = backend.build(exported[seg.key].onnx_bytes,
-                                                       settings.compute_capabilities)
-                except BuildError as exc:
-                    exp = exported[seg.key]
-                    names = {name for line in exc.log for name in re.findall(r"([\w./:\-]+)#\d+", line)}
-                    idxs = [by_name[n] for n in names if n in by_name and by_name[n] in seg.nodes]
-                    if not idxs:
-                        idxs = [seg.nodes[len(seg.nodes) // 2]]
-                    for idx in idxs:
-                        _reject(decisions, graph, idx, Reason.BUILD_FAILED, str(exc)[:300])
-                    say(f"  build failed ({str(exc)[:120]}); splitting")
-                    changed = True
-            if not changed:
-                return segments, all_decisions, exported, built
-        raise CompileError("partitioning did not converge; please report this model")
-    finally:
-        if whole is not None:
-            whole.close()
-
-
-def _segment_onnx(graph: Graph, seg: Segment, settings: CompileSettings, backend: TrtBackend,
-                  whole: Optional[WholeExport], decisions: Dict[int, Decision],
-                  by_name: Dict[str, int], timer: _Timer, say: Progress) -> Optional[ExportedSegment]:
-    """The segment's ONNX (cut out of the whole export, else exported alone), accepted by
-    TensorRT's parser; None when an op of it was sent to MXNet instead (recorded in
-    ``decisions``: export failed or differs, parser rejected)."""
-    try:
-        if whole is not None and whole.has_light:
-            # after a first rejection: parse cuts that reference the weights (cheap)
-            with timer.span("export"):
-                light = cut_segment(whole, graph, seg, light=True)
-            if light is not None:
-                with timer.span("partition"):
-                    parsed = backend.parse(light.onnx_bytes, whole.model_path)
-                if not parsed.ok:
-                    _parser_rejected(graph, seg, light, parsed, by_name, decisions, say)
-                    return None
-        with timer.span("export"):
-            exp = cut_segment(whole, graph, seg, settings.fp16) if whole is not None else None
-            if exp is None:
-                say(f"exporting {seg.name} ({len(seg.nodes)} ops) to ONNX")
-                exp = onnx_from_segment(graph, seg, fp16=settings.fp16)
-    except ExportError as exc:
-        idx = by_name.get(exc.node or "")
-        if idx is None or idx not in seg.nodes:
-            idx = seg.nodes[len(seg.nodes) // 2]
-        _reject(decisions, graph, idx,
-                Reason.EXPORT_UNFAITHFUL if exc.unfaithful else Reason.EXPORT_FAILED,
-                str(exc)[:300])
-        return None
-    with timer.span("partition"):
-        parsed = backend.parse(exp.onnx_bytes)
-    if not parsed.ok:
-        _parser_rejected(graph, seg, exp, parsed, by_name, decisions, say)
-        if whole is not None:
-            with timer.span("export"):
-                whole.make_light()  # more rounds ahead: stop copying weights
-        return None
-    return exp
-
-
-def _parser_rejected(graph: Graph, seg: Segment, exp: ExportedSegment, parsed: Any,
-                     by_name: Dict[str, int], decisions: Dict[int, Decision], say: Progress) -> None:
-    """Keep the MXNet ops whose ONNX nodes the parser rejected in MXNet, with its message."""
-    rejected = _attribute(graph, seg, exp, parsed.issues, by_name)
-    if not rejected:  # the parser named no node: split the segment in the middle
-        msg = "; ".join(i.message for i in parsed.issues)[:300] or "parse failed"
-        rejected = {seg.nodes[len(seg.nodes) // 2]: msg}
-    for idx, msg in rejected.items():
-        _reject(decisions, graph, idx, Reason.PARSER_REJECTED, msg)
-    say(f"  parser rejected {len(rejected)} op(s): "
-        + ", ".join(graph.nodes[i].name for i in list(rejected)[:3]))
-
-
-def _reject(decisions: Dict[int, Decision], graph: Graph, idx: int, reason: str, msg: str) -> None:
-    node = graph.nodes[idx]
-    decisions[idx] = Decision(node.name, node.op, reason, msg)
-
-
-def _attribute(graph: Graph, seg: Segment, exp: ExportedSegment, issues: List[Any],
-               by_name: Dict[str, int]) -> Dict[int, str]:
-    """Map parser errors on ONNX nodes back to the MXNet nodes that produced them."""
-    rejected: Dict[int, str] = {}
-    for issue in issues:
-        mx_name = ""
-        if 0 <= issue.node_index < len(exp.node_origin):
-            mx_name = exp.node_origin[issue.node_index]
-        if not mx_name and "#" in issue.node_name:
-            mx_name = issue.node_name.rsplit("#", 1)[0]
-        idx = by_name.get(mx_name)
-        if idx is not None and idx in seg.nodes:
-            rejected.setdefault(idx, f"ONNX {issue.op}: {_parser_text(issue.message)}")
-    return rejected
-
-
-# ----------------------------------------------------------------------------------------------
-# Bundle assembly
-# ----------------------------------------------------------------------------------------------
-def _parser_text(message: str) -> str:
-    """The informative part of a parser message, on one line."""
-    lines = [l.strip() for l in message.strip().splitlines() if l.strip()]
-    useful = [l for l in lines if not l.startswith("Invalid Node") and not l.startswith("Node name")]
-    text = " ".join(useful or lines) or "rejected"
-    text = re.sub(r" In operator\(\) at \S+", "", text)
-    text = re.sub(r"\s*\[checkMacros.*$", "", text)
-    return text[:300]
+        with open(path, "rb") as fh:
+            head = fh.read(30 + len(bundle_format.MAGIC_MEMBER))
+    except OSError:
+        return False
+    return head.startswith(b"PK\x03\x04") and head[30:] == bundle_format.MAGIC_MEMBER.encode()
 
 
 def _resolve_io(graph: Graph, spec: Dict[str, Any]) -> Dict[str, Any]:
@@ -394,7 +274,8 @@ def _spec(graph: Graph, name: str) -> Dict[str, Any]:
 
 
 def _assemble(graph: Graph, settings: CompileSettings, segments: List[Segment],
-              exported: Dict[Any, ExportedSegment], built: Dict[Any, BuiltEngine]):
+              exported: Dict[Any, ExportedSegment], built: Dict[Any, BuiltEngine],
+              notes: List[str]):
     members: Dict[str, bytes] = {}
     stages: List[Dict[str, Any]] = []
     residual_param_keys: List[str] = []
@@ -455,8 +336,11 @@ def _assemble(graph: Graph, settings: CompileSettings, segments: List[Segment],
                                 if s["kind"] == "engine"}),
         },
         "partition": {k: v for k, v in PartitionReport(
-            len(graph.op_nodes), segments, []).to_json().items() if k != "residual"},
+            len(graph.op_nodes), segments, [], folded=dict(graph.folded),
+            notes=notes).to_json().items() if k != "residual"},
     }
+    if graph.renamed:
+        manifest["partition"]["renamed_nodes"] = dict(graph.renamed)
     if any(s["kind"] == "residual" for s in stages):
         manifest["requires"]["mxnet_version"] = "1.9.1"
     if residual_param_keys:
@@ -470,29 +354,78 @@ def _assemble(graph: Graph, settings: CompileSettings, segments: List[Segment],
     return manifest, members
 
 
-def _verify(graph: Graph, bundle_path: str, settings: CompileSettings) -> List[OutputCheck]:
-    """Run the bundle stage by stage on the CPU path; compare every tensor crossing a stage
-    boundary, and the outputs, with MXNet's own forward pass (a wrong engine cannot hide behind
-    a later stage that masks it, e.g. NMS)."""
+def _verify(graph: Graph, bundle_path: str, settings: CompileSettings, segments: List[Segment],
+            samples: Optional[List[Dict[str, np.ndarray]]], report: PartitionReport,
+            say: Progress) -> List[OutputCheck]:
+    """The accuracy gate (trtc/verify.py): the bundle on the CPU path against MXNet's forward,
+    end to end and each engine on MXNet's own inputs. Raises CompileError (with the partition
+    report attached) when it fails."""
     from .runtime import load
 
-    feeds = random_inputs(graph, settings.seed)
+    tolerance = settings.effective_tolerance
+    if samples is None:
+        feeds, how = gate_inputs(graph, settings.seed)
+        samples = [feeds]
+        say(f"verifying on the CPU path against MXNet (tolerance {tolerance:g}) on random inputs "
+            f"(seed {settings.seed}; --verify-inputs FILE.npz for real ones): " + "; ".join(how))
+    else:
+        say(f"verifying on the CPU path against MXNet (tolerance {tolerance:g}) on {len(samples)} "
+            f"sample(s) from {settings.verify_inputs}")
     try:
-        model = load(bundle_path, device="cpu")
+        with quiet_native():
+            model = load(bundle_path, device="cpu")
     except (BundleError, IncompatibleError) as exc:  # e.g. ONNX Runtime refuses an engine's ONNX
         raise CompileError(f"the compiled bundle does not load on the CPU path: {exc}; no bundle "
                            "written (please report this model)") from None
-    tensors: Dict[str, np.ndarray] = model.validate_inputs(feeds)
-    produced: List[str] = []
-    for stage in model.stages:
-        tensors.update(stage.run(tensors))
-        produced.extend(stage.outputs)
-    names = list(dict.fromkeys(graph.outputs + produced))
-    reference = mxnet_forward(graph, feeds, names)
-    actual = {n: tensors[n] for n in names}
-    checks = compare(actual, reference, settings.effective_tolerance)
-    recheck_in_fp64(graph, feeds, checks, actual, reference)
-    outputs = set(graph.outputs)
-    for check in checks:
-        check.boundary = check.name not in outputs  # type: ignore[attr-defined]
+    try:
+        with quiet_native():
+            gate = run_gate(graph, model, segments, samples, tolerance)
+    except MemoryError:
+        raise _with_report(CompileError(
+            "out of memory while verifying (MXNet's forward and the bundle side by side); compile "
+            "on a machine with more memory, or skip the gate with --no-verify"), report) from None
+    checks = gate.checks
+    e2e = [c for c in checks if c.scope == "end_to_end"]
+    local = [c for c in checks if c.scope == "local"]
+    for check in e2e:
+        if check.kind == "output" or not check.ok or check.note:
+            say(f"  {'output' if check.kind == 'output' else 'stage boundary'} {check.name}: max abs "
+                f"err {check.max_abs:.3g}, relative {check.relative:.3g} "
+                f"{'ok' if check.ok else ('FAILED' if check.blocking else 'differs')}"
+                + (f"; {check.note}" if check.note else ""))
+    inner = [c for c in e2e if c.kind == "boundary"]
+    if inner:
+        worst = max(inner, key=lambda c: c.relative)
+        say(f"  {len(inner)} stage-boundary tensors: worst relative {worst.relative:.3g}")
+    for stage in dict.fromkeys(c.stage for c in local):
+        mine = [c for c in local if c.stage == stage]
+        worst = max(mine, key=lambda c: (c.blocking, c.relative))
+        say(f"  {stage} on MXNet's own inputs: worst relative {worst.relative:.3g} ({worst.name}) "
+            f"{'FAILED' if worst.blocking else 'ok'}" + (f"; {worst.note}" if worst.note else ""))
+    failed = gate.failed
+    if failed:
+        raise _with_report(CompileError(_gate_message(failed, settings, segments, graph)), report)
     return checks
+
+
+def _gate_message(failed: List[OutputCheck], settings: CompileSettings, segments: List[Segment],
+                  graph: Graph) -> str:
+    """What failed, where, and what can actually help."""
+    local = [c for c in failed if c.scope == "local"]
+    worst = max(local or failed, key=lambda c: c.relative)
+    what = "model output" if worst.kind == "output" else "stage-boundary tensor"
+    where = (f"{worst.stage} run on MXNet's own inputs gives {what} '{worst.name}'"
+             if worst.scope == "local" else f"{what} '{worst.name}'")
+    text = (f"accuracy gate failed: {where} {worst.relative:.3g} relative off MXNet (tolerance "
+            f"{worst.tolerance:g}" + (f"; {worst.note}" if worst.note else "") + "); no bundle written")
+    if worst.scope == "local":
+        seg = next((s for s in segments if s.name == worst.stage), None)
+        ops = Counter(graph.nodes[i].op for i in seg.nodes).most_common(4) if seg else []
+        hint = ("compile without --fp16, or keep the fp16-sensitive ops in MXNet with --exclude-op "
+                if settings.fp16 else "keep some of this engine's ops in MXNet with --exclude-op ")
+        text += (f". {worst.stage} itself is off: {hint}(its ops: "
+                 + ", ".join(op for op, _ in ops) + "), or raise --tolerance")
+    else:
+        text += (". Every engine passes on MXNet's own inputs, so the error accumulates across "
+                 "stages: raise --tolerance, or give real inputs with --verify-inputs FILE.npz")
+    return text

@@ -35,10 +35,13 @@ ONNX_OPSET = _defaults.ONNX_OPSET
 class ExportError(Exception):
     """mxnet.onnx failed; ``node`` names the MXNet node whose converter raised (if known)."""
 
-    def __init__(self, message: str, node: Optional[str] = None, unfaithful: bool = False):
+    def __init__(self, message: str, node: Optional[str] = None, unfaithful: bool = False,
+                 nodes: Optional[Dict[str, str]] = None):
         super().__init__(message)
         self.node = node
         self.unfaithful = unfaithful
+        # every MXNet node known to fail, with its own message (ONNX's checker finds them all)
+        self.nodes: Dict[str, str] = dict(nodes or ({node: message} if node else {}))
 
 
 @dataclass
@@ -112,7 +115,8 @@ def _provenance() -> Iterator[Dict[str, Any]]:
     from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
     from onnx import NodeProto
 
-    state: Dict[str, Any] = {"failed": None, "unfaithful": {}, "mx_graph": None, "lookup": None}
+    state: Dict[str, Any] = {"failed": None, "unfaithful": {}, "mx_graph": None, "lookup": None,
+                             "invalid": {}}
     original = MXNetGraph.__dict__["convert_layer"]
     convert = original.__func__
     records: List[logging.LogRecord] = []
@@ -143,20 +147,49 @@ def _provenance() -> Iterator[Dict[str, Any]]:
                 item.doc_string = _TAG_PREFIX + node["name"]
         return result
 
+    import onnx.checker
     import onnx.defs
+
+    check_graph = onnx.checker.check_graph
+
+    def checked(graph: Any, *args: Any, **kwargs: Any) -> Any:
+        """mx2onnx's final check of the whole graph names no node when it fails: find every
+        node ONNX's checker refuses, by its provenance tag."""
+        try:
+            return check_graph(graph, *args, **kwargs)
+        except Exception:
+            for node in graph.node:
+                try:
+                    onnx.checker.check_node(node, onnx.checker.DEFAULT_CONTEXT)
+                except Exception as exc:  # onnx.checker.ValidationError
+                    tag = node.doc_string[len(_TAG_PREFIX):] if node.doc_string.startswith(_TAG_PREFIX) else ""
+                    if tag:
+                        text = " ".join(str(exc).split())
+                        text = text.split("==>")[0].strip()
+                        state["invalid"].setdefault(tag, f"ONNX {node.op_type} is invalid at opset "
+                                                         f"{ONNX_OPSET}: {text}"[:300])
+            raise
 
     handler = _Collect()
     root = logging.getLogger()
     with _PATCH_LOCK:
         newest = onnx.defs.onnx_opset_version
+        saved_opsets = dict(onnx.checker.DEFAULT_CONTEXT.opset_imports)
         MXNetGraph.convert_layer = staticmethod(tagged)
-        onnx.defs.onnx_opset_version = lambda: ONNX_OPSET  # read by export_model at call time
+        onnx.checker.check_graph = checked
+        # The opset the model declares (read by export_model at call time) and the one mx2onnx's
+        # `checker.check_graph` validates against (onnx.checker.DEFAULT_CONTEXT) must agree, or
+        # every opset-13 node whose schema changed later (ReduceMean's `axes`, ...) is refused.
+        onnx.defs.onnx_opset_version = lambda: ONNX_OPSET
+        onnx.checker.DEFAULT_CONTEXT.opset_imports = {"": ONNX_OPSET}
         root.addHandler(handler)
         try:
             yield state
         finally:
             MXNetGraph.convert_layer = original
+            onnx.checker.check_graph = check_graph
             onnx.defs.onnx_opset_version = newest
+            onnx.checker.DEFAULT_CONTEXT.opset_imports = saved_opsets
             root.removeHandler(handler)
 
 
@@ -230,6 +263,10 @@ def _export_symbol(graph: Graph, segment: Segment
                                  onnx_file_path=path)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            if state["invalid"]:
+                first_node = next(iter(state["invalid"]))
+                raise ExportError(state["invalid"][first_node], node=first_node,
+                                  nodes=state["invalid"]) from None
             raise ExportError(f"{type(exc).__name__}: {first}", node=state["failed"]) from None
         model = onnx.load(path)
     unfaithful = {}
@@ -330,6 +367,34 @@ class WholeExport:
             self.directory = None
 
 
+def fold_static_shapes(model: Any) -> Any:
+    """Compute shape arithmetic on static shapes once (onnx-graphsurgeon's constant folding
+    with shape folding): mx2onnx expresses ``Reshape(reverse=True)``, ``tile`` and friends as
+    Shape -> Slice -> Concat chains that TensorRT's parser refuses ("Only support constant zero
+    padding for slicing a shape tensor") though every input shape is known at compile time.
+    Node names (provenance tags) are kept; on any failure the model is returned unchanged."""
+    import onnx
+    import onnx_graphsurgeon as gs
+
+    if not any(node.op_type == "Shape" for node in model.graph.node):
+        return model
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+        g = gs.import_onnx(inferred)
+        outputs = [t.name for t in g.outputs]
+        g.fold_constants(fold_shapes=True, error_ok=True)
+        g.cleanup(remove_unused_graph_inputs=False).toposort()
+        if [t.name for t in g.outputs] != outputs:
+            return model
+        folded = gs.export_onnx(g)
+        folded.ir_version = model.ir_version
+        del folded.opset_import[:]
+        folded.opset_import.extend(model.opset_import)
+        return folded
+    except Exception:  # folding is an optimization: never a reason to fail the export
+        return model
+
+
 def export_nodes(graph: Graph, nodes: List[int]) -> WholeExport:
     """Export ``nodes`` (any set of op nodes, connected or not) in one mxnet.onnx call.
 
@@ -341,6 +406,7 @@ def export_nodes(graph: Graph, nodes: List[int]) -> WholeExport:
     """
     pseudo = describe_nodes(graph, sorted(nodes), "engine")
     model, _, onnx_names, unfaithful = _export_symbol(graph, pseudo)
+    model = fold_static_shapes(model)
     for tensor in pseudo.inputs:  # the sub-symbol's variables are named after trtc tensors
         onnx_names.setdefault(tensor, tensor)
     return WholeExport(model=model, nodes=set(nodes), onnx_names=onnx_names, unfaithful=unfaithful)

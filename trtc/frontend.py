@@ -10,6 +10,7 @@ import json
 import os
 import re
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -18,7 +19,7 @@ import numpy as np
 
 from .runtime.errors import UsageError
 
-__all__ = ["Node", "Graph", "resolve_model_files", "load_graph", "parse_input_spec",
+__all__ = ["Node", "Graph", "resolve_model_files", "load_graph", "fold_constants", "parse_input_spec",
            "import_user_modules"]
 
 _PARAMS_SUFFIX = re.compile(r"^(?P<prefix>.+)-(?P<epoch>\d{4})\.params$")
@@ -60,6 +61,13 @@ class Graph:
     dtypes: Dict[str, str]
     symbol_sha256: str
     params_sha256: str
+    # decisions made on the user's behalf while loading (reported): old -> new node names,
+    # nodes dropped as unreachable, ops folded into constants (op -> count)
+    renamed: Dict[str, str] = field(default_factory=dict)
+    unreachable: List[str] = field(default_factory=list)
+    folded: Dict[str, int] = field(default_factory=dict)
+    # the graph before constant folding: MXNet's reference forward runs the model as exported
+    reference: Optional["Graph"] = None
 
     @property
     def op_nodes(self) -> List[Node]:
@@ -82,6 +90,10 @@ class Graph:
         import mxnet as mx
 
         return mx.sym.load_json(json.dumps(self.symbol_json))
+
+    @property
+    def input_names(self) -> List[str]:
+        return [name for name, _, _ in self.inputs]
 
 
 def resolve_model_files(params: "str | Path", symbol: "str | Path | None" = None) -> Tuple[Path, Path]:
@@ -109,20 +121,51 @@ def resolve_model_files(params: "str | Path", symbol: "str | Path | None" = None
     return symbol_path, params_path
 
 
-def parse_input_spec(spec: str) -> Tuple[str, Tuple[int, ...]]:
-    """Parse ``NAME:1x3x224x224`` (also ``NAME:1,3,224,224``)."""
-    name, sep, dims = spec.rpartition(":")
+_DTYPES = ("float32", "float16", "float64", "int32", "int64", "int8", "uint8", "bool")
+
+
+def parse_input_spec(spec: str) -> Tuple[str, Tuple[int, ...], Optional[str]]:
+    """Parse ``NAME:DIMS[:DTYPE]``: ``data:1x3x224x224``, ``ids:1x128:int32`` (also ``1,3,224,224``).
+
+    Dimensions are ASCII digits only (no ``1_6``, no full-width digits, no empty dimension).
+    """
+    head, sep, last = spec.rpartition(":")
+    dtype: Optional[str] = None
+    if sep and last.strip() and not re.fullmatch(r"[\s\dx,()\[\]]*", last, re.ASCII) \
+            and ":" in head:
+        dtype, spec_rest = last.strip(), head
+        if dtype not in _DTYPES:
+            raise UsageError(f"bad --input {spec!r}: unknown dtype {dtype!r}; use one of "
+                             f"{', '.join(_DTYPES)}")
+    else:
+        spec_rest = spec
+    name, sep, dims = spec_rest.rpartition(":")
     if not sep or not name:
-        raise UsageError(f"bad --input {spec!r}: expected NAME:SHAPE like data:1x3x224x224")
-    parts = re.split(r"[x,]", dims.strip().strip("()[]"))
-    try:
-        shape = tuple(int(p) for p in parts if p.strip() != "")
-    except ValueError:
-        raise UsageError(f"bad --input {spec!r}: shape must be integers joined by 'x', "
-                         "like 1x3x224x224") from None
-    if not shape or any(d <= 0 for d in shape):
+        raise UsageError(f"bad --input {spec!r}: expected NAME:SHAPE[:DTYPE] like data:1x3x224x224 "
+                         "or ids:1x128:int32")
+    body = dims.strip()
+    if body[:1] in "([" and body[-1:] in ")]":
+        body = body[1:-1]
+    parts = re.split(r"[x,]", body)
+    if not body or not all(re.fullmatch(r"[0-9]{1,9}", p.strip(), re.ASCII) for p in parts):
+        raise UsageError(f"bad --input {spec!r}: the shape must be positive integers (ASCII digits) "
+                         "joined by 'x', like 1x3x224x224")
+    shape = tuple(int(p) for p in parts)
+    if any(d <= 0 for d in shape):
         raise UsageError(f"bad --input {spec!r}: every dimension must be a positive integer")
-    return name, shape
+    if len(shape) > 8:
+        raise UsageError(f"bad --input {spec!r}: {len(shape)} dimensions; at most 8 are supported")
+    elements = 1
+    for d in shape:
+        elements *= d
+    if elements > _MAX_INPUT_ELEMENTS:
+        raise UsageError(f"bad --input {spec!r}: {elements:,} elements is more than trtc verifies "
+                         f"({_MAX_INPUT_ELEMENTS:,}); check the shape")
+    return name, shape, dtype
+
+
+# An input larger than this (elements) is a typo, not a model: 2**31 float32 values is 8 GiB.
+_MAX_INPUT_ELEMENTS = 1 << 31
 
 
 def import_user_modules(modules: Sequence[str]) -> None:
@@ -166,31 +209,118 @@ def _parse_shape_attr(text: str) -> Optional[Tuple[int, ...]]:
     return tuple(value)
 
 
+_PARAM_SUFFIXES = ("weight", "bias", "gamma", "beta", "running_mean", "running_var",
+                   "moving_mean", "moving_var", "alpha", "i2h_weight", "h2h_weight")
+
+
+def _read_symbol_json(symbol_path: Path) -> Tuple[str, Dict[str, Any]]:
+    """The symbol file's JSON, structurally checked (every reference in range, inputs before
+    their consumers): what MXNet's own loader trusts blindly. A UsageError names the file."""
+    bad = f"{symbol_path} is not an MXNet symbol JSON file (PREFIX-symbol.json from HybridBlock.export)"
+    try:
+        text = symbol_path.read_text(encoding="utf-8")
+        doc = json.loads(text)
+    except RecursionError:
+        raise UsageError(f"{symbol_path}: the JSON is nested too deeply to be an MXNet symbol") from None
+    except (OSError, UnicodeError, ValueError):
+        raise UsageError(bad) from None
+    nodes = doc.get("nodes") if isinstance(doc, dict) else None
+    heads = doc.get("heads") if isinstance(doc, dict) else None
+    if not isinstance(nodes, list) or not nodes or not isinstance(heads, list) or not heads:
+        raise UsageError(bad)
+
+    def entry_ok(e: Any, limit: int) -> bool:
+        return (isinstance(e, list) and len(e) in (2, 3) and all(isinstance(v, int) and v >= 0 for v in e)
+                and e[0] < limit)
+
+    for i, node in enumerate(nodes):
+        if not (isinstance(node, dict) and isinstance(node.get("op"), str)
+                and isinstance(node.get("name"), str) and isinstance(node.get("inputs", []), list)
+                and isinstance(node.get("attrs", {}), dict)
+                and all(entry_ok(e, i) for e in node.get("inputs", []))):
+            raise UsageError(f"{symbol_path.name}: node {i} is malformed (an op, a name, and inputs "
+                             "that refer to earlier nodes); re-export the model from Gluon")
+    if not all(entry_ok(h, len(nodes)) for h in heads):
+        raise UsageError(f"{symbol_path.name}: an output ('heads') refers to no node; re-export "
+                         "the model from Gluon")
+    return text, doc
+
+
+def _canonical_nodes(doc: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, str], List[str]]:
+    """Drop nodes no output depends on (MXNet ignores them too) and give every op node a unique
+    name (a block called twice exports its ops twice under one name; MXNet runs that fine but
+    tensors need names): the 2nd ``X`` becomes ``X_dup1``. Deterministic.
+
+    Returns:
+        (the new symbol JSON, renamed op nodes old -> new, names of the dropped nodes).
+    """
+    nodes = doc["nodes"]
+    keep = [False] * len(nodes)
+    stack = [h[0] for h in doc["heads"]]
+    while stack:
+        i = stack.pop()
+        if not keep[i]:
+            keep[i] = True
+            stack.extend(e[0] for e in nodes[i].get("inputs", []))
+    dropped = [n["name"] for n, k in zip(nodes, keep) if not k]
+    new_index: Dict[int, int] = {}
+    out_nodes: List[Dict[str, Any]] = []
+    taken = {n["name"] for n, k in zip(nodes, keep) if k}
+    seen: Dict[str, int] = {}
+    renamed: Dict[str, str] = {}
+    for i, node in enumerate(nodes):
+        if not keep[i]:
+            continue
+        node = dict(node)
+        name = node["name"]
+        if node["op"] != "null" and name in seen:
+            count = seen[name]
+            while True:
+                count += 1
+                candidate = f"{name}_dup{count}"
+                if candidate not in taken:
+                    break
+            seen[name] = count
+            taken.add(candidate)
+            renamed[f"{name} (node {i})"] = candidate
+            node["name"] = candidate
+        else:
+            seen.setdefault(name, 0)
+        node["inputs"] = [[new_index[e[0]], *e[1:]] for e in node.get("inputs", [])]
+        new_index[i] = len(out_nodes)
+        out_nodes.append(node)
+    if not dropped and not renamed:
+        return doc, {}, []
+    new_doc = dict(doc)
+    new_doc["nodes"] = out_nodes
+    new_doc["arg_nodes"] = [i for i, n in enumerate(out_nodes) if n["op"] == "null"]
+    new_doc["heads"] = [[new_index[h[0]], *h[1:]] for h in doc["heads"]]
+    new_doc.pop("node_row_ptr", None)
+    return new_doc, renamed, dropped
+
+
 def load_graph(symbol_path: Path, params_path: Path,
-               input_shapes: Optional[Mapping[str, Tuple[int, ...]]] = None) -> Graph:
+               input_shapes: Optional[Mapping[str, Tuple[int, ...]]] = None,
+               input_dtypes: Optional[Mapping[str, str]] = None,
+               allow_nonfinite_weights: bool = True) -> Graph:
     """Load an MXNet export and infer the shape and dtype of every tensor.
 
     Input shapes come from ``input_shapes``, else from each input variable's ``__shape__``
     attribute; an input with neither is a UsageError listing the inputs and the flag to pass.
+    Dtypes come from ``input_dtypes``, else the variable's ``__dtype__``, else float32.
+    Duplicate op names are made unique and unreachable nodes dropped (``graph.renamed``,
+    ``graph.unreachable``). NaN/Inf in the weights is a UsageError unless allowed.
     """
     import mxnet as mx
 
+    _, raw_doc = _read_symbol_json(symbol_path)
+    symbol_json, renamed, unreachable = _canonical_nodes(raw_doc)
     try:
-        text = symbol_path.read_text(encoding="utf-8")
-        symbol_json = json.loads(text)
-        nodes_json = symbol_json["nodes"]
-        heads_json = symbol_json["heads"]
-        if not isinstance(nodes_json, list) or not nodes_json:
-            raise ValueError("no nodes")
-    except (OSError, UnicodeError, ValueError, KeyError, TypeError):
-        raise UsageError(f"{symbol_path} is not an MXNet symbol JSON file "
-                         "(PREFIX-symbol.json from HybridBlock.export)") from None
-    try:
-        symbol = mx.sym.load_json(text)
+        symbol = mx.sym.load_json(json.dumps(symbol_json))
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         hint = ""
-        if "Custom" in text:
+        if any(n.get("op") == "Custom" for n in symbol_json["nodes"]):
             hint = "; it uses MXNet custom ops: pass --import MODULE that registers them"
         raise UsageError(f"MXNet cannot load {symbol_path.name}: {first}{hint}") from None
 
@@ -222,14 +352,29 @@ def load_graph(symbol_path: Path, params_path: Path,
     if missing_aux:
         raise UsageError(f"{params_path.name} lacks '{missing_aux[0]}' that {symbol_path.name} "
                          "needs; pass the params file exported with this symbol")
+    if not allow_nonfinite_weights:
+        for key, value in params.items():
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                bad = int(np.size(value) - np.isfinite(value).sum())
+                raise UsageError(f"{params_path.name}: weight '{key.split(':', 1)[1]}' holds {bad} "
+                                 "NaN/Inf value(s): the model computes NaN; fix the training run, or "
+                                 "pass --allow-nonfinite-weights to compile it anyway")
 
     data_inputs = [name for name in arg_names if name not in param_vars]
-    var_attrs = {n["name"]: n.get("attrs", {}) for n in nodes_json if n["op"] == "null"}
+    var_attrs = {n["name"]: n.get("attrs", {}) for n in symbol_json["nodes"] if n["op"] == "null"}
     given = dict(input_shapes or {})
-    unknown = [name for name in given if name not in data_inputs]
+    given_types = dict(input_dtypes or {})
+    unknown = [name for name in list(given) + list(given_types) if name not in data_inputs]
     if unknown:
         raise UsageError(f"--input names '{unknown[0]}', which is not an input of the model; its "
                          f"inputs are: {', '.join(data_inputs) or '(none)'}")
+    for name in data_inputs:  # a weight the params file lacks is not a new model input
+        attrs = var_attrs.get(name, {})
+        if (name not in given and "__shape__" not in attrs and params
+                and name.rsplit("_", 1)[-1] in {s.rsplit("_", 1)[-1] for s in _PARAM_SUFFIXES}):
+            raise UsageError(f"{params_path.name} lacks '{name}' that {symbol_path.name} needs (a "
+                             "weight, not an input); pass the params file exported with this "
+                             f"symbol, or --input {name}:SHAPE if it really is an input")
     shapes_in: Dict[str, Tuple[int, ...]] = {}
     dtypes_in: Dict[str, str] = {}
     for name in data_inputs:
@@ -242,8 +387,22 @@ def load_graph(symbol_path: Path, params_path: Path,
                              f"{', '.join(data_inputs)}); pass {specs}")
         shapes_in[name] = shape
         code = attrs.get("__dtype__")
-        dtypes_in[name] = _MX_DTYPE_CODES.get(int(code), "float32") if code and code.isdigit() else "float32"
+        recorded = _MX_DTYPE_CODES.get(int(code), "float32") if code and code.isdigit() else "float32"
+        dtypes_in[name] = given_types.get(name) or recorded
 
+    graph = _build_graph(symbol_path, params_path, symbol_json, symbol, params, data_inputs,
+                         shapes_in, dtypes_in)
+    graph.renamed, graph.unreachable = renamed, unreachable
+    graph.symbol_sha256 = _sha256_file(symbol_path)
+    graph.params_sha256 = _sha256_file(params_path)
+    return graph
+
+
+def _build_graph(symbol_path: Path, params_path: Path, symbol_json: Dict[str, Any], symbol: Any,
+                 params: Dict[str, np.ndarray], data_inputs: List[str],
+                 shapes_in: Dict[str, Tuple[int, ...]], dtypes_in: Dict[str, str]) -> Graph:
+    """Infer every tensor's shape and dtype and make the Graph (hashes left empty)."""
+    param_vars = {key.split(":", 1)[1]: key for key in params}
     internals = symbol.get_internals()
     all_shapes = dict(shapes_in)
     all_shapes.update({name: params[key].shape for name, key in param_vars.items()})
@@ -272,31 +431,135 @@ def load_graph(symbol_path: Path, params_path: Path,
         dtypes[out_name] = np.dtype(out_types[i]).name
 
     nodes: List[Node] = []
-    seen_names = set()
-    for idx, raw in enumerate(nodes_json):
+    for idx, raw in enumerate(symbol_json["nodes"]):
         name = raw["name"]
-        if name in seen_names:
-            raise UsageError(f"{symbol_path.name}: node name '{name}' appears twice; trtc needs "
-                             "unique node names (re-export the model from Gluon)")
-        seen_names.add(name)
         node = Node(index=idx, name=name, op=raw["op"], attrs=dict(raw.get("attrs", {})),
                     inputs=[(int(e[0]), int(e[1])) for e in raw.get("inputs", [])])
         if node.is_op:
             node.outputs = outputs_by_node.get(name, [])
+            if not node.outputs:
+                raise UsageError(f"{symbol_path.name}: MXNet lists no output for node '{name}'; "
+                                 "re-export the model from Gluon")
         else:
             node.param_key = param_vars.get(name)
             shapes.setdefault(name, all_shapes.get(name, ()))
+            if node.param_key is None and name in dtypes_in:
+                dtypes[name] = dtypes_in[name]
         nodes.append(node)
 
-    heads = [(int(h[0]), int(h[1])) for h in heads_json]
+    heads = [(int(h[0]), int(h[1])) for h in symbol_json["heads"]]
     graph = Graph(
         symbol_path=symbol_path, params_path=params_path, symbol_json=symbol_json, nodes=nodes,
         params=params,
         inputs=[(name, shapes_in[name], dtypes_in[name]) for name in data_inputs],
         outputs=[], heads=heads, shapes=shapes, dtypes=dtypes,
-        symbol_sha256=_sha256_file(symbol_path), params_sha256=_sha256_file(params_path),
+        symbol_sha256="", params_sha256="",
     )
+    for h in heads:
+        if h[1] >= max(len(nodes[h[0]].outputs), 1):
+            raise UsageError(f"{symbol_path.name}: an output refers to output {h[1]} of "
+                             f"'{nodes[h[0]].name}', which has fewer; re-export the model")
     graph.outputs = [graph.tensor(h) for h in heads]
     if any(not nodes[h[0]].is_op for h in heads):
         raise UsageError("a model output is directly an input variable; nothing to compile")
     return graph
+
+
+# Ops whose result changes from call to call: never folded.
+_NONDETERMINISTIC = re.compile(r"(random|sample|_shuffle|Dropout)", re.IGNORECASE)
+
+
+def fold_constants(graph: Graph) -> Graph:
+    """Compute every op that depends on weights only (reshapes, transposes, concats of weights;
+    an LSTM's weight packing, BERT's ``Reshape(reverse=True)`` of weights) once, with MXNet, and
+    store its result as a constant: neither TensorRT's parser nor the runtime ever sees it.
+
+    Returns the folded graph (``graph`` itself when nothing folds); ``.folded`` counts the folded
+    ops by type and ``.reference`` is the unfolded graph (MXNet's reference forward runs it).
+    """
+    import mxnet as mx
+
+    heads = {h[0] for h in graph.heads}
+    const = [False] * len(graph.nodes)
+    for node in graph.nodes:
+        if not node.is_op:
+            const[node.index] = node.param_key is not None
+        elif node.index not in heads and not _NONDETERMINISTIC.search(node.op) and node.op != "Custom":
+            const[node.index] = all(const[src] for src, _ in node.inputs) and (
+                bool(node.inputs) or int(np.prod(graph.shapes.get(node.outputs[0], (1 << 30,)))) <= 1 << 16)
+    folded = [n for n in graph.op_nodes if const[n.index]]
+    if not folded:
+        return graph
+    # tensors of folded nodes read by kept nodes become constants
+    frontier: List[Tuple[int, int]] = []
+    for node in graph.op_nodes:
+        if const[node.index]:
+            continue
+        for src, out in node.inputs:
+            if graph.nodes[src].is_op and const[src] and (src, out) not in frontier:
+                frontier.append((src, out))
+    names = [graph.tensor(e) for e in frontier]
+    symbol = graph.mxnet_symbol().get_internals()
+    group = mx.sym.Group([symbol[name] for name in names])
+    args = {k.split(":", 1)[1]: mx.nd.array(v, dtype=v.dtype) for k, v in graph.params.items()}
+    needed = set(group.list_arguments()) | set(group.list_auxiliary_states())
+    values = group.eval(ctx=mx.cpu(), **{k: v for k, v in args.items() if k in needed})
+    new_params = {f"arg:{name}": value.asnumpy() for name, value in zip(names, values)}
+
+    # the new symbol: folded nodes gone, each frontier tensor a variable named after it
+    doc = graph.symbol_json
+    out_nodes: List[Dict[str, Any]] = []
+    new_index: Dict[Tuple[int, int], int] = {}
+    var_for = {e: name for e, name in zip(frontier, names)}
+    used_params: set = set()
+    for node, raw in zip(graph.nodes, doc["nodes"]):
+        if node.is_op and const[node.index]:
+            continue
+        if not node.is_op:
+            new_index[(node.index, 0)] = len(out_nodes)
+            out_nodes.append(raw)
+            continue
+        inputs = []
+        for (src, out), raw_entry in zip(node.inputs, raw["inputs"]):
+            if (src, out) in var_for:
+                if (src, out) not in new_index:
+                    new_index[(src, out)] = len(out_nodes)
+                    out_nodes.append({"op": "null", "name": var_for[(src, out)], "inputs": []})
+                inputs.append([new_index[(src, out)], 0, 0])
+            else:
+                target = new_index[(src, 0)] if not graph.nodes[src].is_op else new_index[(src, 0)]
+                inputs.append([target, out, *raw_entry[2:]])
+                if not graph.nodes[src].is_op and graph.nodes[src].param_key:
+                    used_params.add(graph.nodes[src].param_key)
+        entry = dict(raw)
+        entry["inputs"] = inputs
+        new_index[(node.index, 0)] = len(out_nodes)
+        out_nodes.append(entry)
+    # variables only the folded nodes read are dropped
+    keep_vars = {graph.nodes[i].name for i in range(len(graph.nodes))
+                 if not graph.nodes[i].is_op and (graph.nodes[i].param_key is None
+                                                  or graph.nodes[i].param_key in used_params)}
+    final: List[Dict[str, Any]] = []
+    remap: Dict[int, int] = {}
+    for i, raw in enumerate(out_nodes):
+        if raw["op"] == "null" and raw["name"] not in keep_vars and f"arg:{raw['name']}" not in new_params:
+            continue
+        remap[i] = len(final)
+        final.append({**raw, "inputs": [[remap[e[0]], *e[1:]] for e in raw.get("inputs", [])]})
+    new_doc = dict(doc)
+    new_doc["nodes"] = final
+    new_doc["arg_nodes"] = [i for i, n in enumerate(final) if n["op"] == "null"]
+    new_doc["heads"] = [[remap[new_index[(h[0], 0)]], h[1], 0] for h in graph.heads]
+    new_doc.pop("node_row_ptr", None)
+
+    params = {k: v for k, v in graph.params.items() if k in used_params}
+    params.update(new_params)
+    symbol_new = mx.sym.load_json(json.dumps(new_doc))
+    data_inputs = [name for name, _, _ in graph.inputs]
+    new = _build_graph(graph.symbol_path, graph.params_path, new_doc, symbol_new, params, data_inputs,
+                       {n: s for n, s, _ in graph.inputs}, {n: d for n, _, d in graph.inputs})
+    new.symbol_sha256, new.params_sha256 = graph.symbol_sha256, graph.params_sha256
+    new.renamed, new.unreachable = graph.renamed, graph.unreachable
+    new.folded = dict(sorted(Counter(n.op for n in folded).items()))
+    new.reference = graph
+    return new

@@ -16,6 +16,9 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, 
 from .frontend import Graph
 
 __all__ = [
+    "PartitionResult",
+    "partition_and_build",
+    "parser_text",
     "Reason",
     "Decision",
     "Segment",
@@ -295,6 +298,9 @@ class PartitionReport:
     segments: List[Segment]
     decisions: List[Decision]
     built: bool = True
+    # decisions made on the user's behalf before partitioning (folded constants, renamed nodes)
+    folded: Dict[str, int] = field(default_factory=dict)
+    notes: List[str] = field(default_factory=list)
 
     @property
     def engine_segments(self) -> List[Segment]:
@@ -322,11 +328,19 @@ class PartitionReport:
             "segments": [{"name": s.name, "kind": s.kind, "ops": len(s.nodes),
                           "inputs": s.inputs, "outputs": s.outputs} for s in self.segments],
             "residual": [asdict(d) for d in self.decisions],
+            "folded_ops": dict(self.folded),
+            "notes": list(self.notes),
         }
 
     def to_text(self) -> str:
         lines = [f"partition: {self.engine_ops}/{self.total_ops} MXNet ops in "
                  f"{len(self.engine_segments)} TensorRT engine(s), {self.residual_ops} in MXNet"]
+        if self.folded:
+            lines.append(f"  folded at compile time (weights only, stored as constants): "
+                         f"{sum(self.folded.values())} ops ("
+                         + ", ".join(f"{op} x{n}" for op, n in self.folded.items()) + ")")
+        for note in self.notes:
+            lines.append(f"  note: {note}")
         for seg in self.segments:
             lines.append(f"  {seg.name:<12} {seg.kind:<8} {len(seg.nodes):>5} ops  "
                          f"in: {_short_list(seg.inputs)}  out: {_short_list(seg.outputs)}")
@@ -346,3 +360,267 @@ def _short_list(names: Sequence[str], limit: int = 3) -> str:
     if len(names) <= limit:
         return ", ".join(names) or "-"
     return ", ".join(names[:limit]) + f", ... ({len(names)})"
+
+
+# ----------------------------------------------------------------------------------------------
+# The partition <-> export <-> parser/builder loop
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class PartitionResult:
+    """What the loop settled on: segments, every op kept in MXNet with its reason, each engine
+    segment's ONNX (accepted by the parser) and, unless a dry run, its built engine."""
+
+    segments: List[Segment]
+    decisions: Dict[int, Decision]
+    exported: Dict[Any, Any]  # Segment.key -> export.ExportedSegment
+    built: Dict[Any, Any]  # Segment.key -> backends.BuiltEngine
+    rounds: int = 0
+
+
+class _Loop:
+    """State of one partitioning run. Each round re-segments with the decisions so far, exports
+    what is new (one mxnet.onnx export of every engine candidate, cut per segment), parses the
+    cuts and builds the engines; every rejection moves the exact MXNet ops responsible to MXNet
+    and starts a new round. Bounded by ``max_rounds`` and ``time_limit`` (CompileError)."""
+
+    def __init__(self, graph: Graph, settings: Any, backend: Any, timer: Any, say: Any,
+                 max_rounds: int, time_limit: float):
+        import time
+
+        self.graph, self.settings, self.backend, self.timer, self.say = graph, settings, backend, timer, say
+        self.by_name = {n.name: n.index for n in graph.nodes}
+        self.decisions: Dict[int, Decision] = initial_decisions(graph, settings.exclude_ops)
+        self.exported: Dict[Any, Any] = {}
+        self.built: Dict[Any, Any] = {}
+        self.whole: Any = None
+        self.max_rounds, self.time_limit = max_rounds, time_limit
+        self.deadline = time.monotonic() + time_limit
+        self.rounds = 0
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+    def reject(self, idx: int, reason: str, message: str) -> None:
+        node = self.graph.nodes[idx]
+        self.decisions[idx] = Decision(node.name, node.op, reason, message[:300])
+
+    def moved(self, idxs: Sequence[int], why: str) -> None:
+        names = [self.graph.nodes[i].name for i in idxs]
+        ops = Counter(self.graph.nodes[i].op for i in idxs)
+        self.say(f"  round {self.rounds}: {len(idxs)} op(s) to MXNet ({why}): "
+                 + ", ".join(f"{op} x{n}" if n > 1 else op for op, n in ops.most_common(4))
+                 + (f" [{', '.join(names[:3])}{', ...' if len(names) > 3 else ''}]"))
+
+    def next_round(self) -> None:
+        import time
+
+        from .runtime.errors import CompileError
+
+        self.rounds += 1
+        if self.rounds > self.max_rounds or time.monotonic() > self.deadline:
+            why = (f"{self.max_rounds} rounds" if self.rounds > self.max_rounds
+                   else f"{self.time_limit:.0f} s")
+            raise CompileError(f"partitioning did not settle within {why} ({len(self.decisions)} "
+                               "ops moved to MXNet so far); keep the op types named in the progress "
+                               "lines in MXNet with --exclude-op, or report this model")
+
+    # -- export ---------------------------------------------------------------------------------
+    def export_candidates(self, engines: List[Segment]) -> bool:
+        """One export of every engine candidate. False when ops were moved to MXNet instead."""
+        from .export import ExportError, export_nodes
+
+        candidates = sorted(i for s in engines for i in s.nodes)
+        self.say(f"exporting {len(candidates)} ops to ONNX (mxnet.onnx)")
+        try:
+            with self.timer.span("export"):
+                if self.whole is not None:
+                    self.whole.close()
+                    self.whole = None
+                self.whole = export_nodes(self.graph, candidates)
+        except ExportError as exc:
+            self.export_failed(exc, candidates, Reason.EXPORT_FAILED)
+            return False
+        candidate_set = set(candidates)
+        unfaithful = {self.by_name[n]: text for n, text in self.whole.unfaithful.items()
+                      if self.by_name.get(n) in candidate_set}
+        for idx, text in unfaithful.items():
+            self.reject(idx, Reason.EXPORT_UNFAITHFUL, f"mxnet.onnx says its ONNX differs from MXNet: {text}")
+        if unfaithful:
+            self.moved(list(unfaithful), "mxnet.onnx warns its ONNX computes something else")
+            return False
+        return True
+
+    def export_failed(self, exc: Any, nodes: Sequence[int], reason: str) -> None:
+        """Send the MXNet ops an export error is about to MXNet: the nodes it names (the converter
+        that raised; every node ONNX's checker refused), else the op found by bisection."""
+        inside = set(nodes)
+        named = {self.by_name[n]: msg for n, msg in exc.nodes.items()
+                 if self.by_name.get(n) in inside}
+        if not named:
+            culprit = self.bisect_export(list(nodes))
+            named = {culprit: f"{exc} (found by exporting parts of the segment)"}
+        for idx, msg in named.items():
+            self.reject(idx, Reason.EXPORT_UNFAITHFUL if exc.unfaithful else reason, msg)
+        self.moved(list(named), "mxnet.onnx cannot export it" if not exc.unfaithful
+                   else "mxnet.onnx warns its ONNX computes something else")
+
+    def bisect_export(self, nodes: List[int]) -> int:
+        """The op whose export fails, when the error named none: export halves (topological
+        order) and keep the failing one; log2(n) exports of shrinking size."""
+        from .export import ExportError, export_nodes
+
+        self.say(f"  the export error names no op: bisecting {len(nodes)} ops")
+        while len(nodes) > 1:
+            half = len(nodes) // 2
+            first, second = nodes[:half], nodes[half:]
+            try:
+                with self.timer.span("export"):
+                    export_nodes(self.graph, first).close()
+            except ExportError as exc:
+                named = [self.by_name[n] for n in exc.nodes if self.by_name.get(n) in set(first)]
+                if named:
+                    return named[0]
+                nodes = first
+                continue
+            try:
+                with self.timer.span("export"):
+                    export_nodes(self.graph, second).close()
+            except ExportError as exc:
+                named = [self.by_name[n] for n in exc.nodes if self.by_name.get(n) in set(second)]
+                if named:
+                    return named[0]
+                nodes = second
+                continue
+            return second[0]  # each half exports alone: the failure is at the seam
+        return nodes[0]
+
+    def segment_onnx(self, seg: Segment) -> Any:
+        """The segment's ONNX (cut out of the whole export, else exported alone), accepted by
+        TensorRT's parser; None when ops of it were sent to MXNet instead."""
+        from .export import ExportError, cut_segment, onnx_from_segment
+
+        whole, fp16 = self.whole, self.settings.fp16
+        try:
+            if whole is not None and whole.has_light:
+                # after a first rejection: parse cuts that reference the weights (cheap)
+                with self.timer.span("export"):
+                    light = cut_segment(whole, self.graph, seg, light=True)
+                if light is not None:
+                    with self.timer.span("partition"):
+                        parsed = self.backend.parse(light.onnx_bytes, whole.model_path)
+                    if not parsed.ok:
+                        self.parser_rejected(seg, light, parsed)
+                        return None
+            with self.timer.span("export"):
+                exp = cut_segment(whole, self.graph, seg, fp16) if whole is not None else None
+                if exp is None:
+                    self.say(f"exporting {seg.name} ({len(seg.nodes)} ops) to ONNX")
+                    exp = onnx_from_segment(self.graph, seg, fp16=fp16)
+        except ExportError as exc:
+            self.export_failed(exc, seg.nodes, Reason.EXPORT_FAILED)
+            return None
+        with self.timer.span("partition"):
+            parsed = self.backend.parse(exp.onnx_bytes)
+        if not parsed.ok:
+            self.parser_rejected(seg, exp, parsed)
+            if whole is not None:
+                with self.timer.span("export"):
+                    whole.make_light()  # more rounds ahead: stop copying weights
+            return None
+        return exp
+
+    def parser_rejected(self, seg: Segment, exp: Any, parsed: Any) -> None:
+        """Keep the MXNet ops whose ONNX nodes the parser rejected in MXNet, with its message."""
+        rejected: Dict[int, str] = {}
+        members = set(seg.nodes)
+        for issue in parsed.issues:
+            mx_name = ""
+            if 0 <= issue.node_index < len(exp.node_origin):
+                mx_name = exp.node_origin[issue.node_index]
+            if not mx_name and "#" in issue.node_name:
+                mx_name = issue.node_name.rsplit("#", 1)[0]
+            idx = self.by_name.get(mx_name)
+            if idx is not None and idx in members:
+                rejected.setdefault(idx, f"ONNX {issue.op}: {parser_text(issue.message)}")
+        if not rejected:  # the parser named no node: split the segment in the middle
+            msg = "; ".join(i.message for i in parsed.issues)[:300] or "parse failed"
+            rejected = {seg.nodes[len(seg.nodes) // 2]: f"{msg} (the parser named no node; "
+                                                          "the segment was split here)"}
+        for idx, msg in rejected.items():
+            self.reject(idx, Reason.PARSER_REJECTED, msg)
+        self.moved(list(rejected), "TensorRT's parser rejects it")
+
+    # -- build ----------------------------------------------------------------------------------
+    def build(self, seg: Segment) -> bool:
+        import re
+
+        from .backends import BuildError
+
+        self.say(f"building {seg.name} ({len(seg.nodes)} ops, {self.settings.precision}) "
+                 f"with {self.backend.name}")
+        try:
+            with self.timer.span("build"):
+                self.built[seg.key] = self.backend.build(self.exported[seg.key].onnx_bytes,
+                                                         self.settings.compute_capabilities)
+            return True
+        except BuildError as exc:
+            names = {name for line in exc.log for name in re.findall(r"([\w./:\-]+)#\d+", line)}
+            idxs = [self.by_name[n] for n in names if n in self.by_name and self.by_name[n] in seg.nodes]
+            note = ""
+            if not idxs:
+                idxs = [seg.nodes[len(seg.nodes) // 2]]
+                note = " (the builder named no node; the segment was split here)"
+            for idx in idxs:
+                self.reject(idx, Reason.BUILD_FAILED, str(exc)[:250] + note)
+            self.moved(idxs, f"the build failed: {str(exc)[:100]}")
+            return False
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> PartitionResult:
+        min_size = self.settings.min_segment_size
+        try:
+            while True:
+                self.next_round()
+                with self.timer.span("partition"):
+                    segments, all_decisions = segment_graph(self.graph, self.decisions, min_size)
+                engines = [s for s in segments if s.kind == "engine"]
+                pending = [s for s in engines if s.key not in self.exported]
+                if pending and (self.whole is None or not all(self.whole.covers(s) for s in pending)):
+                    if not self.export_candidates(engines):
+                        continue
+                changed = False
+                for seg in pending:
+                    exp = self.segment_onnx(seg)
+                    if exp is None:
+                        changed = True
+                    else:
+                        self.exported[seg.key] = exp
+                if changed:
+                    continue
+                if not self.settings.dry_run:
+                    for seg in engines:
+                        if seg.key not in self.built and not self.build(seg):
+                            changed = True
+                if not changed:
+                    return PartitionResult(segments, all_decisions, self.exported, self.built,
+                                           self.rounds)
+        finally:
+            if self.whole is not None:
+                self.whole.close()
+
+
+def partition_and_build(graph: Graph, settings: Any, backend: Any, timer: Any, say: Any,
+                        max_rounds: int = 200, time_limit: float = 1800.0) -> PartitionResult:
+    """Partition ``graph`` by what mxnet.onnx exports and TensorRT's parser and builder accept;
+    build each engine (unless ``settings.dry_run``)."""
+    return _Loop(graph, settings, backend, timer, say, max_rounds, time_limit).run()
+
+
+def parser_text(message: str) -> str:
+    """The informative part of a parser message, on one line."""
+    import re
+
+    lines = [l.strip() for l in message.strip().splitlines() if l.strip()]
+    useful = [l for l in lines if not l.startswith("Invalid Node") and not l.startswith("Node name")]
+    text = " ".join(useful or lines) or "rejected"
+    text = re.sub(r" In operator\(\) at \S+", "", text)
+    text = re.sub(r"\s*\[checkMacros.*$", "", text)
+    return text[:300]

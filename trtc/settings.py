@@ -19,6 +19,8 @@ class CompileSettings:
         params: the MXNet ``PREFIX-0000.params`` file.
         symbol: the ``PREFIX-symbol.json`` file (default: found by MXNet's naming convention).
         inputs: input name -> shape; overrides the shapes recorded in the symbol.
+        input_dtypes: input name -> dtype ('int32', 'float16', ...); overrides the symbol's
+            ``__dtype__`` (default float32). ``--input NAME:DIMS:DTYPE`` sets both.
         output: the bundle to write (default: ``PREFIX.trtb`` beside the params).
         fp16: build fp16 engines (inputs and outputs stay float32).
         backend: 'auto' (tensorrt if importable, else tensorrt_rtx), 'tensorrt' or 'tensorrt_rtx'.
@@ -31,11 +33,16 @@ class CompileSettings:
         compute_capabilities: target GPUs like ('8.6',) (TensorRT-RTX; default: its defaults).
         imports: Python modules or .py files to import first (e.g. registering MXNet custom ops).
         seed: seed of the accuracy gate's random inputs.
+        verify_inputs: an .npz of real inputs for the accuracy gate (arrays by input name; an
+            extra leading axis holds several samples).
+        allow_nonfinite_weights: compile a model whose weights hold NaN/Inf (else a UsageError).
+        sign_key: an Ed25519 private key (PEM) to sign the bundle with.
     """
 
     params: Path
     symbol: Optional[Path] = None
     inputs: Dict[str, Tuple[int, ...]] = field(default_factory=dict)
+    input_dtypes: Dict[str, str] = field(default_factory=dict)
     output: Optional[Path] = None
     fp16: bool = False
     backend: str = "auto"
@@ -48,6 +55,9 @@ class CompileSettings:
     compute_capabilities: Tuple[str, ...] = ()
     imports: Tuple[str, ...] = ()
     seed: int = _defaults.VERIFY_SEED
+    verify_inputs: Optional[Path] = None
+    allow_nonfinite_weights: bool = False
+    sign_key: Optional[Path] = None
 
     @property
     def precision(self) -> str:
