@@ -378,11 +378,15 @@ def fold_static_shapes(model: Any) -> Any:
 
     if not any(node.op_type == "Shape" for node in model.graph.node):
         return model
+    logger = gs.logger.G_LOGGER
+    severity = logger.severity
+    logger.severity = logger.CRITICAL  # its hints go to stdout; trtc reports what matters
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
         g = gs.import_onnx(inferred)
         outputs = [t.name for t in g.outputs]
-        g.fold_constants(fold_shapes=True, error_ok=True)
+        # shape arithmetic only: no large folded tensor (a zeros_like of a feature map) is stored
+        g.fold_constants(fold_shapes=True, error_ok=True, size_threshold=1 << 16)
         g.cleanup(remove_unused_graph_inputs=False).toposort()
         if [t.name for t in g.outputs] != outputs:
             return model
@@ -393,6 +397,8 @@ def fold_static_shapes(model: Any) -> Any:
         return folded
     except Exception:  # folding is an optimization: never a reason to fail the export
         return model
+    finally:
+        logger.severity = severity
 
 
 def export_nodes(graph: Graph, nodes: List[int]) -> WholeExport:
@@ -498,6 +504,7 @@ def _finish(graph: Graph, model: Any, segment: Segment, onnx_output: Dict[str, s
     g.cleanup(remove_unused_graph_inputs=False).toposort()
     model = gs.export_onnx(g)
     model.ir_version = min(model.ir_version, 10)
+    model = fold_static_shapes(model)
     input_names_now = [i.name for i in model.graph.input]
     if sorted(input_names_now) != sorted(segment.inputs):
         raise ExportError(f"exported ONNX inputs {input_names_now} differ from the segment's "
