@@ -1,74 +1,129 @@
-"""The `trtc` command line (typer): example, compile, inspect, run, bench.
+"""The `trtc` command line (typer): example, compile, inspect, run, bench, keygen, sign, verify.
 
-Every user mistake ends as one line on stderr and an exit code (README: errors and exit codes);
-``--debug`` (or TRTC_DEBUG=1) shows the traceback instead.
+Every user mistake ends as one line on stderr and an exit code (README: errors and exit codes),
+typer's own usage errors (unknown flag, bad value, missing argument) included; ``--debug`` (or
+TRTC_DEBUG=1) shows the traceback instead. stdout carries trtc's own output only: while a command
+runs, anything else printing there (ONNX Runtime's fallback banner, MXNet) goes to stderr.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
+import re
 import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
 
 import typer  # noqa: E402
+from typer.core import TyperGroup  # noqa: E402
+
+try:  # typer >= 0.2x vendors click
+    from typer._click import exceptions as _click_errors  # noqa: E402
+except ImportError:  # pragma: no cover - older typer, on the click package
+    from click import exceptions as _click_errors  # type: ignore[no-redef]  # noqa: E402
 
 from .runtime.errors import TrtcError, UsageError  # noqa: E402
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+class _OneLineErrors(TyperGroup):
+    """typer's usage errors (unknown flag, bad value, missing argument) as one ``error:`` line on
+    stderr and exit 2, like trtc's own UsageError, instead of a multi-line box."""
+
+    def main(self, args: Optional[Sequence[str]] = None, prog_name: Optional[str] = None,
+             complete_var: Optional[str] = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except getattr(_click_errors, "NoArgsIsHelpError", ()) as exc:  # bare `trtc`: the help
+            typer.echo(exc.format_message())
+            sys.exit(exc.exit_code)
+        except _click_errors.ClickException as exc:
+            message = " ".join(exc.format_message().split())
+            where = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "trtc"
+            _err(f"error: {message} (see {where} --help)")
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            _err("aborted")
+            sys.exit(1)
+        # Non-standalone mode returns an Exit's code (typer.Exit(n) raised by a command).
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+app = typer.Typer(cls=_OneLineErrors, name="trtc", add_completion=False, no_args_is_help=True,
+                  pretty_exceptions_enable=False,
                   help="Compile Apache MXNet models into TensorRT bundles (.trtb) and run them.")
-_STATE = {"debug": os.environ.get("TRTC_DEBUG", "") not in ("", "0")}
+_STATE: dict = {"debug": os.environ.get("TRTC_DEBUG", "") not in ("", "0"),
+                "stdout": None, "written": None}
 
 
 def _err(message: str) -> None:
     typer.echo(message, err=True)
 
 
+def _out(message: str) -> None:
+    """trtc's own output: the only thing a command writes to stdout (see _handle_errors)."""
+    typer.echo(message, file=_STATE["stdout"] or sys.stdout)
+
+
 def _handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        # stdout is trtc's (`--json` is parsed by pipelines): libraries printing to sys.stdout
+        # while the command runs are sent to stderr, trtc's own output goes through _out.
+        stdout, _STATE["stdout"], sys.stdout = sys.stdout, sys.stdout, sys.stderr
         try:
-            return func(*args, **kwargs)
-        except typer.Exit:
-            raise
-        except TrtcError as exc:
-            if _STATE["debug"]:
-                traceback.print_exc()
-            report = getattr(exc, "report", None)
-            if report is not None and not kwargs.get("json_output"):
-                _err(report.to_text())
-            if kwargs.get("json_output"):
-                payload = {"error": str(exc), "exit_code": exc.exit_code}
-                if report is not None:
-                    payload["partition"] = report.to_json()
-                typer.echo(json.dumps(payload, indent=1))
-            _err(f"error: {exc}")
-            raise typer.Exit(exc.exit_code)
-        except KeyboardInterrupt:
-            _err("interrupted")
-            raise typer.Exit(130)
-        except Exception as exc:  # a bug in trtc, not a user mistake: say so, briefly
-            if _STATE["debug"]:
-                traceback.print_exc()
-            _err(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                 " (rerun with --debug for the traceback and report it)")
-            raise typer.Exit(70)
+            return _run_reporting_errors(func, args, kwargs)
+        finally:
+            sys.stdout, _STATE["stdout"] = stdout, None
 
     return wrapper
+
+
+def _run_reporting_errors(func: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    try:
+        return func(*args, **kwargs)
+    except typer.Exit:
+        raise
+    except TrtcError as exc:
+        if _STATE["debug"]:
+            traceback.print_exc()
+        report = getattr(exc, "report", None)
+        if report is not None and not kwargs.get("json_output"):
+            _err(report.to_text())
+        if kwargs.get("json_output"):
+            payload = {"error": str(exc), "exit_code": exc.exit_code}
+            if report is not None:
+                payload["partition"] = report.to_json()
+            _out(json.dumps(payload, indent=1))
+        _err(f"error: {exc}")
+        raise typer.Exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        raise typer.Exit(130)
+    except Exception as exc:  # a bug in trtc, not a user mistake: say so, briefly
+        if _STATE["debug"]:
+            traceback.print_exc()
+        _err(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+             " (rerun with --debug for the traceback and report it)")
+        raise typer.Exit(70)
 
 
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
     if debug:
         _STATE["debug"] = True
+        os.environ["TRTC_DEBUG"] = "1"  # native libraries' captured log lines are shown too
 
 
 @app.command()
@@ -84,7 +139,7 @@ def example(
     from . import zoo
 
     if list_models or name is None:
-        typer.echo("\n".join(zoo.available_models()))
+        _out("\n".join(zoo.available_models()))
         if name is None and not list_models:
             raise UsageError("give a model name (trtc example --list shows them)")
         return
@@ -92,9 +147,10 @@ def example(
         raise UsageError(f"unknown model '{name}'; choose one of: {', '.join(zoo.available_models())}")
     if batch < 1:
         raise UsageError("--batch must be at least 1")
+    _check_seed(seed)
     _err(f"exporting {name} with random weights (seed {seed})")
     symbol, params = zoo.export_example(name, output_dir, batch=batch, seed=seed)
-    typer.echo(f"wrote {symbol}\nwrote {params}")
+    _out(f"wrote {symbol}\nwrote {params}")
 
 
 @app.command("compile")
@@ -102,7 +158,7 @@ def example(
 def compile_command(
     params: Path = typer.Argument(..., help="PREFIX-0000.params (PREFIX-symbol.json is found next to it)."),
     symbol: Optional[Path] = typer.Option(None, "--symbol", help="The symbol JSON, if not PREFIX-symbol.json."),
-    input_specs: List[str] = typer.Option([], "--input", help="NAME:1x3x224x224; overrides the symbol's shapes. Repeatable."),
+    input_specs: List[str] = typer.Option([], "--input", help="NAME:1x3x224x224[:DTYPE] (int32, int64, float16, ...); overrides the symbol's shape and dtype. Repeatable."),
     fp16: bool = typer.Option(False, "--fp16", help="fp16 engines (inputs/outputs stay float32)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Bundle to write (default PREFIX.trtb)."),
     backend: str = typer.Option("auto", "--backend", help="auto | tensorrt | tensorrt_rtx."),
@@ -115,27 +171,34 @@ def compile_command(
     compute_capability: List[str] = typer.Option([], "--compute-capability", help="Target GPU, e.g. 8.6 (TensorRT-RTX). Repeatable."),
     imports: List[str] = typer.Option([], "--import", help="Module or .py file to import first (e.g. registering custom ops). Repeatable."),
     seed: int = typer.Option(0, "--seed", help="Seed of the accuracy gate's inputs."),
+    verify_inputs: Optional[Path] = typer.Option(None, "--verify-inputs", help="FILE.npz of real inputs for the accuracy gate (arrays by input name; a leading axis holds several samples)."),
+    allow_nonfinite_weights: bool = typer.Option(False, "--allow-nonfinite-weights", help="Compile a model whose weights hold NaN/Inf."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress output."),
+    sign_key: Optional[Path] = typer.Option(None, "--sign-key", help="Sign the bundle with this Ed25519 private key (PEM; trtc keygen makes one)."),
 ) -> None:
     """Compile an MXNet model into one verified .trtb bundle."""
     from . import _defaults
     from .frontend import parse_input_spec
     from .settings import CompileSettings
 
-    shapes = {}
+    shapes, dtypes = {}, {}
     for spec in input_specs:
-        name, shape = parse_input_spec(spec)
+        name, shape, dtype = parse_input_spec(spec)
         if name in shapes:
             raise UsageError(f"--input {name} given twice")
         shapes[name] = shape
-    for cc in compute_capability:
-        if not cc.replace(".", "", 1).isdigit() or "." not in cc:
-            raise UsageError(f"--compute-capability {cc!r}: expected MAJOR.MINOR like 8.6")
+        if dtype:
+            dtypes[name] = dtype
+    _check_compute_capabilities(compute_capability, backend)
     if tolerance is not None and not tolerance > 0:
         raise UsageError("--tolerance must be a positive number")
+    _check_seed(seed)
+    signer = _signer(sign_key)  # a bad key fails now, not after minutes of compiling
     settings = CompileSettings(
-        params=params, symbol=symbol, inputs=shapes, output=output, fp16=fp16, backend=backend,
+        params=params, symbol=symbol, inputs=shapes, input_dtypes=dtypes, output=output, fp16=fp16,
+        backend=backend, verify_inputs=verify_inputs, allow_nonfinite_weights=allow_nonfinite_weights,
+        sign_key=sign_key,
         exclude_ops=tuple(exclude_ops),
         min_segment_size=_defaults.MIN_SEGMENT_SIZE if min_segment_size is None else min_segment_size,
         require_full=require_full, dry_run=dry_run, verify=not no_verify, tolerance=tolerance,
@@ -144,13 +207,17 @@ def compile_command(
     progress = None if quiet else (lambda line: _err(f"[trtc] {line}"))
     from .compiler import compile as run_compile
 
-    result = run_compile(settings, progress=progress)
+    with _writing(output if output is not None else _default_output(params, fp16)):
+        result = run_compile(settings, progress=progress)
     if json_output:
-        typer.echo(json.dumps(result.to_json(), indent=1))
+        payload = result.to_json()
+        if signer is not None and result.output:
+            payload["signature"] = {"algorithm": "ed25519", "key_fingerprint": signer[1]}
+        _out(json.dumps(payload, indent=1))
         return
     _err(result.report.to_text())
     if result.output:
-        typer.echo(str(result.output))
+        _out(str(result.output))
 
 
 @app.command()
@@ -169,9 +236,9 @@ def inspect(
         render_graph(opened, graph)
         _err(f"wrote {graph}")
     if json_output:
-        typer.echo(json.dumps(summary_json(opened), indent=1))
+        _out(json.dumps(summary_json(opened), indent=1))
     else:
-        typer.echo(summary_text(opened))
+        _out(summary_text(opened))
 
 
 @app.command()
@@ -188,6 +255,8 @@ def run(
 
     from .runtime import load
 
+    if save is not None:  # before running: a typo in the path must not cost a model run
+        _check_writable_file(save, "--save")
     model = load(bundle, device=device)
     feeds = {}
     for item in inputs:
@@ -206,13 +275,16 @@ def run(
     summary = {name: {"shape": list(v.shape), "dtype": str(v.dtype), "min": float(np.min(v)),
                       "max": float(np.max(v)), "mean": float(np.mean(v))} for name, v in outputs.items()}
     if save is not None:
-        np.savez(save, **outputs)
+        try:
+            np.savez(save, **outputs)
+        except OSError as exc:
+            raise UsageError(f"--save {save}: cannot write it ({exc.strerror})") from None
     if json_output:
-        typer.echo(json.dumps({"device": model.device, "outputs": summary}, indent=1))
+        _out(json.dumps({"device": model.device, "outputs": summary}, indent=1))
     else:
         _err(f"device: {model.device}" + (f" ({model.device_reason})" if model.device_reason else ""))
         for name, s in summary.items():
-            typer.echo(f"{name}: shape {tuple(s['shape'])} {s['dtype']} min {s['min']:.4g} "
+            _out(f"{name}: shape {tuple(s['shape'])} {s['dtype']} min {s['min']:.4g} "
                        f"max {s['max']:.4g} mean {s['mean']:.4g}")
 
 
@@ -236,24 +308,198 @@ def bench(
         raise UsageError("--batch must be at least 1")
     result = bench_bundle(bundle, device=device, warmup=warmup, iterations=iterations, batch=batch)
     if json_output:
-        typer.echo(json.dumps(result, indent=1))
+        _out(json.dumps(result, indent=1))
     else:
-        typer.echo(f"device {result['device']}  batch {result['batch']}  "
+        _out(f"device {result['device']}  batch {result['batch']}  "
                    f"{result['samples_per_s']:.1f} samples/s  p50 {result['p50_ms']:.3f} ms  "
                    f"p99 {result['p99_ms']:.3f} ms  ({result['iterations']} iterations after "
                    f"{result['warmup']} warmup)")
 
 
+# ----------------------------------------------------------------------------------------------
+# keys and signatures
+# ----------------------------------------------------------------------------------------------
+@app.command()
+@_handle_errors
+def keygen(
+    private_key: Path = typer.Argument(..., help="Private key file to write (PEM, mode 600). Keep it secret."),
+    public_key: Path = typer.Argument(..., help="Public key file to write (PEM); give it to whoever loads the bundles."),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Make an Ed25519 key pair for signing bundles (never overwrites a file)."""
+    from .runtime.signing import generate_keypair
+
+    fingerprint = generate_keypair(private_key, public_key)
+    if json_output:
+        _out(json.dumps({"private_key": str(private_key), "public_key": str(public_key),
+                         "algorithm": "ed25519", "key_fingerprint": fingerprint}, indent=1))
+    else:
+        _out(f"wrote {private_key} (secret) and {public_key}: ed25519 key {fingerprint}")
+
+
+@app.command()
+@_handle_errors
+def sign(
+    bundle: Path = typer.Argument(..., help="A .trtb bundle, signed in place."),
+    key: Path = typer.Option(..., "--key", help="Ed25519 private key (PEM)."),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Sign a bundle in place (verified first; rewritten atomically; an old signature is replaced)."""
+    from .runtime.signing import sign_bundle
+
+    with _writing(bundle):
+        fingerprint = sign_bundle(bundle, key)
+    if json_output:
+        _out(json.dumps({"bundle": str(bundle), "signed": True, "algorithm": "ed25519",
+                         "key_fingerprint": fingerprint}, indent=1))
+    else:
+        _out(f"{bundle}: signed with ed25519 key {fingerprint}")
+
+
+@app.command("verify")
+@_handle_errors
+def verify_command(
+    bundle: Path = typer.Argument(..., help="A .trtb bundle."),
+    keys: List[Path] = typer.Option(..., "--key", help="Trusted Ed25519 public key (PEM). Repeatable: any one of them may have signed."),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Check that a bundle is intact and signed by a trusted key (exit 0), else exit 3."""
+    from .runtime.signing import verify_bundle
+
+    fingerprint = verify_bundle(bundle, keys)
+    if json_output:
+        _out(json.dumps({"bundle": str(bundle), "verified": True, "algorithm": "ed25519",
+                         "key_fingerprint": fingerprint}, indent=1))
+    else:
+        _out(f"{bundle}: signature OK, ed25519 key {fingerprint}")
+
+
+# ----------------------------------------------------------------------------------------------
+# checks shared by the commands
+# ----------------------------------------------------------------------------------------------
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed < 2**32:  # numpy's and MXNet's seeds alike
+        raise UsageError(f"--seed {seed}: expected an integer in [0, 2^32)")
+
+
+# Full TensorRT records the targets and builds hardware-compatible engines (AMPERE_PLUS): 8.0 on.
+_TENSORRT_COMPUTE_CAPABILITIES = ((8, 0), (12, 9))
+
+
+def _check_compute_capabilities(values: Sequence[str], backend: str) -> None:
+    """Each --compute-capability is MAJOR.MINOR (ASCII digits) and one the builder can target:
+    TensorRT-RTX's own list (its ComputeCapability enum), or 8.0 to 12.x for full TensorRT."""
+    for cc in values:
+        if not re.fullmatch(r"[0-9]{1,2}\.[0-9]", cc):
+            raise UsageError(f"--compute-capability {cc!r}: expected MAJOR.MINOR like 8.6")
+    if not values:
+        return
+    from .backends import get_backend
+
+    builder = get_backend(backend)
+    if builder.name == "tensorrt_rtx":
+        valid = _rtx_compute_capabilities(builder.trt)
+        for cc in values:
+            if cc not in valid:
+                raise UsageError(f"--compute-capability {cc}: TensorRT-RTX {builder.version} "
+                                 f"builds for {', '.join(valid)}")
+        return
+    low, high = _TENSORRT_COMPUTE_CAPABILITIES
+    for cc in values:
+        major, minor = map(int, cc.split("."))
+        if not low <= (major, minor) <= high:
+            raise UsageError(f"--compute-capability {cc}: {builder.name} builds for "
+                             f"{low[0]}.{low[1]} to {high[0]}.x (Ampere and later)")
+
+
+def _rtx_compute_capabilities(trt: Any) -> List[str]:
+    """'7.5', '8.0', ... from TensorRT-RTX's ComputeCapability members SM75, SM80, ..."""
+    names = [n for n in dir(trt.ComputeCapability) if re.fullmatch(r"SM[0-9]{2,3}", n)]
+    return [f"{n[2:-1]}.{n[-1]}" for n in sorted(names, key=lambda n: int(n[2:]))]
+
+
+def _check_writable_file(path: Path, flag: str) -> None:
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a directory; pass a file name like {path}/out.npz")
+    if not path.parent.is_dir() and str(path.parent) not in ("", "."):
+        raise UsageError(f"{flag} {path}: directory {path.parent} does not exist; create it first")
+
+
+def _signer(sign_key: Optional[Path]) -> Optional[Tuple[Any, str]]:
+    """(private key, its fingerprint) for --sign-key, loaded before any work is done."""
+    if sign_key is None:
+        return None
+    from .runtime.signing import key_fingerprint, load_private_key
+
+    key = load_private_key(sign_key)
+    return key, key_fingerprint(key.public_key())
+
+
+def _default_output(params: Path, fp16: bool) -> Path:
+    """The compiler's default bundle path (PREFIX.trtb beside PREFIX-0000.params)."""
+    match = re.match(r"^(.+)-\d{4}\.params$", params.name)
+    stem = match.group(1) if match else params.stem
+    return params.with_name(f"{stem}{'-fp16' if fp16 else ''}.trtb")
+
+
+# ----------------------------------------------------------------------------------------------
+# signals
+# ----------------------------------------------------------------------------------------------
+def _identity(path: Path) -> Optional[Tuple[int, int, int]]:
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns
+
+
+@contextlib.contextmanager
+def _writing(target: Path) -> Iterator[None]:
+    """Mark ``target`` as what the command writes (a temp file renamed over it), for
+    :func:`_terminated`: a SIGTERM once the rename happened no longer undoes the command."""
+    before = _identity(target)
+    _STATE["written"] = lambda: _identity(target) not in (before, None)
+    try:
+        yield
+    finally:
+        _STATE["written"] = None
+
+
 def _terminated(signum: int, frame: Any) -> None:
-    # SIGTERM (kill, timeout, CI cancel) unwinds like an exception, so `finally` blocks run and an
-    # interrupted compile leaves no temp file behind; the output path is never touched mid-write.
+    """SIGTERM (kill, timeout, CI cancel).
+
+    Before the command's output file was replaced: unwind like an exception (exit 143), so
+    `finally` blocks run, the temp file is removed and the output path is never touched. After
+    it was replaced (compile, sign: the verified bundle is already in place, os.replace is the
+    commit): the signal is ignored and the command finishes its last steps (reporting, printing
+    the result) and exits 0, so the exit status never says "failed" about a bundle that was
+    written.
+    """
+    written = _STATE.get("written")
+    if written is not None and written():
+        _err(f"[trtc] signal {signum} after the output was written: finishing")
+        return
     _err("terminated")
     raise SystemExit(128 + signum)
+
+
+def _stdout_for_trtc_only() -> None:
+    """Point file descriptor 1 at stderr and keep the real stdout for trtc alone (sys.stdout), so
+    native code writing to fd 1 (C++ std::cout in MXNet or ONNX Runtime) cannot break --json."""
+    try:
+        sys.stdout.flush()
+        real = os.dup(sys.stdout.fileno())
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real stdout (closed, a pipe object): leave
+        return
+    sys.stdout = os.fdopen(real, "w", buffering=1 if sys.stdout.line_buffering else -1,
+                           encoding=sys.stdout.encoding, errors=sys.stdout.errors)
 
 
 def main() -> None:
     """Console entry point."""
     signal.signal(signal.SIGTERM, _terminated)
+    _stdout_for_trtc_only()
     app()
 
 

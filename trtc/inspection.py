@@ -10,6 +10,7 @@ from typing import Any, Dict, List
 
 from .runtime.bundle import Bundle
 from .runtime.errors import BundleError, UsageError
+from .runtime.signing import signature_info
 
 __all__ = ["summary_json", "summary_text", "graph_dot", "render_graph"]
 
@@ -39,6 +40,8 @@ def summary_json(bundle: Bundle) -> Dict[str, Any]:
         "requires": m["requires"],
         "bundle_bytes": len(bundle._data),
         "members": {k: v["bytes"] for k, v in m["members"].items()},
+        # Who the signature says signed it; checked only by `trtc verify` / load(trusted_keys=).
+        "signature": signature_info(bundle),
     }
 
 
@@ -76,7 +79,19 @@ def summary_text(bundle: Bundle) -> str:
     if req.get("custom_ops"):
         needs.append("MXNet custom ops registered: " + ", ".join(req["custom_ops"]))
     lines.append("needs: " + "; ".join(needs))
+    lines.append("signature: " + _signature_text(bundle))
     return "\n".join(lines)
+
+
+def _signature_text(bundle: Bundle) -> str:
+    info = signature_info(bundle)
+    if info is None:
+        return ("none (checksums catch accidental damage only; `trtc sign` adds an Ed25519 "
+                "signature)")
+    if "error" in info:
+        return f"present but unreadable: {info['error']}"
+    return (f"{info['algorithm']} key {info['key_fingerprint']} (not checked here: "
+            "trtc verify BUNDLE --key PUBLIC.pem)")
 
 
 def _dot_id(text: str) -> str:
@@ -92,7 +107,8 @@ def graph_dot(bundle: Bundle) -> str:
     """
     try:
         return _graph_dot(bundle)
-    except (KeyError, IndexError, TypeError, ValueError) as exc:  # ValueError: bad JSON/UTF-8
+    # ValueError: bad JSON/UTF-8; RecursionError: JSON nested deeper than Python's stack
+    except (KeyError, IndexError, TypeError, ValueError, RecursionError) as exc:
         raise BundleError(f"{bundle.path}: a residual stage's symbol is malformed or does not "
                           f"match the manifest ({type(exc).__name__}: {str(exc)[:80]}); compile "
                           "the bundle again") from None

@@ -5,6 +5,7 @@ failure, 3 bad bundle, 4 incompatible bundle, 5 bad input arrays."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -31,7 +32,7 @@ def _fails(args: List[str], code: int, *phrases: str) -> str:
     assert len(errors) == 1, stderr
     for phrase in phrases:
         assert phrase in errors[0], (phrase, errors[0])
-    if "-q" in args or args[0] in ("inspect", "run"):
+    if ("-q" in args or args[0] in ("inspect", "run")) and "partition:" not in stderr:
         assert stderr.strip().splitlines() == errors, stderr  # nothing but the error line
     return errors[0]
 
@@ -174,9 +175,14 @@ def test_unknown_option_is_a_usage_error(files: Path) -> None:
 
 def test_accuracy_gate_failure_is_exit_1(files: Path, tmp_path: Path) -> None:
     out = tmp_path / "m.trtb"
-    _fails(["compile", str(files / "tiny-0000.params"), "-o", str(out), "--tolerance", "1e-30",
-            "-q"], 1, "accuracy gate failed", "--tolerance")
+    error = _fails(["compile", str(files / "tiny-0000.params"), "-o", str(out), "--tolerance",
+                    "1e-30"], 1, "accuracy gate failed", "--tolerance")
+    assert "on MXNet's own inputs" in error
     assert not out.exists()
+    # the partition report comes with the error, even under -q (it says what ran where)
+    result = runner.invoke(app, ["compile", str(files / "tiny-0000.params"), "-o", str(out),
+                                 "--tolerance", "1e-30", "-q"])
+    assert result.exit_code == 1 and "partition:" in result.stderr
 
 
 # ----------------------------------------------------------------------------------------------
@@ -287,3 +293,113 @@ def test_inspect_graph_with_a_malformed_residual_symbol(tmp_path_factory: pytest
         path.write_bytes(repack(edited, manifest_of(edited)))
         _fails(["inspect", str(path), "--graph", str(tmp_path / "g.dot")], 3, str(path),
                "residual stage's symbol")
+
+
+# ----------------------------------------------------------------------------------------------
+# No internal errors (exit 70) and typer's usage errors as one line (issue 11, part 6)
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", ["-1", "-99999999999999999999", str(2**32)])
+def test_seed_out_of_range_is_a_usage_error(files: Path, tmp_path: Path, seed: str) -> None:
+    _fails(["compile", str(files / "tiny-0000.params"), "-o", str(tmp_path / "x.trtb"), "-q",
+            "--seed", seed], 2, "--seed", "[0, 2^32)")
+    _fails(["example", "resnet18_v2", "-o", str(tmp_path), "--seed", seed], 2, "--seed")
+
+
+@pytest.mark.parametrize("cc", ["99.9", "0.0", "9.0", "８.６", "8.6.1", "08", "8.60"])
+def test_compute_capability_out_of_range_is_a_usage_error(files: Path, tmp_path: Path,
+                                                          cc: str) -> None:
+    """TensorRT-RTX targets only the compute capabilities of its ComputeCapability enum (7.5,
+    8.0, 8.6, 8.9, 12.0, 12.1 in 1.7); anything else, or not ASCII MAJOR.MINOR, says so."""
+    line = _fails(["compile", str(files / "tiny-0000.params"), "-o", str(tmp_path / "x.trtb"),
+                   "-q", "--backend", "tensorrt_rtx", "--compute-capability", cc], 2,
+                  "--compute-capability")
+    assert "MAJOR.MINOR" in line or "8.6" in line, line
+    assert not (tmp_path / "x.trtb").exists()
+
+
+def test_run_save_into_a_missing_directory(bundle: Path, tmp_path: Path) -> None:
+    target = tmp_path / "no" / "such" / "out.npz"
+    _fails(["run", str(bundle), "--device", "cpu", "--save", str(target)], 2, "--save",
+           "does not exist")
+    _fails(["run", str(bundle), "--device", "cpu", "--save", str(tmp_path)], 2, "is a directory")
+    assert not (tmp_path / "no").exists()
+
+
+def test_inspect_graph_with_a_deeply_nested_residual_symbol(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """A residual symbol nested 1e5 deep (checksums fixed) is a BundleError, not a
+    RecursionError (exit 70)."""
+    from bundle_surgery import manifest_of, members_of, repack
+
+    members = members_of(tiny.bundle("pair", tmp_path_factory, ("BatchNorm",)))
+    name = next(n for n, _ in members if n.startswith("residual/") and n.endswith(".json"))
+    depth = 100_000
+    for label, text in {"nodes": b'{"nodes": ' + b"[" * depth + b"]" * depth + b', "heads": []}',
+                        "attrs": b'{"nodes": [{"op": "x", "name": "n", "attrs": '
+                                 + b'{"a": ' * depth + b"1" + b"}" * depth + b'}], "heads": []}'
+                        }.items():
+        edited = [(n, text if n == name else data) for n, data in members]
+        path = tmp_path / f"{label}.trtb"
+        path.write_bytes(repack(edited, manifest_of(edited)))
+        _fails(["inspect", str(path), "--graph", str(tmp_path / "g.dot")], 3, str(path),
+               "residual stage's symbol")
+
+
+@pytest.mark.parametrize("args,phrase", [
+    (["compile", "m-0000.params", "--tolerance", "abc"], "--tolerance"),
+    (["compile", "m-0000.params", "--fp17"], "--fp17"),
+    (["compile"], "Missing argument"),
+    (["inspect"], "Missing argument"),
+    (["run", "b.trtb", "--iterations", "3"], "--iterations"),
+    (["bench", "b.trtb", "--batch", "x"], "--batch"),
+    (["no-such-command"], "no-such-command"),
+])
+def test_typer_usage_errors_are_one_line(args: List[str], phrase: str) -> None:
+    """typer's own usage errors: one 'error:' line on stderr, exit 2, nothing on stdout (no
+    'Usage:' block, no box)."""
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert phrase in lines[0] and "--help" in lines[0]
+
+
+def test_stdout_carries_only_trtcs_output(bundle: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A library printing to stdout while a command runs (ONNX Runtime's "EP Error" banner)
+    goes to stderr: `--json` output stays parseable."""
+    import trtc.inspection
+
+    summary_json = trtc.inspection.summary_json
+
+    def noisy(opened):  # type: ignore[no-untyped-def]
+        print("*************** EP Error ***************")
+        return summary_json(opened)
+
+    monkeypatch.setattr(trtc.inspection, "summary_json", noisy)
+    result = runner.invoke(app, ["inspect", str(bundle), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["format_version"] == 1
+    assert "EP Error" in result.stderr
+
+
+def test_sigterm_after_the_output_was_replaced_finishes(tmp_path: Path) -> None:
+    """SIGTERM before os.replace: exit 143, nothing replaced. After it: the command has
+    succeeded, so the signal is ignored and the command finishes (exit 0)."""
+    import signal
+
+    from trtc import cli
+
+    target = tmp_path / "m.trtb"
+    target.write_bytes(b"old")
+    with cli._writing(target):
+        with pytest.raises(SystemExit) as exit_info:
+            cli._terminated(signal.SIGTERM, None)
+        assert exit_info.value.code == 128 + signal.SIGTERM
+        replacement = tmp_path / "new.partial"
+        replacement.write_bytes(b"new")
+        os.replace(replacement, target)
+        cli._terminated(signal.SIGTERM, None)  # returns: the command goes on to exit 0
+    with pytest.raises(SystemExit):  # outside a write, SIGTERM stops the command as before
+        cli._terminated(signal.SIGTERM, None)
