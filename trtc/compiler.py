@@ -169,8 +169,8 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
         if settings.sign_key is not None:
             from .runtime import signing
 
-            signing.sign_bundle(tmp, settings.sign_key)
-            say(f"signed with {settings.sign_key}")
+            fingerprint = signing.sign_bundle(tmp, settings.sign_key)
+            say(f"signed with ed25519 key {fingerprint}")
         os.replace(tmp, output)
     finally:
         if tmp and os.path.exists(tmp):

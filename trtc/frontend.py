@@ -370,8 +370,9 @@ def load_graph(symbol_path: Path, params_path: Path,
                          f"inputs are: {', '.join(data_inputs) or '(none)'}")
     for name in data_inputs:  # a weight the params file lacks is not a new model input
         attrs = var_attrs.get(name, {})
-        if (name not in given and "__shape__" not in attrs and params
-                and name.rsplit("_", 1)[-1] in {s.rsplit("_", 1)[-1] for s in _PARAM_SUFFIXES}):
+        looks_like_weight = (any(k in attrs for k in ("__init__", "__lr_mult__", "__wd_mult__"))
+                             or name.rsplit("_", 1)[-1] in {s.rsplit("_", 1)[-1] for s in _PARAM_SUFFIXES})
+        if name not in given and params and looks_like_weight:
             raise UsageError(f"{params_path.name} lacks '{name}' that {symbol_path.name} needs (a "
                              "weight, not an input); pass the params file exported with this "
                              f"symbol, or --input {name}:SHAPE if it really is an input")

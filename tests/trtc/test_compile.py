@@ -97,13 +97,14 @@ def test_bundle_has_no_pickle(r18_bundle):
         json.loads(zf.read("manifest.json"))
 
 
-def test_accuracy_gate_refuses_and_keeps_existing_bundle(tmp_path, zoo_params):
+def test_accuracy_gate_refuses_and_keeps_existing_bundle(tmp_path, zoo_params, r18_bundle):
     out = tmp_path / "model.trtb"
-    out.write_bytes(b"previous good bundle")
+    previous = r18_bundle.read_bytes()  # a good bundle is the only file -o may replace
+    out.write_bytes(previous)
     with pytest.raises(CompileError, match="accuracy gate failed"):
         compile(CompileSettings(params=zoo_params("resnet18_v2"), fp16=True, output=out,
                                 tolerance=1e-9))
-    assert out.read_bytes() == b"previous good bundle"
+    assert out.read_bytes() == previous
     assert [p.name for p in tmp_path.iterdir()] == ["model.trtb"]
 
 
