@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -30,9 +30,23 @@ def time_calls(fn: Any, warmup: int, iterations: int) -> np.ndarray:
 
 
 def bundle_batch(manifest: Mapping[str, Any]) -> int:
-    """The batch size a bundle was compiled for: the leading dimension of its first input."""
+    """The batch size a bundle is timed at by default: the leading dimension of its first input
+    (a dynamic bundle: of its opt shape)."""
     inputs = manifest["inputs"]
-    return int(inputs[0]["shape"][0]) if inputs and inputs[0]["shape"] else 1
+    if not inputs or not inputs[0]["shape"]:
+        return 1
+    return int((inputs[0].get("opt_shape") or inputs[0]["shape"])[0])
+
+
+def input_shapes(manifest: Mapping[str, Any], batch: Optional[int] = None) -> Dict[str, Tuple[int, ...]]:
+    """The shape to feed each input: its opt shape, with the leading axis set to ``batch``."""
+    shapes = {}
+    for t in manifest["inputs"]:
+        shape = list(t.get("opt_shape") or t["shape"])
+        if batch is not None and shape:
+            shape[0] = batch
+        shapes[t["name"]] = tuple(shape)
+    return shapes
 
 
 def _check_batch(path: "str | Path", manifest: Mapping[str, Any], batch: int) -> None:
@@ -40,17 +54,18 @@ def _check_batch(path: "str | Path", manifest: Mapping[str, Any], batch: int) ->
 
     if batch < 1:
         raise UsageError("--batch must be at least 1")
-    compiled = bundle_batch(manifest)
-    if batch == compiled:
+    inputs = [t for t in manifest["inputs"] if t["shape"]]
+    lows = [int((t.get("min_shape") or t["shape"])[0]) for t in inputs]
+    highs = [int((t.get("max_shape") or t["shape"])[0]) for t in inputs]
+    if all(lo <= batch <= hi for lo, hi in zip(lows, highs)):
         return
-    inputs = manifest["inputs"]
-    specs = " ".join(f"--input {t['name']}:{'x'.join(map(str, [batch] + list(t['shape'][1:])))}"
-                     for t in inputs if t["shape"])
     params = manifest.get("source", {}).get("params", {}).get("file", "PREFIX-0000.params")
-    shapes = ", ".join(f"{t['name']} {'x'.join(map(str, t['shape']))}" for t in inputs)
-    raise UsageError(f"--batch {batch}: {Path(path).name} was compiled for batch {compiled} "
-                     f"({shapes}) and bundles have static shapes; compile one for batch {batch}: "
-                     f"trtc compile {params} {specs}")
+    specs = " ".join(f"--input {t['name']}:{'x'.join(map(str, [f'1..{max(batch, hi)}'] + list((t.get('opt_shape') or t['shape'])[1:])))}"
+                     for t, hi in zip(inputs, highs))
+    ranges = ", ".join(f"{t['name']} batch {lo}" + (f"..{hi}" if hi != lo else "")
+                       for t, lo, hi in zip(inputs, lows, highs))
+    raise UsageError(f"--batch {batch}: {Path(path).name} takes {ranges}; compile one whose range "
+                     f"covers it: trtc compile {params} {specs}")
 
 
 def bench_bundle(path: "str | Path", device: str = "auto", warmup: Optional[int] = None,
@@ -63,14 +78,14 @@ def bench_bundle(path: "str | Path", device: str = "auto", warmup: Optional[int]
         device: 'auto', 'cuda' or 'cpu' (as ``trtc.runtime.load``).
         warmup: untimed calls first (default: WARMUP of the path in use).
         iterations: timed calls (default: ITERATIONS of the path in use).
-        batch: the batch size expected; a UsageError unless the bundle was compiled for it.
+        batch: the batch size to time (inside the bundle's range; default its opt batch).
         seed: seed of the random inputs.
 
     Returns:
         bundle, device, batch, warmup, iterations, samples/s, p50/p99/mean latency in ms.
 
     Raises:
-        UsageError: ``batch`` differs from the bundle's (the message says how to compile one).
+        UsageError: ``batch`` is outside the bundle's range (the message says how to compile one).
     """
     from .runtime.bundle import read_bundle
     from .runtime.model import Model, select_device
@@ -83,8 +98,9 @@ def bench_bundle(path: "str | Path", device: str = "auto", warmup: Optional[int]
     warmup = WARMUP[model.device] if warmup is None else warmup
     iterations = ITERATIONS[model.device] if iterations is None else iterations
     rng = np.random.default_rng(seed)
-    feeds = {name: rng.random(spec.shape).astype(spec.dtype) for name, spec in model.inputs.items()}
-    batch = bundle_batch(bundle.manifest)
+    shapes = input_shapes(bundle.manifest, batch)
+    feeds = {name: rng.random(shapes[name]).astype(spec.dtype) for name, spec in model.inputs.items()}
+    batch = batch if batch is not None else bundle_batch(bundle.manifest)
     times = time_calls(lambda: model(**feeds), warmup, iterations)
     return {
         "bundle": str(path), "device": model.device, "batch": batch,

@@ -269,8 +269,8 @@ def run(
             raise UsageError(f"--input {item}: cannot read {file} as .npy ({exc})") from None
     rng = np.random.default_rng(0)
     for name, spec in model.inputs.items():
-        if name not in feeds:
-            feeds[name] = rng.random(spec.shape).astype(spec.dtype)
+        if name not in feeds:  # random inputs at the shape the engines are tuned for
+            feeds[name] = rng.random(spec.opt_shape or spec.shape).astype(spec.dtype)
     outputs = model(**feeds)
     summary = {name: {"shape": list(v.shape), "dtype": str(v.dtype), "min": float(np.min(v)),
                       "max": float(np.max(v)), "mean": float(np.mean(v))} for name, v in outputs.items()}
@@ -293,7 +293,7 @@ def run(
 def bench(
     bundle: Path = typer.Argument(..., help="A .trtb bundle."),
     device: str = typer.Option("auto", "--device", help="auto | cuda | cpu."),
-    batch: Optional[int] = typer.Option(None, "--batch", help="Batch size to time; must be the bundle's own (bundles have static shapes)."),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Batch size to time, inside the bundle's range (default: its opt batch)."),
     warmup: Optional[int] = typer.Option(None, "--warmup", help="Untimed calls first (default 1000 on the GPU, 10 on the CPU)."),
     iterations: Optional[int] = typer.Option(None, "--iterations", help="Timed calls (default 10000 on the GPU, 100 on the CPU)."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),

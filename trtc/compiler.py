@@ -25,7 +25,7 @@ from .runtime._version import __version__
 from .runtime.errors import BundleError, CompileError, IncompatibleError, TrtcError, UsageError
 from .settings import CompileSettings
 from .runtime._native import quiet_native
-from .verify import OutputCheck, gate_inputs, load_verify_inputs, run_gate
+from .verify import OutputCheck, gate_inputs, gate_shapes, load_verify_inputs, run_gate
 
 __all__ = ["compile", "CompileResult", "Progress"]
 
@@ -110,11 +110,12 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
         say(f"loading {symbol_path.name} + {params_path.name}")
         with quiet_native():
             graph = load_graph(symbol_path, params_path, settings.inputs, settings.input_dtypes,
-                               allow_nonfinite_weights=settings.allow_nonfinite_weights)
+                               allow_nonfinite_weights=settings.allow_nonfinite_weights,
+                               opt_shapes=settings.opt_shapes)
             graph = fold_constants(graph)
     say(f"model: {len(graph.op_nodes)} ops, inputs "
-        + ", ".join(f"{n}:{'x'.join(map(str, s))}{'' if d == 'float32' else ':' + d}"
-                    for n, s, d in graph.inputs))
+        + ", ".join(f"{n}:{_dims_text(graph, n)}{'' if d == 'float32' else ':' + d}"
+                    for n, _, d in graph.inputs))
     notes = _load_notes(graph)
     for line in notes:
         say(f"note: {line}")
@@ -180,6 +181,13 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
     result.timings = {**timer.totals, "total": time.perf_counter() - start}
     say(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB) in {result.timings['total']:.1f} s")
     return result
+
+
+def _dims_text(graph: Graph, name: str) -> str:
+    """``1..32x3x224x224 (opt 8x3x224x224)`` for a ranged input, ``1x3x224x224`` for a fixed one."""
+    lo, opt, hi = graph.shape_range(name)
+    text = "x".join(str(a) if a == b else f"{a}..{b}" for a, b in zip(lo, hi))
+    return text + (f" (opt {'x'.join(map(str, opt))})" if lo != hi else "")
 
 
 def _check_settings(settings: CompileSettings) -> None:
@@ -260,17 +268,33 @@ def _is_bundle(path: Path) -> bool:
 
 def _resolve_io(graph: Graph, spec: Dict[str, Any]) -> Dict[str, Any]:
     """The network's IO spec; a dimension the parser left unknown (-1) is taken from MXNet's
-    shape inference (static shapes: they agree wherever both are known)."""
+    shape inference where it is static over the input range (they agree wherever both are
+    known); dynamic ones stay -1, with the tensor's min and max shapes."""
     shape = spec["shape"]
-    if any(d < 0 for d in shape) and spec["name"] in graph.shapes:
-        known = list(graph.shapes[spec["name"]])
-        if len(known) == len(shape) and all(d < 0 or d == k for d, k in zip(shape, known)):
-            return {**spec, "shape": known}
+    if spec["name"] in graph.shapes:
+        known = _spec(graph, spec["name"])
+        if len(known["shape"]) == len(shape) and all(d < 0 or k < 0 or d == k
+                                                     for d, k in zip(shape, known["shape"])):
+            return {**spec, **{k: v for k, v in known.items() if k != "dtype"}}
     return spec
 
 
 def _spec(graph: Graph, name: str) -> Dict[str, Any]:
-    return {"name": name, "shape": list(graph.shapes[name]), "dtype": graph.dtypes.get(name, "float32")}
+    """A tensor's manifest spec: its shape (-1 on axes that vary over the input range, with
+    ``min_shape`` and ``max_shape`` then) and dtype."""
+    spec: Dict[str, Any] = {"name": name, "shape": [-1 if d is None else d for d in graph.onnx_dims(name)],
+                            "dtype": graph.dtypes.get(name, "float32")}
+    if -1 in spec["shape"]:
+        lo, _, hi = graph.shape_range(name)
+        spec["min_shape"], spec["max_shape"] = list(lo), list(hi)
+    return spec
+
+
+def _input_spec(graph: Graph, name: str) -> Dict[str, Any]:
+    spec = _spec(graph, name)
+    if name in graph.input_ranges:
+        spec["opt_shape"] = list(graph.input_ranges[name][1])
+    return spec
 
 
 def _assemble(graph: Graph, settings: CompileSettings, segments: List[Segment],
@@ -303,6 +327,10 @@ def _assemble(graph: Graph, settings: CompileSettings, segments: List[Segment],
                 "engine": engine_member, "onnx": onnx_member,
                 "io": [_resolve_io(graph, spec) for spec in engine.io],
             })
+            profile = {t: dict(zip(("min", "opt", "max"), map(list, graph.shape_range(t))))
+                       for t in seg.inputs if graph.dynamic_axes(t)}
+            if profile:
+                stages[-1]["profile"] = profile
         else:
             text, _ = subgraph_symbol_json(graph, seg.nodes, seg.inputs, seg.outputs)
             symbol_member = f"residual/{seg.name}-symbol.json"
@@ -325,7 +353,7 @@ def _assemble(graph: Graph, settings: CompileSettings, segments: List[Segment],
             "params": {"file": graph.params_path.name, "sha256": graph.params_sha256},
         },
         "precision": settings.precision,
-        "inputs": [{"name": n, "shape": list(s), "dtype": d} for n, s, d in graph.inputs],
+        "inputs": [_input_spec(graph, n) for n, _, _ in graph.inputs],
         "outputs": [_spec(graph, t) for t in graph.outputs],
         "stages": stages,
         "requires": {
@@ -364,10 +392,15 @@ def _verify(graph: Graph, bundle_path: str, settings: CompileSettings, segments:
 
     tolerance = settings.effective_tolerance
     if samples is None:
-        feeds, how = gate_inputs(graph, settings.seed)
-        samples = [feeds]
-        say(f"verifying on the CPU path against MXNet (tolerance {tolerance:g}) on random inputs "
-            f"(seed {settings.seed}; --verify-inputs FILE.npz for real ones): " + "; ".join(how))
+        samples = []
+        for shapes in gate_shapes(graph):
+            feeds, how = gate_inputs(graph, settings.seed, shapes)
+            samples.append(feeds)
+        at = (" at " + ", ".join("/".join("x".join(map(str, f[n].shape)) for f in samples)
+                                 for n in graph.input_names if n in graph.input_ranges)
+              if graph.is_dynamic else "")
+        say(f"verifying on the CPU path against MXNet (tolerance {tolerance:g}) on random inputs"
+            f"{at} (seed {settings.seed}; --verify-inputs FILE.npz for real ones): " + "; ".join(how))
     else:
         say(f"verifying on the CPU path against MXNet (tolerance {tolerance:g}) on {len(samples)} "
             f"sample(s) from {settings.verify_inputs}")

@@ -259,8 +259,12 @@ def _export_symbol(graph: Graph, segment: Segment
     with tempfile.TemporaryDirectory(prefix="trtc-export-") as tmp, _provenance() as state:
         path = os.path.join(tmp, "segment.onnx")
         try:
+            dynamic = any(graph.dynamic_axes(n) for n in data_names)
+            extra = ({"dynamic": True,
+                      "dynamic_input_shapes": [tuple(graph.onnx_dims(n)) for n in data_names]}
+                     if dynamic else {})
             mx_onnx.export_model(symbol, arg_params, in_shapes=in_shapes, in_types=in_types,
-                                 onnx_file_path=path)
+                                 onnx_file_path=path, **extra)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             if state["invalid"]:
@@ -455,7 +459,7 @@ def cut_segment(whole: WholeExport, graph: Graph, segment: Segment, fp16: bool =
 
     def value_info(tensor: str) -> Any:
         dtype = helper.np_dtype_to_tensor_dtype(np.dtype(graph.dtypes.get(tensor, "float32")))
-        return helper.make_tensor_value_info(tensor, dtype, list(graph.shapes[tensor]))
+        return helper.make_tensor_value_info(tensor, dtype, graph.onnx_dims(tensor))
 
     model = onnx.ModelProto(ir_version=min(whole.model.ir_version, 10),
                             producer_name=whole.model.producer_name)
@@ -500,7 +504,7 @@ def _finish(graph: Graph, model: Any, segment: Segment, onnx_output: Dict[str, s
     g.outputs = new_outputs
     for tensor in g.outputs:
         tensor.dtype = np.dtype(graph.dtypes.get(tensor.name, "float32"))
-        tensor.shape = list(graph.shapes[tensor.name])
+        tensor.shape = graph.onnx_dims(tensor.name)
     g.cleanup(remove_unused_graph_inputs=False).toposort()
     model = gs.export_onnx(g)
     model.ir_version = min(model.ir_version, 10)

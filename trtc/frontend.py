@@ -13,7 +13,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -68,6 +68,29 @@ class Graph:
     folded: Dict[str, int] = field(default_factory=dict)
     # the graph before constant folding: MXNet's reference forward runs the model as exported
     reference: Optional["Graph"] = None
+    # dynamic shapes: input -> (min, opt, max) shapes; tensor -> (min, max) shapes for every
+    # tensor whose shape varies over the range (``shapes`` holds the opt shapes)
+    input_ranges: Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]] = field(default_factory=dict)
+    ranges: Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...]]] = field(default_factory=dict)
+
+    @property
+    def is_dynamic(self) -> bool:
+        return bool(self.input_ranges)
+
+    def shape_range(self, tensor: str) -> Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]:
+        """(min, opt, max) shape of ``tensor`` (all three equal for a static one)."""
+        opt = tuple(self.shapes[tensor])
+        lo, hi = self.ranges.get(tensor, (opt, opt))
+        return tuple(lo), opt, tuple(hi)
+
+    def dynamic_axes(self, tensor: str) -> List[int]:
+        lo, opt, hi = self.shape_range(tensor)
+        return [a for a in range(len(opt)) if not lo[a] == opt[a] == hi[a]]
+
+    def onnx_dims(self, tensor: str) -> List[Optional[int]]:
+        """The tensor's shape for ONNX: None on the axes that vary over the range."""
+        dynamic = set(self.dynamic_axes(tensor))
+        return [None if a in dynamic else int(d) for a, d in enumerate(self.shapes[tensor])]
 
     @property
     def op_nodes(self) -> List[Node]:
@@ -124,44 +147,62 @@ def resolve_model_files(params: "str | Path", symbol: "str | Path | None" = None
 _DTYPES = ("float32", "float16", "float64", "int32", "int64", "int8", "uint8", "bool")
 
 
-def parse_input_spec(spec: str) -> Tuple[str, Tuple[int, ...], Optional[str]]:
-    """Parse ``NAME:DIMS[:DTYPE]``: ``data:1x3x224x224``, ``ids:1x128:int32`` (also ``1,3,224,224``).
+Dim = Union[int, Tuple[int, int]]
 
-    Dimensions are ASCII digits only (no ``1_6``, no full-width digits, no empty dimension).
+
+def parse_input_spec(spec: str, flag: str = "--input", ranges: bool = True
+                     ) -> Tuple[str, Tuple[Dim, ...], Optional[str]]:
+    """Parse ``NAME:DIMS[:DTYPE]``: ``data:1x3x224x224``, ``ids:1x128:int32``,
+    ``data:1..32x3x224x224`` (a dimension is ``N`` or ``MIN..MAX``; also ``1,3,224,224``).
+
+    Returns (name, dims, dtype or None); a ranged dimension is a ``(min, max)`` tuple, a fixed
+    one an int. Dimensions are ASCII digits only (no ``1_6``, no full-width digits, no empty
+    dimension, no inverted range).
     """
     head, sep, last = spec.rpartition(":")
     dtype: Optional[str] = None
-    if sep and last.strip() and not re.fullmatch(r"[\s\dx,()\[\]]*", last, re.ASCII) \
+    if sep and last.strip() and not re.fullmatch(r"[\s\dx,.()\[\]]*", last, re.ASCII) \
             and ":" in head:
         dtype, spec_rest = last.strip(), head
         if dtype not in _DTYPES:
-            raise UsageError(f"bad --input {spec!r}: unknown dtype {dtype!r}; use one of "
+            raise UsageError(f"bad {flag} {spec!r}: unknown dtype {dtype!r}; use one of "
                              f"{', '.join(_DTYPES)}")
     else:
         spec_rest = spec
     name, sep, dims = spec_rest.rpartition(":")
+    example = "data:1..32x3x224x224" if ranges else "data:8x3x224x224"
     if not sep or not name:
-        raise UsageError(f"bad --input {spec!r}: expected NAME:SHAPE[:DTYPE] like data:1x3x224x224 "
+        raise UsageError(f"bad {flag} {spec!r}: expected NAME:SHAPE[:DTYPE] like {example} "
                          "or ids:1x128:int32")
     body = dims.strip()
     if body[:1] in "([" and body[-1:] in ")]":
         body = body[1:-1]
-    parts = re.split(r"[x,]", body)
-    if not body or not all(re.fullmatch(r"[0-9]{1,9}", p.strip(), re.ASCII) for p in parts):
-        raise UsageError(f"bad --input {spec!r}: the shape must be positive integers (ASCII digits) "
-                         "joined by 'x', like 1x3x224x224")
-    shape = tuple(int(p) for p in parts)
-    if any(d <= 0 for d in shape):
-        raise UsageError(f"bad --input {spec!r}: every dimension must be a positive integer")
+    parts = [p.strip() for p in re.split(r"[x,]", body)]
+    pattern = r"[0-9]{1,9}(\.\.[0-9]{1,9})?" if ranges else r"[0-9]{1,9}"
+    if not body or not all(re.fullmatch(pattern, p, re.ASCII) for p in parts):
+        raise UsageError(f"bad {flag} {spec!r}: the shape must be positive integers (ASCII digits) "
+                         + ("or MIN..MAX ranges " if ranges else "") + f"joined by 'x', like {example.split(':')[1]}")
+    shape: List[Dim] = []
+    for axis, part in enumerate(parts):
+        if ".." in part:
+            lo, hi = (int(v) for v in part.split(".."))
+            if lo <= 0 or hi < lo:
+                raise UsageError(f"bad {flag} {spec!r}: axis {axis} range {part} must be MIN..MAX "
+                                 "with 1 <= MIN <= MAX")
+            shape.append((lo, hi) if hi > lo else lo)
+        else:
+            shape.append(int(part))
+    if any(isinstance(d, int) and d <= 0 for d in shape):
+        raise UsageError(f"bad {flag} {spec!r}: every dimension must be a positive integer")
     if len(shape) > 8:
-        raise UsageError(f"bad --input {spec!r}: {len(shape)} dimensions; at most 8 are supported")
+        raise UsageError(f"bad {flag} {spec!r}: {len(shape)} dimensions; at most 8 are supported")
     elements = 1
     for d in shape:
-        elements *= d
+        elements *= d[1] if isinstance(d, tuple) else d
     if elements > _MAX_INPUT_ELEMENTS:
-        raise UsageError(f"bad --input {spec!r}: {elements:,} elements is more than trtc verifies "
+        raise UsageError(f"bad {flag} {spec!r}: {elements:,} elements is more than trtc verifies "
                          f"({_MAX_INPUT_ELEMENTS:,}); check the shape")
-    return name, shape, dtype
+    return name, tuple(shape), dtype
 
 
 # An input larger than this (elements) is a typo, not a model: 2**31 float32 values is 8 GiB.
@@ -300,9 +341,10 @@ def _canonical_nodes(doc: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, str
 
 
 def load_graph(symbol_path: Path, params_path: Path,
-               input_shapes: Optional[Mapping[str, Tuple[int, ...]]] = None,
+               input_shapes: Optional[Mapping[str, Tuple[Dim, ...]]] = None,
                input_dtypes: Optional[Mapping[str, str]] = None,
-               allow_nonfinite_weights: bool = True) -> Graph:
+               allow_nonfinite_weights: bool = True,
+               opt_shapes: Optional[Mapping[str, Tuple[int, ...]]] = None) -> Graph:
     """Load an MXNet export and infer the shape and dtype of every tensor.
 
     Input shapes come from ``input_shapes``, else from each input variable's ``__shape__``
@@ -310,6 +352,11 @@ def load_graph(symbol_path: Path, params_path: Path,
     Dtypes come from ``input_dtypes``, else the variable's ``__dtype__``, else float32.
     Duplicate op names are made unique and unreachable nodes dropped (``graph.renamed``,
     ``graph.unreachable``). NaN/Inf in the weights is a UsageError unless allowed.
+
+    A dimension given as ``(min, max)`` makes the input dynamic: the graph's shapes are those at
+    the opt shape (``opt_shapes``, else the symbol's recorded shape when it lies in the range,
+    else the max), and MXNet's shape inference at the min and max shapes gives the range of
+    every tensor whose shape varies (``graph.ranges``).
     """
     import mxnet as mx
 
@@ -365,6 +412,10 @@ def load_graph(symbol_path: Path, params_path: Path,
     given = dict(input_shapes or {})
     given_types = dict(input_dtypes or {})
     unknown = [name for name in list(given) + list(given_types) if name not in data_inputs]
+    unknown_opt = [name for name in (opt_shapes or {}) if name not in data_inputs]
+    if unknown_opt:
+        raise UsageError(f"--opt-shape names '{unknown_opt[0]}', which is not an input of the model; "
+                         f"its inputs are: {', '.join(data_inputs) or '(none)'}")
     if unknown:
         raise UsageError(f"--input names '{unknown[0]}', which is not an input of the model; its "
                          f"inputs are: {', '.join(data_inputs) or '(none)'}")
@@ -378,9 +429,18 @@ def load_graph(symbol_path: Path, params_path: Path,
                              f"symbol, or --input {name}:SHAPE if it really is an input")
     shapes_in: Dict[str, Tuple[int, ...]] = {}
     dtypes_in: Dict[str, str] = {}
+    input_ranges: Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]] = {}
     for name in data_inputs:
         attrs = var_attrs.get(name, {})
-        shape = given.get(name) or _parse_shape_attr(attrs.get("__shape__", ""))
+        recorded = _parse_shape_attr(attrs.get("__shape__", ""))
+        shape: Any = given.get(name) or recorded
+        if shape is not None and any(isinstance(d, tuple) for d in shape):
+            input_ranges[name] = _input_range(name, shape, recorded, (opt_shapes or {}).get(name))
+            shape = input_ranges[name][1]
+        elif shape is not None and name in (opt_shapes or {}) and tuple(opt_shapes[name]) != tuple(shape):
+            raise UsageError(f"--opt-shape {name}:{'x'.join(map(str, opt_shapes[name]))} differs from "
+                             f"its fixed shape {'x'.join(map(str, shape))}; give a range with --input "
+                             f"{name}:MIN..MAX...")
         if shape is None:
             specs = " ".join(f"--input {n}:1x3x224x224" if i == 0 else f"--input {n}:SHAPE"
                              for i, n in enumerate(data_inputs))
@@ -394,9 +454,61 @@ def load_graph(symbol_path: Path, params_path: Path,
     graph = _build_graph(symbol_path, params_path, symbol_json, symbol, params, data_inputs,
                          shapes_in, dtypes_in)
     graph.renamed, graph.unreachable = renamed, unreachable
+    if input_ranges:
+        graph.input_ranges = input_ranges
+        graph.ranges = _tensor_ranges(symbol, params, shapes_in, input_ranges)
     graph.symbol_sha256 = _sha256_file(symbol_path)
     graph.params_sha256 = _sha256_file(params_path)
     return graph
+
+
+def _input_range(name: str, dims: Tuple[Dim, ...], recorded: Optional[Tuple[int, ...]],
+                 opt: Optional[Tuple[int, ...]]) -> Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]:
+    """(min, opt, max) of a ranged input. Default opt: the symbol's recorded shape when it lies
+    in the range, else the max (kernels tuned for the largest batch)."""
+    lo = tuple(d[0] if isinstance(d, tuple) else d for d in dims)
+    hi = tuple(d[1] if isinstance(d, tuple) else d for d in dims)
+
+    def inside(shape: Optional[Tuple[int, ...]]) -> bool:
+        return shape is not None and len(shape) == len(lo) and all(a <= s <= b for a, s, b in zip(lo, shape, hi))
+
+    text = "x".join(f"{a}..{b}" if a != b else str(a) for a, b in zip(lo, hi))
+    if opt is not None:
+        if not inside(tuple(opt)):
+            raise UsageError(f"--opt-shape {name}:{'x'.join(map(str, opt))} lies outside the range "
+                             f"{name}:{text}; pick a shape inside it")
+        return lo, tuple(opt), hi
+    return lo, (tuple(recorded) if inside(recorded) else hi), hi
+
+
+def _tensor_ranges(symbol: Any, params: Dict[str, np.ndarray], opt: Dict[str, Tuple[int, ...]],
+                   input_ranges: Mapping[str, Tuple[Tuple[int, ...], ...]]
+                   ) -> Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...]]]:
+    """MXNet's shape inference at the min and max input shapes: (min, max) of every tensor whose
+    shape varies. A model that cannot take the range (a Reshape with a fixed batch...) is a
+    UsageError naming where."""
+    internals = symbol.get_internals()
+    names = internals.list_outputs()
+    fixed = {k.split(":", 1)[1]: v.shape for k, v in params.items()}
+    at: Dict[str, List[Tuple[int, ...]]] = {}
+    for which, pick in (("min", 0), ("max", 2)):
+        shapes = dict(opt)
+        shapes.update({n: r[pick] for n, r in input_ranges.items()})
+        try:
+            _, out_shapes, _ = internals.infer_shape(**shapes, **fixed)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise UsageError(f"the model cannot run at the {which} of the --input range "
+                             f"({', '.join(f'{n}:' + 'x'.join(map(str, s)) for n, s in shapes.items() if n in input_ranges)}): "
+                             f"MXNet says {first}; narrow the range or fix that axis") from None
+        if out_shapes is None or any(s is None or 0 in s for s in out_shapes):
+            raise UsageError(f"MXNet cannot infer every shape at the {which} of the --input range")
+        for name, shape in zip(names, out_shapes):
+            at.setdefault(name, []).append(tuple(int(d) for d in shape))
+    ranges = {n: (lo, hi) for n, (lo, hi) in at.items() if lo != hi}
+    for name, (lo, _, hi) in input_ranges.items():
+        ranges[name] = (lo, hi)
+    return ranges
 
 
 def _build_graph(symbol_path: Path, params_path: Path, symbol_json: Dict[str, Any], symbol: Any,
@@ -563,4 +675,5 @@ def fold_constants(graph: Graph) -> Graph:
     new.renamed, new.unreachable = graph.renamed, graph.unreachable
     new.folded = dict(sorted(Counter(n.op for n in folded).items()))
     new.reference = graph
+    new.input_ranges, new.ranges = graph.input_ranges, graph.ranges
     return new

@@ -46,7 +46,12 @@ def summary_json(bundle: Bundle) -> Dict[str, Any]:
 
 
 def _shape(spec: Dict[str, Any]) -> str:
-    return f"{spec['name']} {'x'.join(map(str, spec['shape']))} {spec['dtype']}"
+    """``data 1..32x3x224x224 float32 (opt 8x3x224x224)`` for a ranged tensor."""
+    lo, hi = spec.get("min_shape") or spec["shape"], spec.get("max_shape") or spec["shape"]
+    dims = "x".join(str(a) if a == b else f"{a}..{b}" for a, b in zip(lo, hi))
+    opt = spec.get("opt_shape")
+    return (f"{spec['name']} {dims} {spec['dtype']}"
+            + (f" (opt {'x'.join(map(str, opt))})" if opt and lo != hi else ""))
 
 
 def summary_text(bundle: Bundle) -> str:

@@ -558,8 +558,11 @@ class _Loop:
                  f"with {self.backend.name}")
         try:
             with self.timer.span("build"):
+                profile = ({t: self.graph.shape_range(t) for t in seg.inputs
+                            if self.graph.dynamic_axes(t)} if self.graph.is_dynamic else None)
                 self.built[seg.key] = self.backend.build(self.exported[seg.key].onnx_bytes,
-                                                         self.settings.compute_capabilities)
+                                                         self.settings.compute_capabilities,
+                                                         profile=profile)
             return True
         except BuildError as exc:
             names = {name for line in exc.log for name in re.findall(r"([\w./:\-]+)#\d+", line)}
@@ -611,7 +614,32 @@ def partition_and_build(graph: Graph, settings: Any, backend: Any, timer: Any, s
                         max_rounds: int = 200, time_limit: float = 1800.0) -> PartitionResult:
     """Partition ``graph`` by what mxnet.onnx exports and TensorRT's parser and builder accept;
     build each engine (unless ``settings.dry_run``)."""
-    return _Loop(graph, settings, backend, timer, say, max_rounds, time_limit).run()
+    result = _Loop(graph, settings, backend, timer, say, max_rounds, time_limit).run()
+    rejected = {i: d for i, d in result.decisions.items() if d.reason == Reason.PARSER_REJECTED}
+    if graph.is_dynamic and rejected:
+        _compare_with_static(graph, settings, backend, timer, say, rejected, max_rounds, time_limit)
+    return result
+
+
+def _compare_with_static(graph: Graph, settings: Any, backend: Any, timer: Any, say: Any,
+                         rejected: Dict[int, Decision], max_rounds: int, time_limit: float) -> None:
+    """Some ops TensorRT's parser accepts with static shapes it rejects with dynamic ones (shape
+    arithmetic on unknown sizes). Partition the same graph at the opt shape, parse only, and say
+    so on every op that a static compile would have put in an engine."""
+    import copy
+    import dataclasses
+
+    static = copy.copy(graph)
+    static.input_ranges, static.ranges = {}, {}
+    say(f"checking the {len(rejected)} op(s) the parser rejects with dynamic shapes against a static "
+        "export at the opt shape")
+    quiet = lambda _: None  # noqa: E731
+    static_result = _Loop(static, dataclasses.replace(settings, dry_run=True), backend, timer, quiet,
+                          max_rounds, time_limit).run()
+    for idx, decision in rejected.items():
+        if idx not in static_result.decisions:
+            decision.message = (decision.message[:200] + " [dynamic shapes only: a static compile "
+                                "(fixed --input) puts it in an engine]")
 
 
 def parser_text(message: str) -> str:

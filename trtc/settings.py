@@ -18,7 +18,11 @@ class CompileSettings:
     Attributes:
         params: the MXNet ``PREFIX-0000.params`` file.
         symbol: the ``PREFIX-symbol.json`` file (default: found by MXNet's naming convention).
-        inputs: input name -> shape; overrides the shapes recorded in the symbol.
+        inputs: input name -> shape; overrides the shapes recorded in the symbol. A dimension
+            given as a ``(min, max)`` tuple makes the bundle take any size in that range on that
+            axis (``--input data:1..32x3x224x224``).
+        opt_shapes: input name -> the shape engines are tuned for (``--opt-shape``; default:
+            the symbol's recorded shape when inside the range, else the max).
         input_dtypes: input name -> dtype ('int32', 'float16', ...); overrides the symbol's
             ``__dtype__`` (default float32). ``--input NAME:DIMS:DTYPE`` sets both.
         output: the bundle to write (default: ``PREFIX.trtb`` beside the params).
@@ -43,6 +47,7 @@ class CompileSettings:
     symbol: Optional[Path] = None
     inputs: Dict[str, Tuple[int, ...]] = field(default_factory=dict)
     input_dtypes: Dict[str, str] = field(default_factory=dict)
+    opt_shapes: Dict[str, Tuple[int, ...]] = field(default_factory=dict)
     output: Optional[Path] = None
     fp16: bool = False
     backend: str = "auto"

@@ -27,7 +27,7 @@ from .frontend import Graph
 from .runtime._native import quiet_native
 from .runtime.errors import UsageError
 
-__all__ = ["OutputCheck", "GateResult", "random_inputs", "gate_inputs", "load_verify_inputs",
+__all__ = ["OutputCheck", "GateResult", "random_inputs", "gate_inputs", "gate_shapes", "load_verify_inputs",
            "mxnet_forward", "compare", "recheck_in_fp64", "discontinuities", "run_gate"]
 
 # A tensor that fails against MXNet's fp32 forward still passes when the model is
@@ -168,7 +168,33 @@ def _id_range(graph: Graph, name: str) -> Optional[Tuple[int, str]]:
     return min(bounds) if bounds else None
 
 
-def gate_inputs(graph: Graph, seed: int) -> Tuple[Dict[str, np.ndarray], List[str]]:
+def gate_shapes(graph: Graph) -> List[Dict[str, Tuple[int, ...]]]:
+    """The input shapes the gate runs: the only one of a static model; for a dynamic one the
+    range's min, opt and max, and one odd size in between (e.g. batch 1, 8, 32 and 13)."""
+    if not graph.is_dynamic:
+        return [{n: tuple(s) for n, s, _ in graph.inputs}]
+    picks: List[Dict[str, Tuple[int, ...]]] = []
+    for which in ("min", "opt", "max", "odd"):
+        shapes = {}
+        for name, shape, _ in graph.inputs:
+            lo, opt, hi = graph.shape_range(name)
+            if which == "odd":
+                chosen = []
+                for a, o, b in zip(lo, opt, hi):
+                    mid = (a + b) // 2 | 1
+                    while mid in (a, o, b) and mid < b:
+                        mid += 1
+                    chosen.append(min(max(mid, a), b))
+                shapes[name] = tuple(chosen)
+            else:
+                shapes[name] = {"min": lo, "opt": opt, "max": hi}[which]
+        if shapes not in picks:
+            picks.append(shapes)
+    return picks
+
+
+def gate_inputs(graph: Graph, seed: int, shapes: Optional[Mapping[str, Tuple[int, ...]]] = None
+                ) -> Tuple[Dict[str, np.ndarray], List[str]]:
     """Seeded inputs that mean something to the model, and one line per input saying how it was
     made. The rules (documented in the README):
 
@@ -182,10 +208,12 @@ def gate_inputs(graph: Graph, seed: int) -> Tuple[Dict[str, np.ndarray], List[st
     rng = np.random.default_rng(seed)
     feeds: Dict[str, np.ndarray] = {}
     how: List[str] = []
-    for name, shape, dtype in graph.inputs:
+    shapes = dict(shapes or {})
+    inputs = [(n, tuple(shapes.get(n, s)), d) for n, s, d in graph.inputs]
+    for name, shape, dtype in inputs:
         dt = np.dtype(dtype)
         ids = _id_range(graph, name)
-        others = [s for n, s, _ in graph.inputs if n != name and len(s) >= 2]
+        others = [s for n, s, _ in inputs if n != name and len(s) >= 2]
         if ids is not None:
             feeds[name] = rng.integers(0, ids[0], size=shape).astype(dt)
             how.append(f"{name}: ids in [0, {ids[0]}) (indexes {ids[1]})")
@@ -234,16 +262,22 @@ def load_verify_inputs(graph: Graph, path: Path) -> List[Dict[str, np.ndarray]]:
         what = f"has no array '{missing[0]}'" if missing else f"has '{unknown[0]}', not an input"
         raise UsageError(f"--verify-inputs {path.name} {what}; the model's inputs are: "
                          f"{', '.join(expected)}")
+    def fits(name: str, shape: Tuple[int, ...]) -> bool:
+        lo, _, hi = graph.shape_range(name)
+        return len(shape) == len(lo) and all(a <= d <= b for a, d, b in zip(lo, shape, hi))
+
     counts = set()
     for name, shape, dtype in graph.inputs:
         value = arrays[name]
-        if tuple(value.shape) == tuple(shape):
+        if fits(name, tuple(value.shape)):
             counts.add(1)
-        elif value.ndim == len(shape) + 1 and tuple(value.shape[1:]) == tuple(shape) and value.shape[0] > 0:
+        elif value.ndim == len(shape) + 1 and fits(name, tuple(value.shape[1:])) and value.shape[0] > 0:
             counts.add(int(value.shape[0]))
         else:
+            lo, _, hi = graph.shape_range(name)
+            want = "x".join(str(a) if a == b else f"{a}..{b}" for a, b in zip(lo, hi))
             raise UsageError(f"--verify-inputs {path.name}: '{name}' has shape {tuple(value.shape)}; "
-                             f"expected {tuple(shape)} (one sample) or (N, {', '.join(map(str, shape))})")
+                             f"expected {want} (one sample) or N x {want}")
         if value.dtype.kind not in "fiub" or (np.dtype(dtype).kind == "f") != (value.dtype.kind == "f") \
                 and value.dtype.kind != "b":
             if not (np.dtype(dtype).kind == "f" and value.dtype.kind in "iu"):
@@ -259,7 +293,7 @@ def load_verify_inputs(graph: Graph, path: Path) -> List[Dict[str, np.ndarray]]:
         sample = {}
         for name, shape, dtype in graph.inputs:
             value = arrays[name]
-            value = value if tuple(value.shape) == tuple(shape) else value[i]
+            value = value if fits(name, tuple(value.shape)) else value[i]
             sample[name] = np.ascontiguousarray(value.astype(dtype, copy=False))
         samples.append(sample)
     return samples

@@ -112,8 +112,12 @@ class TrtBackend:
         return issues
 
     def build(self, onnx_bytes: bytes, compute_capabilities: Sequence[str] = (),
-              workspace_bytes: Optional[int] = None) -> BuiltEngine:
-        """Build a serialized engine from ONNX. Raises BuildError when the builder fails."""
+              workspace_bytes: Optional[int] = None,
+              profile: Optional[Dict[str, Sequence[Sequence[int]]]] = None) -> BuiltEngine:
+        """Build a serialized engine from ONNX. Raises BuildError when the builder fails.
+
+        ``profile``: input name -> (min, opt, max) shapes, one optimization profile covering
+        every dynamic input (required when the ONNX has dynamic dimensions)."""
         trt = self.trt
         builder, network, parser, logger, ok, issues = self._parse_into(onnx_bytes)
         if not ok:
@@ -122,6 +126,14 @@ class TrtBackend:
         if workspace_bytes:
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
         targets = self._configure(config, compute_capabilities)
+        if profile:
+            opt_profile = builder.create_optimization_profile()
+            for i in range(network.num_inputs):
+                tensor = network.get_input(i)
+                if tensor.name in profile:
+                    lo, opt, hi = (tuple(int(d) for d in s) for s in profile[tensor.name])
+                    opt_profile.set_shape(tensor.name, lo, opt, hi)
+            config.add_optimization_profile(opt_profile)
         plan = builder.build_serialized_network(network, config)
         if plan is None:
             raise BuildError("; ".join(logger.messages[-3:]) or "the builder returned no engine",
