@@ -1,11 +1,19 @@
 """Op coverage across model architectures: how much of each model trtc puts into TensorRT.
 
-    python benchmarks/coverage.py [--models resnet18_v1,wavenet | --all | --quick]
+    python benchmarks/coverage.py [--models resnet18_v1,wavenet,bert | --all | --quick]
                                   [--out docs/coverage.md] [--json] [--timeout 1200] [--keep DIR]
 
-Each architecture is exported from ``trtc.zoo`` with seeded random weights (activations
-normalized, see ``trtc.zoo.normalize_activations``) and compiled at fp32 with the Python API,
-accuracy gate on. Every model runs in a fresh subprocess (``--one NAME``, internal): memory of a
+Two sources of models:
+
+- ``trtc.zoo`` architectures (``resnet18_v1``, ``yolo3_darknet53_voc``, ...), exported with
+  seeded random weights (activations normalized, see ``trtc.zoo.normalize_activations``);
+- the issue-10 families of ``tests/models/families.py`` (``bert``, ``bert_small``,
+  ``ssd_mobilenet``, ``faster_rcnn``, ``video``, ``ops_block``, ``reused_block``), exported with
+  ordinary initialization (Xavier; BERT Normal(0.02)) and, where the module has a
+  ``verify_inputs_<name>``, gated on those real-looking inputs (``--verify-inputs``: token ids,
+  token types and valid lengths for BERT) instead of the gate's own random ones.
+
+Each is compiled at fp32 with the Python API, accuracy gate on. Every model runs in a fresh subprocess (``--one NAME``, internal): memory of a
 large model is released before the next, and a crash (segfault) or a hang is reported as that
 model's failure instead of ending the run. Failures are listed with their error, never hidden.
 
@@ -42,14 +50,29 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from a checkout without `pip install -e`
     sys.path.insert(0, str(REPO))
 
-# One or two per family; the whole list takes about 10 minutes on a 2-core CPU-only machine.
+FAMILIES_FILE = REPO / "tests" / "models" / "families.py"
+
+# The issue-10 test models (tests/models/families.py MODELS): name -> family label.
+FAMILY_MODELS = {
+    "bert": "BERT-base (GluonNLP)",
+    "bert_small": "BERT, 2 layers (GluonNLP)",
+    "ssd_mobilenet": "SSD-512 MobileNet (detection)",
+    "faster_rcnn": "Faster R-CNN (detection)",
+    "video": "R(2+1)D (video)",
+    "ops_block": "LayerNorm/reduce/Embedding block",
+    "reused_block": "reused block (duplicate names)",
+}
+
+# One or two per family; the whole list takes about 15 minutes on a 2-core CPU-only machine
+# (the zoo part about 10, BERT-base and Faster R-CNN about 1.5 each).
 DEFAULT_MODELS = (
     "resnet18_v1", "resnet50_v2", "mobilenet1.0", "mobilenetv2_1.0", "squeezenet1.1",
     "densenet121", "inceptionv3", "alexnet", "vgg11_bn", "wavenet",
     "yolo3_darknet53_voc", "yolo3_mobilenet1.0_voc", "ssd_300_vgg16_atrous_voc",
     "fcn_resnet50_voc", "simple_pose_resnet18_v1b", "center_net_resnet18_v1b_voc",
+    "bert", "ssd_mobilenet", "faster_rcnn", "video", "ops_block", "reused_block",
 )
-QUICK_MODELS = ("resnet18_v1", "squeezenet1.1")
+QUICK_MODELS = ("resnet18_v1", "squeezenet1.1", "ops_block")
 DEFAULT_OUT = REPO / "docs" / "coverage.md"
 DEFAULT_TIMEOUT_S = 1200  # per model, export + compile + verify
 
@@ -64,19 +87,29 @@ FAMILIES = (
 )
 
 COLUMNS = (
-    ("model", "zoo architecture (`trtc example NAME`)"),
+    ("model", "a `trtc.zoo` architecture (`trtc example NAME`), or, in *italics*, an issue-10 "
+              "test model of `tests/models/families.py`"),
     ("family", "architecture family"),
-    ("input", "input shape (batch 1)"),
+    ("input", "input shapes (batch 1), with the dtype where it is not float32"),
     ("ops", "MXNet op nodes in the model"),
     ("in engines", "op nodes compiled into TensorRT engines"),
     ("in MXNet", "op nodes left to MXNet (residual stages)"),
     ("engines", "TensorRT engine segments"),
     ("kept in MXNet because", "reason codes of the partition report: count, reason (op types)"),
     ("output err", "worst fp32 error on the model outputs: max |trtc - MXNet| / max |MXNet|, "
-                   "CPU path (ONNX Runtime running each engine's ONNX) against MXNet's forward"),
-    ("boundary err", "the same, worst over the tensors crossing a stage boundary ('-': one stage)"),
+                   "CPU path (ONNX Runtime running each engine's ONNX) against MXNet's forward, "
+                   "end to end; `s` after it: an output downstream of a discontinuous op "
+                   "(box_nms, topk, argmax...), compared order-insensitively (sorted values); "
+                   "`ties` after it: such an output differs by tie order/selection, which the "
+                   "gate does not count; `const` after it: the outputs are bit-identical for two "
+                   "different inputs (the activations vanish before the outputs with these "
+                   "weights), so the error says nothing about accuracy"),
+    ("boundary err", "the same, worst over the tensors crossing a stage boundary ('-': one stage; "
+                     "`ties` as above)"),
+    ("engine err", "worst fp32 error of an engine run on MXNet's own values of its inputs (the "
+                   "gate's local check: the engine's own error, free of its predecessors' noise)"),
     ("compile s", "`compile()` wall time: load, partition, ONNX export, engine build, verify, "
-                  "write (the zoo export is not included)"),
+                  "write (the model's export from Gluon is not included)"),
     ("bundle MB", "size of the .trtb bundle"),
 )
 
@@ -86,6 +119,8 @@ def _say(message: str) -> None:
 
 
 def family(name: str) -> str:
+    if name in FAMILY_MODELS:
+        return FAMILY_MODELS[name]
     for prefix, label in FAMILIES:
         if name.startswith(prefix):
             return label
@@ -117,36 +152,95 @@ def _worst(values: List[float]) -> Optional[float]:
 # one model (runs in the child process)
 
 
-def measure(name: str, work_dir: Path) -> Dict[str, Any]:
-    """Export ``name`` from the zoo and compile it; the row of the table.
+def families_module() -> Any:
+    """tests/models/families.py, imported by path (it is not a package of the install)."""
+    import importlib.util
+
+    module = sys.modules.get("trtc_test_families")
+    if module is None:
+        spec = importlib.util.spec_from_file_location("trtc_test_families", FAMILIES_FILE)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+# which optional package each issue-10 model is built with
+_NEEDS = {"bert": "gluonnlp", "bert_small": "gluonnlp", "ssd_mobilenet": "gluoncv",
+          "faster_rcnn": "gluoncv", "video": "gluoncv"}
+
+
+def export_model(name: str, work_dir: Path) -> Dict[str, Any]:
+    """Export ``name`` into ``work_dir``.
 
     Returns:
-        A dict with ``ok`` True and the columns, ``skipped`` (a reason) when GluonCV is missing,
-        or ``ok`` False with ``error`` (its first line) and, where the partition got that far,
-        the op counts.
+        ``params`` (the .params path), ``verify_inputs`` (an .npz of real-looking inputs, or
+        None: the gate's random ones), ``input`` (shapes) and ``dtypes`` (their dtypes); or
+        ``skipped`` (a reason) when the package the model is built with does not import.
     """
-    row: Dict[str, Any] = {"model": name, "family": family(name), "ok": False}
-    from trtc import CompileSettings, TrtcError, compile
-    from trtc.zoo import GLUONCV_MODELS, default_shape, export_example
+    package = _NEEDS.get(name)
+    if package is None and name not in FAMILY_MODELS:
+        from trtc.zoo import GLUONCV_MODELS
 
-    row["input"] = [list(default_shape(name))]
-    if name in GLUONCV_MODELS:
+        package = "gluoncv" if name in GLUONCV_MODELS else None
+    if package is not None:
         try:
-            import gluoncv  # noqa: F401
-        except Exception as exc:  # ImportError, or a numpy/mxnet mismatch inside gluoncv
-            row["skipped"] = f"GluonCV is not importable ({_first_line(exc)})"
-            return row
+            __import__(package)
+        except Exception as exc:  # ImportError, or a numpy/mxnet mismatch inside the package
+            name_ = {"gluoncv": "GluonCV", "gluonnlp": "GluonNLP"}[package]
+            return {"skipped": f"{name_} is not importable ({_first_line(exc)})"}
+    if name not in FAMILY_MODELS:
+        from trtc.zoo import default_shape, export_example
+
+        _, params = export_example(name, work_dir)
+        shape = list(default_shape(name))
+        return {"params": params, "verify_inputs": None, "input": [shape], "dtypes": ["float32"]}
+    import numpy as np
+
+    fam = families_module()
+    params = fam.MODELS[name](work_dir)
+    specs = fam.input_specs(name)
+    verify = None
+    make = getattr(fam, f"verify_inputs_{name}", None)
+    if make is not None:
+        verify = work_dir / f"{name}-verify.npz"
+        np.savez(verify, **make(0))
+    return {"params": params, "verify_inputs": verify,
+            "input": [list(shape) for shape, _ in specs.values()],
+            "dtypes": [dtype for _, dtype in specs.values()]}
+
+
+def measure(name: str, work_dir: Path) -> Dict[str, Any]:
+    """Export ``name`` (from the zoo or tests/models/families.py) and compile it; the row of
+    the table.
+
+    Returns:
+        A dict with ``ok`` True and the columns, ``skipped`` (a reason) when GluonCV/GluonNLP is
+        missing, or ``ok`` False with ``error`` (its first line) and, where the partition got
+        that far, the op counts.
+    """
+    row: Dict[str, Any] = {"model": name, "family": family(name), "ok": False,
+                           "source": "families" if name in FAMILY_MODELS else "zoo"}
+    from trtc import CompileSettings, TrtcError, compile
+
     start = time.perf_counter()
     try:
-        _, params = export_example(name, work_dir)
+        exported = export_model(name, work_dir)
     except Exception as exc:
-        row["error"] = f"zoo export failed: {_first_line(exc)}"
+        row["error"] = f"export failed: {_first_line(exc)}"
         return row
+    if "skipped" in exported:
+        row["skipped"] = exported["skipped"]
+        return row
+    row["input"], row["input_dtypes"] = exported["input"], exported["dtypes"]
+    row["verify_inputs"] = "real-looking" if exported["verify_inputs"] else "random"
     row["export_s"] = round(time.perf_counter() - start, 2)
     output = work_dir / f"{name}.trtb"
     start = time.perf_counter()
     try:
-        result = compile(CompileSettings(params=params, output=output), progress=None)
+        result = compile(CompileSettings(params=exported["params"], output=output,
+                                         verify_inputs=exported["verify_inputs"]),
+                         progress=None)
     except TrtcError as exc:
         row["error"] = _first_line(exc)
         row["compile_s"] = round(time.perf_counter() - start, 2)
@@ -162,20 +256,72 @@ def measure(name: str, work_dir: Path) -> Dict[str, Any]:
     manifest = result.manifest or {}
     if manifest.get("inputs"):
         row["input"] = [i["shape"] for i in manifest["inputs"]]
-    outputs = {o["name"] for o in manifest.get("outputs", [])}
-    is_boundary = [getattr(c, "boundary", c.name not in outputs) for c in result.checks]
-    boundary = [c for c, b in zip(result.checks, is_boundary) if b]
-    model_outputs = [c for c, b in zip(result.checks, is_boundary) if not b]
+        row["input_dtypes"] = [i.get("dtype", "float32") for i in manifest["inputs"]]
+    row.update(_check_columns(result.checks, manifest))
+    try:
+        row["input_independent"] = outputs_ignore_input(name, output)
+    except Exception as exc:  # a measurement of ours, not trtc's result: say so, go on
+        _say(f"{name}: could not check whether the outputs depend on the input: "
+             f"{_first_line(exc)}")
     row.update({
         "ok": True,
-        "output_err": _worst([float(c.relative) for c in model_outputs]),
-        "boundary_err": _worst([float(c.relative) for c in boundary]),
-        "boundary_tensors": len(boundary),
         "compile_s": round(result.timings["total"], 2),
         "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
         "bundle_mb": round(output.stat().st_size / 1e6, 2),
     })
     return row
+
+
+def _two_inputs(name: str, model: Any) -> List[Dict[str, Any]]:
+    import numpy as np
+
+    if name in FAMILY_MODELS:
+        fam = families_module()
+        return [fam.random_inputs(name, seed) for seed in (0, 1)]
+    feeds = []
+    for seed in (0, 1):
+        rng = np.random.default_rng(seed)
+        feeds.append({n: rng.random(spec.shape).astype(spec.dtype)
+                      for n, spec in model.inputs.items()})
+    return feeds
+
+
+def outputs_ignore_input(name: str, bundle: Path) -> bool:
+    """Does the bundle give bit-identical outputs for two different inputs? Then the model's
+    activations vanish (or saturate) before its outputs and the error columns say nothing about
+    accuracy: every contender computes the same constants."""
+    import numpy as np
+
+    from trtc.runtime import load
+
+    model = load(bundle, device="cpu")
+    a, b = (model(**feeds) for feeds in _two_inputs(name, model))
+    return all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def _check_columns(checks: Sequence[Any], manifest: Dict[str, Any]) -> Dict[str, Any]:
+    """The error columns from the gate's checks: end-to-end outputs and boundaries, and the
+    engines' local checks (each on MXNet's own inputs)."""
+    outputs = {o["name"] for o in manifest.get("outputs", [])}
+
+    def is_boundary(c: Any) -> bool:
+        kind = getattr(c, "kind", None)
+        return kind == "boundary" if kind is not None else c.name not in outputs
+
+    e2e = [c for c in checks if getattr(c, "scope", "end_to_end") == "end_to_end"]
+    local = [c for c in checks if getattr(c, "scope", "end_to_end") == "local"]
+    model_outputs = [c for c in e2e if not is_boundary(c)]
+    boundary = [c for c in e2e if is_boundary(c)]
+    return {
+        "output_err": _worst([float(c.relative) for c in model_outputs]),
+        "output_sorted": any(getattr(c, "order_insensitive", False) for c in model_outputs),
+        "output_ties": sum(1 for c in model_outputs if not c.ok),  # not ok, not blocking
+        "after": sorted({c.after for c in e2e if getattr(c, "after", "")}),
+        "boundary_err": _worst([float(c.relative) for c in boundary]),
+        "boundary_ties": sum(1 for c in boundary if not c.ok),  # not ok, not blocking
+        "boundary_tensors": len(boundary),
+        "engine_err": _worst([float(c.relative) for c in local]),
+    }
 
 
 def _report_columns(report: Any) -> Dict[str, Any]:
@@ -256,23 +402,44 @@ def _err(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.1e}"
 
 
-def _shape(shape: Any) -> str:
+def _shape(shape: Any, dtypes: Optional[Sequence[str]] = None) -> str:
     if shape and isinstance(shape[0], list):
-        return ", ".join(_shape(s) for s in shape)
+        dtypes = list(dtypes or []) + ["float32"] * len(shape)
+        return ", ".join(_shape(s) + ("" if d == "float32" else f" {d}")
+                         for s, d in zip(shape, dtypes))
     return "x".join(str(d) for d in shape) if shape else "?"
+
+
+def _output_err(row: Dict[str, Any]) -> str:
+    text = _err(row.get("output_err"))
+    if row.get("input_independent"):
+        text = f"{text} const"
+    if row.get("output_ties"):
+        return f"{text} ties"
+    if row.get("output_sorted"):
+        return f"{text} s"
+    return text
+
+
+def _model_cell(row: Dict[str, Any]) -> str:
+    name = f"`{row['model']}`"
+    return f"*{name}*" if row.get("source") == "families" or row["model"] in FAMILY_MODELS \
+        else name
 
 
 def table_header() -> str:
     names = [c for c, _ in COLUMNS]
     return "| " + " | ".join(names) + " |\n|" + "|".join(
         "---:" if c in ("ops", "in engines", "in MXNet", "engines", "output err", "boundary err",
-                        "compile s", "bundle MB") else "---" for c in names) + "|"
+                        "engine err", "compile s", "bundle MB") else "---" for c in names) + "|"
 
 
 def table_row(row: Dict[str, Any]) -> str:
-    cells = [f"`{row['model']}`", row["family"], _shape(row.get("input")), str(row["total_ops"]),
-             str(row["engine_ops"]), str(row["residual_ops"]), str(row["engines"]),
-             row["reasons"] or "-", _err(row["output_err"]), _err(row["boundary_err"]),
+    cells = [_model_cell(row), row["family"], _shape(row.get("input"), row.get("input_dtypes")),
+             str(row["total_ops"]), str(row["engine_ops"]), str(row["residual_ops"]),
+             str(row["engines"]), row["reasons"] or "-", _output_err(row),
+             _err(row["boundary_err"]) + (" ties" if row.get("boundary_ties") else ""),
+             _err(row.get("engine_err")),
              f"{row['compile_s']:.1f}", f"{row['bundle_mb']:.1f}"]
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
@@ -353,13 +520,19 @@ def markdown(rows: List[Dict[str, Any]], command: str, started: datetime.datetim
         f"{m['builder']}, fp32, accuracy gate on; machine: {m['cpus']} CPU cores "
         f"({m['cpu']}), {m['gpu']}, Python {m['python']}.",
         "",
-        "Every model is a `trtc.zoo` architecture with seeded random weights (`trtc example NAME`"
-        ", seed 0), its activations normalized to an RMS of 1 layer by layer as trained models' "
-        "are (`trtc.zoo.normalize_activations`), compiled with `trtc.compile()` at fp32, each in "
-        "a fresh process. The errors are the accuracy gate's, on one seeded random input: trtc's "
-        "CPU path (ONNX Runtime running each engine's ONNX, MXNet running the residual stages) "
-        "against MXNet's own forward pass. Random weights exercise every op but say nothing of "
-        "trained accuracy.",
+        "Every model is compiled with `trtc.compile()` at fp32, each in a fresh process, from "
+        "one of two sources. **`trtc.zoo` architectures** (`trtc example NAME`): seeded random "
+        "weights (seed 0), activations normalized to an RMS of 1 layer by layer as trained "
+        "models' are (`trtc.zoo.normalize_activations`). **Issue-10 test models** (in *italics*;"
+        " `tests/models/families.py`: GluonNLP BERT, GluonCV detectors and video nets with "
+        "ordinary `Xavier()` initialization (BERT: `Normal(0.02)`), hand-written blocks): "
+        "what a user gets from `net.initialize()`, not rescaled. The errors are the accuracy "
+        "gate's: trtc's CPU path (ONNX Runtime running each engine's ONNX, MXNet running the "
+        "residual stages) against MXNet's own forward pass, on one seeded random input, except "
+        "where the model has real-looking inputs (`verify_inputs_NAME` of families.py, given as "
+        "`--verify-inputs`: " + (", ".join(f"`{r['model']}`" for r in rows
+                                         if r.get("verify_inputs") == "real-looking") or "none")
+        + "). Random weights exercise every op but say nothing of trained accuracy.",
         "",
         "Columns:",
         "",
@@ -394,9 +567,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--models", default=None,
-                       help="zoo architectures, comma-separated (default: one or two per family: "
+                       help="zoo architectures and issue-10 models (" + ",".join(FAMILY_MODELS)
+                            + "), comma-separated (default: one or two per family: "
                             + ",".join(DEFAULT_MODELS) + ")")
-    which.add_argument("--all", action="store_true", help="every model of trtc.zoo")
+    which.add_argument("--all", action="store_true",
+                       help="every model of trtc.zoo and every issue-10 model")
     which.add_argument("--quick", action="store_true",
                        help=f"smoke test: {', '.join(QUICK_MODELS)}")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
@@ -416,17 +591,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     from trtc.zoo import available_models
 
     if args.all:
-        models = available_models()
+        models = list(available_models()) + list(FAMILY_MODELS)
     elif args.quick:
         models = list(QUICK_MODELS)
     elif args.models:
         models = [m.strip() for m in args.models.split(",") if m.strip()]
     else:
         models = list(DEFAULT_MODELS)
-    unknown = [m for m in models if m not in available_models()]
+    known = list(available_models()) + list(FAMILY_MODELS)
+    unknown = [m for m in models if m not in known]
     if unknown:
-        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from: "
-                     + ", ".join(available_models()))
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from: " + ", ".join(known))
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
 

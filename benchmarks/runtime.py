@@ -1,13 +1,21 @@
 """Time trtc's runtime against what it must match: bare ONNX Runtime and MXNet on the CPU, a bare
 ``execute_async_v3`` loop on the GPU.
 
-    python benchmarks/runtime.py [BUNDLE ...] [--models resnet18_v2,mobilenetv2_1.0] [--batches 1,8]
+    python benchmarks/runtime.py [BUNDLE ...] [--models resnet18_v2,mobilenetv2_1.0,bert] [--batches 1,8]
                                  [--rounds 6] [--warmup 3] [--iterations N] [--device auto|cpu|cuda]
-                                 [--quick] [--json] [--out DIR]
+                                 [--inputs FILE.npz] [--quick] [--json] [--out DIR]
 
-Without BUNDLE it exports each ``--models`` architecture from the zoo (seeded random weights) and
-compiles one fp32 bundle per ``--batches`` entry (bundles have static shapes). Every contender gets
-the same input array and the origin tutorial's loop: warmup calls, then timed calls, each returning
+Without BUNDLE it exports each ``--models`` architecture and compiles one fp32 bundle per
+``--batches`` entry (bundles have static shapes). A model is a ``trtc.zoo`` architecture (seeded
+random weights) or an issue-10 test model of ``tests/models/families.py`` (``bert``,
+``bert_small``, ``ssd_mobilenet``, ``faster_rcnn``, ``video``, ``ops_block``, ``reused_block``;
+ordinary initialization, exported at batch 1 only). Inputs are real-looking where random floats
+would not do: a families model's ``verify_inputs_<name>`` (BERT: token ids, token types, valid
+lengths), given to the compile as ``--verify-inputs`` and fed to every contender; a given bundle's
+inputs come from ``--inputs FILE.npz`` (arrays by input name), else from ``bundle_feeds``' rule:
+float inputs uniform [0, 1) except inputs named like a length (the full length), integer inputs
+in [0, 2) (valid ids for any table of 2 rows or more). Every contender gets the same input
+arrays and the origin tutorial's loop: warmup calls, then timed calls, each returning
 finished results. Contenders alternate within a round, in a different order each round; a round
 times ``--iterations`` calls of each (default: as many as take it about a second), so drift on a
 busy machine hits all of them alike. Reported: the median over rounds of each round's median call;
@@ -21,7 +29,17 @@ CPU table (``trtc.runtime.load(bundle, device="cpu")``):
   default thread pools, ``ORT_ENABLE_ALL``): ``session.run``. Engine-only bundles; goal
   trtc/ORT <= 1.05.
 - MXNet: the source model, ``SymbolBlock.imports`` + ``hybridize(static_alloc=True,
-  static_shape=True)``, ``net(x).asnumpy()`` (zoo models only, not given bundles).
+  static_shape=True)``, ``net(*inputs)`` and every output ``.asnumpy()`` (exported models only,
+  not given bundles).
+- whole ORT: a bare ``onnxruntime.InferenceSession`` (same options) on ONE whole-model
+  ``mxnet.onnx.export_model`` of the source model, as a user without trtc would run it: the
+  reference of issue 10's goal (trtc within 1.1x of it, ``WHOLE_GOAL``), and the only ORT
+  reference for bundles with residual (MXNet) stages. Exported models only; where the export or
+  ORT fails the column says n/a and the reason goes to stderr (and to ``whole_error`` in JSON).
+  The export pins ONNX opset 13 for mxnet.onnx and its checker alike (what trtc does; with
+  onnx >= 1.14 an unpatched export declares the installed opset and its checker refuses
+  mxnet.onnx's opset-13 reduce ops and LayerNorm). Its outputs are compared with trtc's (by
+  position) for information only: mxnet.onnx's box_nms, for one, computes something else.
 
 GPU table (``device="cuda"``, engine-only bundles): ``model(**numpy_inputs)`` vs copy to pinned,
 H2D, execute every engine, D2H, synchronize, copy out, done by hand (goal <= 1.03); and
@@ -52,6 +70,8 @@ import numpy as np
 os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
 
 CPU_GOAL = 1.05  # trtc / bare ONNX Runtime
+WHOLE_GOAL = 1.1  # trtc / bare ONNX Runtime on one whole-model export (issue 10, goal 3)
+WHOLE_OPSET = 13  # trtc's opset (trtc/_defaults.py ONNX_OPSET)
 GPU_GOAL = 1.03  # trtc / bare execute_async_v3 loop
 DEFAULT_MODELS = ("resnet18_v2", "mobilenetv2_1.0")
 DEFAULT_BATCHES = (1, 8)
@@ -116,25 +136,64 @@ def paired_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> fl
 # what is timed
 
 
+REPO = Path(__file__).resolve().parent.parent
+FAMILIES_FILE = REPO / "tests" / "models" / "families.py"
+FAMILY_MODELS = ("bert", "bert_small", "ssd_mobilenet", "faster_rcnn", "video", "ops_block",
+                 "reused_block")
+_LENGTH_NAME = ("valid_length", "valid_len", "length", "lengths", "seq_len", "seq_length")
+
+
 @dataclass
 class Case:
-    """One bundle to time, with the MXNet model it came from when known."""
+    """One bundle to time, with the MXNet model it came from when known, and the inputs every
+    contender gets (None: made from the bundle's input specs, see ``bundle_feeds``)."""
 
     name: str
     batch: int
     bundle: Path
     symbol: Optional[Path] = None
     params: Optional[Path] = None
+    feeds: Optional[Dict[str, np.ndarray]] = None
+
+
+def families_module() -> Any:
+    """tests/models/families.py, imported by path (it is not a package of the install)."""
+    module = sys.modules.get("trtc_test_families")
+    if module is None:
+        spec = importlib.util.spec_from_file_location("trtc_test_families", FAMILIES_FILE)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return module
 
 
 def zoo_cases(models: Sequence[str], batches: Sequence[int], out_dir: Path) -> List[Case]:
-    """Export each model once; compile one fp32 bundle per batch size."""
+    """Export each model once; compile one fp32 bundle per batch size (issue-10 models: batch 1
+    only, gated on their real-looking inputs where they have them)."""
     from trtc import CompileSettings, compile
     from trtc.zoo import default_shape, export_example
 
     cases = []
     for name in models:
         _say(f"exporting {name}")
+        if name in FAMILY_MODELS:
+            fam = families_module()
+            params = fam.MODELS[name](out_dir)
+            symbol = params.with_name(f"{name}-symbol.json")
+            feeds = fam.random_inputs(name, 0)  # verify_inputs_<name> where it exists
+            verify = None
+            if getattr(fam, f"verify_inputs_{name}", None) is not None:
+                verify = out_dir / f"{name}-verify.npz"
+                np.savez(verify, **feeds)
+            skipped = [b for b in batches if b != 1]
+            if skipped:
+                _say(f"{name}: batch {','.join(map(str, skipped))} skipped: the issue-10 models "
+                     "are exported at batch 1")
+            bundle = out_dir / f"{name}-b1.trtb"
+            _say(f"compiling {bundle.name}")
+            compile(CompileSettings(params=params, output=bundle, verify_inputs=verify))
+            cases.append(Case(name, 1, bundle, symbol, params, feeds))
+            continue
         symbol, params = export_example(name, out_dir)
         for batch in batches:
             bundle = out_dir / f"{name}-b{batch}.trtb"
@@ -145,16 +204,35 @@ def zoo_cases(models: Sequence[str], batches: Sequence[int], out_dir: Path) -> L
     return cases
 
 
-def bundle_case(path: Path) -> Case:
+def bundle_case(path: Path, inputs: Optional[Path] = None) -> Case:
     from trtc.bench import bundle_batch
     from trtc.runtime.bundle import read_bundle
 
-    return Case(path.name, bundle_batch(read_bundle(path).manifest), path)
+    feeds = None
+    if inputs is not None:
+        with np.load(inputs, allow_pickle=False) as npz:
+            feeds = {name: npz[name] for name in npz.files}
+    return Case(path.name, bundle_batch(read_bundle(path).manifest), path, feeds=feeds)
 
 
-def random_feeds(model: Any) -> Dict[str, np.ndarray]:
+def bundle_feeds(model: Any) -> Dict[str, np.ndarray]:
+    """Seeded inputs from the bundle's input specs alone: float inputs uniform [0, 1), except
+    one named like a length, which gets the full length (the largest non-batch dimension of the
+    other inputs); integer inputs in [0, 2) (ids valid for any table of 2 rows or more, BERT's
+    token types included)."""
     rng = np.random.default_rng(0)
-    return {name: rng.random(spec.shape).astype(spec.dtype) for name, spec in model.inputs.items()}
+    specs = dict(model.inputs)
+    feeds = {}
+    for name, spec in specs.items():
+        dtype = np.dtype(spec.dtype)
+        others = [o.shape for n, o in specs.items() if n != name and len(o.shape) >= 2]
+        if name.lower() in _LENGTH_NAME and others:
+            feeds[name] = np.full(spec.shape, max(max(s[1:]) for s in others), dtype=dtype)
+        elif dtype.kind == "f":
+            feeds[name] = rng.random(spec.shape).astype(dtype)
+        else:
+            feeds[name] = rng.integers(0, 2, size=spec.shape).astype(dtype)
+    return feeds
 
 
 def bare_ort(bundle: Any) -> Optional[Callable[[Dict[str, np.ndarray]], Dict[str, np.ndarray]]]:
@@ -164,9 +242,7 @@ def bare_ort(bundle: Any) -> Optional[Callable[[Dict[str, np.ndarray]], Dict[str
         return None
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 4
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options = _ort_options()
     sessions = []
     for stage in bundle.engine_stages:
         session = ort.InferenceSession(bundle.read_member(stage["onnx"]), sess_options=options,
@@ -186,16 +262,105 @@ def bare_ort(bundle: Any) -> Optional[Callable[[Dict[str, np.ndarray]], Dict[str
     return run
 
 
-def mxnet_forward(case: Case, x: np.ndarray) -> Call:
-    """MXNet's own hybridized forward of the source model on ``x``, returning numpy."""
+def mxnet_forward(case: Case, feeds: Dict[str, np.ndarray]) -> Call:
+    """MXNet's own hybridized forward of the source model on ``feeds``, returning numpy."""
     import mxnet as mx
 
+    names = list(feeds)
     with warnings.catch_warnings():  # "cannot decide type for data": the forward decides it
         warnings.simplefilter("ignore", UserWarning)
-        net = mx.gluon.SymbolBlock.imports(str(case.symbol), ["data"], str(case.params))
+        net = mx.gluon.SymbolBlock.imports(str(case.symbol), names, str(case.params))
     net.hybridize(static_alloc=True, static_shape=True)
-    data = mx.nd.array(x)
-    return lambda: net(data).asnumpy()
+    arrays = [mx.nd.array(feeds[n], dtype=feeds[n].dtype) for n in names]
+
+    def call() -> Any:
+        out = net(*arrays)
+        return [o.asnumpy() for o in out] if isinstance(out, (list, tuple)) else out.asnumpy()
+
+    return call
+
+
+def _symbol_inputs(symbol: Path, params: Path) -> List[str]:
+    """The symbol's data inputs in mxnet.onnx's order (variable nodes without a weight)."""
+    import mxnet as mx
+
+    weights = {k.split(":", 1)[-1] for k in mx.nd.load(str(params))}
+    nodes = json.loads(symbol.read_text())["nodes"]
+    return [n["name"] for n in nodes if n["op"] == "null" and n["name"] not in weights]
+
+
+def whole_model_onnx(case: Case, feeds: Dict[str, np.ndarray]) -> bytes:
+    """ONE ``mxnet.onnx.export_model`` of the whole source model, as a user without trtc would
+    export it (opset pinned to 13 for the export and its checker alike; see the module doc)."""
+    import mxnet.onnx as mx_onnx
+    import onnx.checker
+    import onnx.defs
+
+    names = _symbol_inputs(case.symbol, case.params)
+    newest = onnx.defs.onnx_opset_version
+    saved = dict(onnx.checker.DEFAULT_CONTEXT.opset_imports)
+    onnx.defs.onnx_opset_version = lambda: WHOLE_OPSET
+    onnx.checker.DEFAULT_CONTEXT.opset_imports = {"": WHOLE_OPSET}
+    try:
+        with tempfile.TemporaryDirectory(prefix="trtc-whole-") as tmp:
+            path = Path(tmp) / "model.onnx"
+            mx_onnx.export_model(str(case.symbol), str(case.params),
+                                 in_shapes=[list(feeds[n].shape) for n in names],
+                                 in_types=[feeds[n].dtype.type for n in names],
+                                 onnx_file_path=str(path))
+            return path.read_bytes()
+    finally:
+        onnx.defs.onnx_opset_version = newest
+        onnx.checker.DEFAULT_CONTEXT.opset_imports = saved
+
+
+def _ort_options() -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def whole_ort(case: Case, feeds: Dict[str, np.ndarray]) -> Call:
+    """A bare ORT session on the whole-model export; raises where the export or ORT fails."""
+    import onnxruntime as ort
+
+    with _quiet_logs():
+        onnx_bytes = whole_model_onnx(case, feeds)
+    session = ort.InferenceSession(onnx_bytes, sess_options=_ort_options(),
+                                   providers=["CPUExecutionProvider"])
+    del onnx_bytes
+    names = {i.name for i in session.get_inputs()}
+    whole_feeds = {n: v for n, v in feeds.items() if n in names}
+    missing = names - set(whole_feeds)
+    if missing:
+        raise RuntimeError(f"the whole-model ONNX wants inputs {sorted(missing)}")
+    return lambda: session.run(None, whole_feeds)
+
+
+class _quiet_logs:
+    """mxnet.onnx logs a line per converter warning and per export; not part of the table."""
+
+    def __enter__(self) -> None:
+        import logging
+
+        self._root = logging.getLogger()
+        self._level = self._root.level
+        self._root.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._root.setLevel(self._level)
+
+
+def _max_relative(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        return float("nan")
+    scale = float(np.max(np.abs(b))) if b.size else 0.0
+    diff = float(np.max(np.abs(a - b))) if a.size else 0.0
+    return diff / scale if scale > 0 else diff
 
 
 def cpu_row(case: Case, rounds: int, warmup: int, iterations: Optional[int]) -> Dict[str, Any]:
@@ -203,16 +368,39 @@ def cpu_row(case: Case, rounds: int, warmup: int, iterations: Optional[int]) -> 
     from trtc.runtime.bundle import read_bundle
 
     model = load(case.bundle, device="cpu")
-    feeds = random_feeds(model)
+    feeds = case.feeds if case.feeds is not None else bundle_feeds(model)
+    feeds = {n: np.ascontiguousarray(v, dtype=model.inputs[n].dtype) for n, v in feeds.items()}
+    bundle = read_bundle(case.bundle)
     calls: Dict[str, Call] = {"trtc": lambda: model(**feeds)}
-    ort_run = bare_ort(read_bundle(case.bundle))
+    expected = model(**feeds)
+    ort_run = bare_ort(bundle)
     if ort_run is not None:
-        expected, got = model(**feeds), ort_run(feeds)
+        got = ort_run(feeds)
         for name in model.outputs:  # the same ONNX under the same ORT: the same numbers
             np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-6)
         calls["ORT"] = lambda: ort_run(feeds)
-    if case.symbol is not None and list(feeds) == ["data"]:
-        calls["MXNet"] = mxnet_forward(case, feeds["data"])
+    whole_error = None
+    whole_diff = None
+    mxnet_diff = None
+    if case.symbol is not None:
+        calls["MXNet"] = mxnet_forward(case, feeds)
+        outs = calls["MXNet"]()
+        outs = outs if isinstance(outs, list) else [outs]
+        mxnet_diff = [_max_relative(expected[n], o) for o, n in zip(outs, model.outputs)]
+        _say(f"CPU {case.name}: trtc's outputs vs MXNet's, max relative difference: "
+             + ", ".join(f"{d:.2g}" for d in mxnet_diff))
+        try:
+            whole = whole_ort(case, feeds)
+            outs = whole()
+            whole_diff = [_max_relative(o, expected[n]) for o, n in zip(outs, model.outputs)]
+            calls["whole ORT"] = whole
+        except Exception as exc:  # a missing reference is reported, not fatal
+            text = str(exc).strip().splitlines()
+            whole_error = f"{type(exc).__name__}: {text[0][:200] if text else ''}"
+            _say(f"CPU {case.name}: whole-model ORT not measured: {whole_error}")
+        if whole_diff is not None:
+            _say(f"CPU {case.name}: whole-model ORT outputs vs trtc's, max relative difference: "
+                 + ", ".join(f"{d:.2g}" for d in whole_diff))
     n = iterations_per_round(calls, iterations)
     _say(f"CPU {case.name} batch {case.batch}: {rounds} rounds of "
          + ", ".join(f"{count} {name}" for name, count in n.items()) + " calls")
@@ -220,9 +408,12 @@ def cpu_row(case: Case, rounds: int, warmup: int, iterations: Optional[int]) -> 
     trtc_ms = statistics.median(medians["trtc"])
     row: Dict[str, Any] = {
         "model": case.name, "batch": case.batch, "rounds": rounds, "iterations": n,
-        "trtc_ms": trtc_ms, "ort_ms": None, "mxnet_ms": None,
+        "stages": [s["kind"] for s in bundle.manifest.get("stages", [])],
+        "trtc_ms": trtc_ms, "ort_ms": None, "mxnet_ms": None, "whole_ort_ms": None,
         "samples_per_s": case.batch * 1e3 / trtc_ms,
-        "trtc_vs_ort": None, "trtc_vs_mxnet": None,
+        "trtc_vs_ort": None, "trtc_vs_mxnet": None, "trtc_vs_whole_ort": None,
+        "whole_error": whole_error, "whole_vs_trtc_max_rel": whole_diff,
+        "trtc_vs_mxnet_max_rel": mxnet_diff,
     }
     if "ORT" in medians:
         row["ort_ms"] = statistics.median(medians["ORT"])
@@ -230,6 +421,9 @@ def cpu_row(case: Case, rounds: int, warmup: int, iterations: Optional[int]) -> 
     if "MXNet" in medians:
         row["mxnet_ms"] = statistics.median(medians["MXNet"])
         row["trtc_vs_mxnet"] = paired_ratio(medians["trtc"], medians["MXNet"])
+    if "whole ORT" in medians:
+        row["whole_ort_ms"] = statistics.median(medians["whole ORT"])
+        row["trtc_vs_whole_ort"] = paired_ratio(medians["trtc"], medians["whole ORT"])
     return row
 
 
@@ -320,7 +514,7 @@ def gpu_rows(case: Case, rounds: int, warmup: int,
         return []
     graphed = load(case.bundle, device="cuda")
     eager = load(case.bundle, device="cuda", cuda_graph=False)
-    feeds = random_feeds(graphed)
+    feeds = case.feeds if case.feeds is not None else bundle_feeds(graphed)
     bare = BareLoop(bundle, feeds)
     gpu_feeds = {}
     for name, value in feeds.items():
@@ -371,14 +565,19 @@ def _not_measured(message: str, as_json: bool) -> int:
 
 def cpu_table(rows: List[Dict[str, Any]]) -> str:
     lines = [f"{'model':<20}{'batch':>6}{'trtc ms':>11}{'ORT ms':>11}{'MXNet ms':>11}"
-             f"{'samples/s':>11}{'trtc/ORT':>10}{'trtc/MXNet':>12}  goal trtc/ORT <= {CPU_GOAL}"]
+             f"{'samples/s':>11}{'trtc/ORT':>10}{'trtc/MXNet':>12}  {'goal':<5}"
+             f"{'whole ORT ms':>14}{'trtc/whole':>12}  goal trtc/ORT <= {CPU_GOAL}, "
+             f"trtc/whole <= {WHOLE_GOAL}"]
     for row in rows:
-        verdict = "" if row["trtc_vs_ort"] is None else (
+        verdict = "-" if row["trtc_vs_ort"] is None else (
             "ok" if row["trtc_vs_ort"] <= CPU_GOAL else "over")
+        whole = row.get("trtc_vs_whole_ort")
+        whole_verdict = "" if whole is None else ("ok" if whole <= WHOLE_GOAL else "over")
         lines.append(f"{row['model']:<20}{row['batch']:>6}{_num(row['trtc_ms']):>11}"
                      f"{_num(row['ort_ms']):>11}{_num(row['mxnet_ms']):>11}"
                      f"{row['samples_per_s']:>11.1f}{_num(row['trtc_vs_ort']):>10}"
-                     f"{_num(row['trtc_vs_mxnet']):>12}  {verdict}")
+                     f"{_num(row['trtc_vs_mxnet']):>12}  {verdict:<5}"
+                     f"{_num(row.get('whole_ort_ms')):>14}{_num(whole):>12}  {whole_verdict}")
     return "\n".join(lines)
 
 
@@ -409,7 +608,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("bundles", nargs="*", type=Path,
                         help="time these bundles (no MXNet column) instead of zoo models")
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                        help="zoo architectures, comma-separated (default: %(default)s)")
+                        help="zoo architectures or issue-10 models (" + ",".join(FAMILY_MODELS)
+                             + "), comma-separated (default: %(default)s)")
+    parser.add_argument("--inputs", type=Path, default=None,
+                        help="FILE.npz: the inputs to feed given BUNDLEs (arrays by input name; "
+                             "default: made from the bundle's input specs)")
     parser.add_argument("--batches", type=_batches, default=list(DEFAULT_BATCHES),
                         help="batch sizes, one bundle each (default: 1,8)")
     parser.add_argument("--rounds", type=int, default=6,
@@ -447,7 +650,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix="trtc-bench-") as tmp:
         out_dir = args.out or Path(tmp)
         if args.bundles:
-            cases = [bundle_case(path) for path in args.bundles]
+            cases = [bundle_case(path, args.inputs) for path in args.bundles]
         else:
             models = [m for m in args.models.split(",") if m]
             cases = zoo_cases(models, args.batches, out_dir)
@@ -468,7 +671,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     if result["cpu"]:
         print(f"CPU path (ONNX Runtime){'' if args.bundles else ', fp32'}: median of "
-              f"{args.rounds} rounds, contenders alternating; ms per call")
+              f"{args.rounds} rounds, contenders alternating; ms per call; ORT: the bundle's "
+              "own ONNX (engine-only bundles), whole ORT: one mxnet.onnx export of the whole "
+              "model")
         print(cpu_table(result["cpu"]))
     if result["gpu"]:
         print(f"GPU path (TensorRT){'' if args.bundles else ', fp32'}: median of "

@@ -158,8 +158,10 @@ def example(
 def compile_command(
     params: Path = typer.Argument(..., help="PREFIX-0000.params (PREFIX-symbol.json is found next to it)."),
     symbol: Optional[Path] = typer.Option(None, "--symbol", help="The symbol JSON, if not PREFIX-symbol.json."),
-    input_specs: List[str] = typer.Option([], "--input", help="NAME:1x3x224x224[:DTYPE] (int32, int64, float16, ...); overrides the symbol's shape and dtype. Repeatable."),
-    fp16: bool = typer.Option(False, "--fp16", help="fp16 engines (inputs/outputs stay float32)."),
+    input_specs: List[str] = typer.Option([], "--input", help="NAME:1x3x224x224[:DTYPE] (int32, int64, float16, ...); overrides the symbol's shape and dtype; a dimension MIN..MAX takes any size in that range (data:1..32x3x224x224). Repeatable."),
+    opt_specs: List[str] = typer.Option([], "--opt-shape", help="NAME:8x3x224x224: the shape engines are tuned for, inside the --input range (default: the symbol's shape if inside, else MAX). Repeatable."),
+    fp16: bool = typer.Option(False, "--fp16", help="fp16 engines (inputs/outputs stay float32); layers that overflow or lose too much stay fp32, reported."),
+    keep_fp32: List[str] = typer.Option([], "--keep-fp32", help="With --fp16: an op type (softmax) or node name to keep in fp32. Repeatable."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Bundle to write (default PREFIX.trtb)."),
     backend: str = typer.Option("auto", "--backend", help="auto | tensorrt | tensorrt_rtx."),
     exclude_ops: List[str] = typer.Option([], "--exclude-op", help="MXNet op to keep in MXNet. Repeatable."),
@@ -190,15 +192,22 @@ def compile_command(
         shapes[name] = shape
         if dtype:
             dtypes[name] = dtype
+    opt_shapes = {}
+    for spec in opt_specs:
+        name, shape, _ = parse_input_spec(spec, flag="--opt-shape", ranges=False)
+        if name in opt_shapes:
+            raise UsageError(f"--opt-shape {name} given twice")
+        opt_shapes[name] = shape
     _check_compute_capabilities(compute_capability, backend)
     if tolerance is not None and not tolerance > 0:
         raise UsageError("--tolerance must be a positive number")
     _check_seed(seed)
     signer = _signer(sign_key)  # a bad key fails now, not after minutes of compiling
     settings = CompileSettings(
-        params=params, symbol=symbol, inputs=shapes, input_dtypes=dtypes, output=output, fp16=fp16,
+        params=params, symbol=symbol, inputs=shapes, input_dtypes=dtypes, opt_shapes=opt_shapes,
+        output=output, fp16=fp16,
         backend=backend, verify_inputs=verify_inputs, allow_nonfinite_weights=allow_nonfinite_weights,
-        sign_key=sign_key,
+        sign_key=sign_key, keep_fp32=tuple(keep_fp32),
         exclude_ops=tuple(exclude_ops),
         min_segment_size=_defaults.MIN_SEGMENT_SIZE if min_segment_size is None else min_segment_size,
         require_full=require_full, dry_run=dry_run, verify=not no_verify, tolerance=tolerance,
@@ -501,6 +510,68 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _terminated)
     _stdout_for_trtc_only()
     app()
+
+
+
+# ----------------------------------------------------------------------------------------------
+# serving on NVIDIA Triton Inference Server (trtc/triton.py)
+# ----------------------------------------------------------------------------------------------
+@app.command("triton-repo")
+@_handle_errors
+def triton_repo(
+    bundles: List[Path] = typer.Argument(..., help=".trtb bundles; one Triton model each."),
+    output: Path = typer.Option(..., "-o", "--output", help="Model repository directory (made if missing); models of other names in it are left alone."),
+    names: List[str] = typer.Option([], "--name", help="Model name, one per bundle in order (default: the bundle's file stem). Repeatable."),
+    instances: int = typer.Option(1, "--instances", help="Model instances (instance_group count; per GPU on GPUs)."),
+    max_batch_size: Optional[int] = typer.Option(None, "--max-batch-size", help="Triton max_batch_size, at most the bundle's batch range (default: its maximum; 0: no batching). Needs a bundle compiled with a dynamic batch (--input data:1..32x...)."),
+    max_queue_delay_us: Optional[int] = typer.Option(None, "--max-queue-delay-us", help="Dynamic batcher: how long a request may wait for others (default: Triton's, 0)."),
+    device: str = typer.Option("auto", "--device", help="auto (Triton places instances; GPU path when it can serve the bundle) | cuda (KIND_GPU) | cpu (KIND_CPU)."),
+    native: bool = typer.Option(False, "--native", help="Also write NAME_plan, a tensorrt_plan model of the bundle's one full-TensorRT engine."),
+    python_env: Optional[Path] = typer.Option(None, "--python-env", help="EXECUTION_ENV_PATH for the Python backend: a packed or unpacked environment with trtc (default: the server's python3)."),
+    json_output: bool = typer.Option(False, "--json", help="Print the models written as JSON."),
+) -> None:
+    """Write a Triton Inference Server model repository serving bundles (Python backend + trtc.runtime)."""
+    from .triton import write_repository
+
+    models = write_repository(bundles, output, names=names, instances=instances, device=device,
+                              max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
+                              native=native, python_env=python_env)
+    if json_output:
+        _out(json.dumps([{"name": m.name, "directory": str(m.directory), "bundle": str(m.bundle),
+                          "kind": m.kind, "max_batch_size": m.max_batch_size, "needs": m.needs}
+                         for m in models], indent=1))
+        return
+    for model in models:
+        _out(f"wrote {model.directory}  ({model.describe().split(': ', 1)[1]})")
+    _err(f"serve it: tritonserver --model-repository={output}")
+
+
+@app.command("serve")
+@_handle_errors
+def serve_command(
+    bundles: List[Path] = typer.Argument(..., help=".trtb bundles to serve."),
+    http_port: int = typer.Option(8000, "--http-port", help="HTTP/REST (KServe v2) port."),
+    grpc_port: int = typer.Option(8001, "--grpc-port", help="gRPC port."),
+    metrics_port: int = typer.Option(8002, "--metrics-port", help="Prometheus metrics port."),
+    address: str = typer.Option("127.0.0.1", "--address", help="Address to listen on (0.0.0.0: every interface)."),
+    names: List[str] = typer.Option([], "--name", help="Model name, one per bundle in order. Repeatable."),
+    instances: int = typer.Option(1, "--instances", help="Model instances."),
+    max_batch_size: Optional[int] = typer.Option(None, "--max-batch-size", help="As for triton-repo."),
+    max_queue_delay_us: Optional[int] = typer.Option(None, "--max-queue-delay-us", help="As for triton-repo."),
+    device: str = typer.Option("auto", "--device", help="auto | cuda | cpu, as for triton-repo."),
+    tritonserver: Optional[Path] = typer.Option(None, "--tritonserver", help="The tritonserver binary (default: one on PATH, else the nvidia-pytriton wheel's: pip install 'trtc[serve]')."),
+    log_file: Optional[Path] = typer.Option(None, "--log-file", help="Keep the server's log in this file."),
+    startup_timeout: float = typer.Option(120.0, "--startup-timeout", help="Seconds to wait for the server to be ready."),
+) -> None:
+    """Serve bundles on a local Triton Inference Server until Ctrl-C / SIGTERM."""
+    from .triton import serve
+
+    if log_file is not None:
+        _check_writable_file(log_file, "--log-file")
+    serve(bundles, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
+          address=address, tritonserver=tritonserver, log_file=log_file,
+          startup_timeout=startup_timeout, say=_out, note=_err, names=names, instances=instances,
+          device=device, max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us)
 
 
 if __name__ == "__main__":

@@ -137,7 +137,8 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
         parts = partition_and_build(graph, settings, backend, timer, say)
     report = PartitionReport(total_ops=len(graph.op_nodes), segments=parts.segments,
                              decisions=sorted(parts.decisions.values(), key=lambda d: d.node),
-                             built=not settings.dry_run, folded=dict(graph.folded), notes=notes)
+                             built=not settings.dry_run, folded=dict(graph.folded), notes=notes,
+                             fp32_layers=dict(parts.fp32_layers))
     if settings.require_full and not report.full:
         raise _with_report(CompileError(
             f"--require-full: {report.residual_ops} of {report.total_ops} ops would stay in MXNet "
@@ -153,7 +154,7 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
 
     with timer.span("write"):
         manifest, members = _assemble(graph, settings, parts.segments, parts.exported, parts.built,
-                                      notes)
+                                      notes, parts.fp32_layers)
         for stale in bundle_format.remove_stale_partials(output):
             say(f"removed {os.path.basename(stale)}, left by an interrupted compile")
     tmp = ""
@@ -196,6 +197,8 @@ def _check_settings(settings: CompileSettings) -> None:
         raise UsageError("--min-segment-size must be at least 1")
     if not isinstance(settings.seed, int) or not 0 <= settings.seed < 2 ** 32:
         raise UsageError(f"--seed {settings.seed}: expected an integer in [0, 2^32)")
+    if settings.keep_fp32 and not settings.fp16:
+        raise UsageError("--keep-fp32 applies to fp16 engines: add --fp16")
     if settings.tolerance is not None and not (0 < settings.tolerance < float("inf")):
         raise UsageError("--tolerance must be a positive number")
 
@@ -299,7 +302,7 @@ def _input_spec(graph: Graph, name: str) -> Dict[str, Any]:
 
 def _assemble(graph: Graph, settings: CompileSettings, segments: List[Segment],
               exported: Dict[Any, ExportedSegment], built: Dict[Any, BuiltEngine],
-              notes: List[str]):
+              notes: List[str], fp32_layers: Dict[str, str]):
     members: Dict[str, bytes] = {}
     stages: List[Dict[str, Any]] = []
     residual_param_keys: List[str] = []
@@ -323,6 +326,7 @@ def _assemble(graph: Graph, settings: CompileSettings, segments: List[Segment],
                 "backend": engine.backend, "backend_version": engine.backend_version,
                 "compute_capabilities": engine.compute_capabilities,
                 "precision": settings.precision, "fp32_tensors": exp.kept_fp32,
+                "fp32_layers": list(exp.fp32_layers),
                 "bytes": len(engine.plan), "sha256": bundle_format.sha256_hex(engine.plan),
                 "engine": engine_member, "onnx": onnx_member,
                 "io": [_resolve_io(graph, spec) for spec in engine.io],
@@ -364,8 +368,8 @@ def _assemble(graph: Graph, settings: CompileSettings, segments: List[Segment],
                                 if s["kind"] == "engine"}),
         },
         "partition": {k: v for k, v in PartitionReport(
-            len(graph.op_nodes), segments, [], folded=dict(graph.folded),
-            notes=notes).to_json().items() if k != "residual"},
+            len(graph.op_nodes), segments, [], folded=dict(graph.folded), notes=notes,
+            fp32_layers=fp32_layers).to_json().items() if k != "residual"},
     }
     if graph.renamed:
         manifest["partition"]["renamed_nodes"] = dict(graph.renamed)

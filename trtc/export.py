@@ -13,7 +13,7 @@ import os
 import tempfile
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -52,6 +52,7 @@ class ExportedSegment:
     onnx_bytes: bytes
     node_origin: List[str]  # ONNX node index -> MXNet node name
     kept_fp32: List[str]  # tensors kept in fp32 inside an fp16 segment (reported)
+    fp32_layers: List[str] = field(default_factory=list)  # MXNet nodes run in fp32 (fp16 segment)
 
 
 def subgraph_symbol_json(graph: Graph, nodes: List[int], inputs: List[str],
@@ -295,7 +296,8 @@ def _export_symbol(graph: Graph, segment: Segment
     return model, symbol.list_outputs(), onnx_names, unfaithful
 
 
-def onnx_from_segment(graph: Graph, segment: Segment, fp16: bool = False) -> ExportedSegment:
+def onnx_from_segment(graph: Graph, segment: Segment, fp16: bool = False,
+                      keep_fp32: Sequence[str] = ()) -> ExportedSegment:
     """Export ``segment`` to ONNX with mxnet.onnx; graph IO named after trtc's tensor names.
 
     Raises:
@@ -308,7 +310,7 @@ def onnx_from_segment(graph: Graph, segment: Segment, fp16: bool = False) -> Exp
                           unfaithful=True)
     by_trtc_name = {trtc_name: _onnx_output_name(mx_name)
                     for mx_name, trtc_name in zip(mx_outputs, segment.outputs)}
-    return _finish(graph, model, segment, by_trtc_name, fp16)
+    return _finish(graph, model, segment, by_trtc_name, fp16, keep_fp32=keep_fp32)
 
 
 @dataclass
@@ -423,7 +425,7 @@ def export_nodes(graph: Graph, nodes: List[int]) -> WholeExport:
 
 
 def cut_segment(whole: WholeExport, graph: Graph, segment: Segment, fp16: bool = False,
-                light: bool = False) -> Optional[ExportedSegment]:
+                light: bool = False, keep_fp32: Sequence[str] = ()) -> Optional[ExportedSegment]:
     """The ONNX of ``segment`` cut out of a whole export: its ONNX nodes (by provenance tag),
     the initializers they read, its boundary tensors as graph inputs and outputs named after
     trtc's tensors. ``light``: large weights as external data in ``whole.directory`` (fp32; for
@@ -479,11 +481,12 @@ def cut_segment(whole: WholeExport, graph: Graph, segment: Segment, fp16: bool =
         g.initializer.extend(initializers)
     g.input.extend(value_info(t) for t in segment.inputs)
     g.output.extend(value_info(t) for t in segment.outputs)
-    return _segment_result(model, fp16 and not light)
+    return _segment_result(model, fp16 and not light, keep_fp32)
 
 
 def _finish(graph: Graph, model: Any, segment: Segment, onnx_output: Dict[str, str], fp16: bool,
-            input_names: Optional[Dict[str, str]] = None) -> ExportedSegment:
+            input_names: Optional[Dict[str, str]] = None,
+            keep_fp32: Sequence[str] = ()) -> ExportedSegment:
     """Graph surgery (onnx-graphsurgeon): initializers are not graph inputs, graph IO gets trtc's
     tensor names, shapes and dtypes; dead nodes go; optional fp16 conversion."""
     import onnx_graphsurgeon as gs
@@ -514,42 +517,73 @@ def _finish(graph: Graph, model: Any, segment: Segment, onnx_output: Dict[str, s
         raise ExportError(f"exported ONNX inputs {input_names_now} differ from the segment's "
                           f"{segment.inputs}")
 
-    return _segment_result(model, fp16)
+    return _segment_result(model, fp16, keep_fp32)
 
 
-def _segment_result(model: Any, fp16: bool) -> ExportedSegment:
-    kept: List[str] = convert_to_fp16(model) if fp16 else []
+def _segment_result(model: Any, fp16: bool, keep_fp32: Sequence[str] = ()) -> ExportedSegment:
+    """``keep_fp32``: MXNet node names whose ONNX nodes stay float32 in an fp16 segment."""
+    wanted = set(keep_fp32)
+    keep_nodes = {n.name for n in model.graph.node if n.name.rsplit("#", 1)[0] in wanted} if fp16 else set()
+    layers = sorted({name.rsplit("#", 1)[0] for name in keep_nodes})
+    kept: List[str] = convert_to_fp16(model, keep_nodes) if fp16 else []
     origin = [node.name.rsplit("#", 1)[0] if "#" in node.name else "" for node in model.graph.node]
     origin = ["" if name == "node" else name for name in origin]
     return ExportedSegment(model=model, onnx_bytes=model.SerializeToString(),
-                           node_origin=origin, kept_fp32=kept)
+                           node_origin=origin, kept_fp32=kept, fp32_layers=layers)
 
 
 # ONNX inputs that must stay float32 (the spec allows only float there): (op_type, input index).
 _FP32_ONLY_INPUTS = {("Resize", 2), ("Upsample", 1)}
 
 
-def convert_to_fp16(model: Any) -> List[str]:
+def convert_to_fp16(model: Any, keep_nodes: Optional[Set[str]] = None) -> List[str]:
     """Turn a float32 ONNX model into an fp16 network whose graph IO stays float32.
 
     Float initializers and constants become fp16, ``Cast(to=FLOAT)`` becomes fp16, and Cast
     nodes are inserted after float32 graph inputs and before float32 graph outputs. Inputs the
-    ONNX spec requires in float32 (Resize/Upsample scales) are kept. Returns the kept tensors.
+    ONNX spec requires in float32 (Resize/Upsample scales) are kept. ``keep_nodes`` (ONNX node
+    names) stay float32 inside the fp16 network: their weights stay fp32, their float inputs are
+    cast up and their float outputs cast back to fp16 (TensorRT-RTX is strongly typed: this is
+    how a layer runs in fp32). Returns the tensors kept in float32.
     """
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper, shape_inference
 
     g = model.graph
     FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
+    keep_nodes = set(keep_nodes or ())
+    types: Dict[str, int] = {}
+    if keep_nodes:  # which tensors are float, for the casts around kept nodes
+        try:
+            inferred = shape_inference.infer_shapes(model).graph
+            for vi in list(inferred.value_info) + list(inferred.input) + list(inferred.output):
+                types[vi.name] = vi.type.tensor_type.elem_type
+        except Exception:
+            pass
+        for init in g.initializer:
+            types[init.name] = init.data_type
+        for node in g.node:
+            if node.op_type == "Constant":
+                for attr in node.attribute:
+                    if attr.name == "value":
+                        types[node.output[0]] = attr.t.data_type
     keep: set = set()
     for node in g.node:
         for idx, name in enumerate(node.input):
             if (node.op_type, idx) in _FP32_ONLY_INPUTS and name:
                 keep.add(name)
+    readers: Dict[str, List[str]] = {}
+    for node in g.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node.name)
+    kept_weights = {init.name for init in g.initializer
+                    if readers.get(init.name) and all(r in keep_nodes for r in readers[init.name])}
     for init in g.initializer:
-        if init.data_type == FLOAT and init.name not in keep:
+        if init.data_type == FLOAT and init.name not in keep and init.name not in kept_weights:
             array = numpy_helper.to_array(init).astype(np.float16)
             init.CopyFrom(numpy_helper.from_array(array, init.name))
     for node in g.node:
+        if node.name in keep_nodes:
+            continue
         if node.op_type == "Cast":
             for attr in node.attribute:
                 if attr.name == "to" and attr.i == FLOAT and not (set(node.output) & keep):
@@ -560,6 +594,37 @@ def convert_to_fp16(model: Any) -> List[str]:
                     array = numpy_helper.to_array(attr.t).astype(np.float16)
                     attr.t.CopyFrom(numpy_helper.from_array(array, attr.t.name))
     del g.value_info[:]
+
+    body = []
+    graph_outputs = {o.name for o in g.output}
+    consumers: Dict[str, List[Any]] = {}
+    for node in g.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    wide: Dict[str, str] = {}  # float outputs of kept nodes -> their fp32 tensor
+    for node in g.node:  # casts around the nodes kept in float32; none between two kept nodes
+        if node.name not in keep_nodes:
+            body.append(node)
+            continue
+        after = []
+        for i, name in enumerate(node.input):
+            if name in wide:
+                node.input[i] = wide[name]
+            elif name and types.get(name) == FLOAT and name not in kept_weights and name not in keep:
+                up = f"{name}__fp32_{len(body)}"
+                body.append(helper.make_node("Cast", [name], [up], to=FLOAT, name=f"{up}__cast"))
+                node.input[i] = up
+        for j, name in enumerate(node.output):
+            if name and types.get(name) == FLOAT:
+                wide[name] = node.output[j] = f"{name}__fp32"
+                if name in graph_outputs or any(c.name not in keep_nodes for c in consumers.get(name, [])):
+                    after.append(helper.make_node("Cast", [wide[name]], [name], to=HALF,
+                                                  name=f"{wide[name]}__cast"))
+        body.append(node)
+        body.extend(after)
+    if keep_nodes:
+        del g.node[:]
+        g.node.extend(body)
 
     renamed_inputs: Dict[str, str] = {}
     cast_nodes = []
@@ -589,4 +654,4 @@ def convert_to_fp16(model: Any) -> List[str]:
     nodes = cast_nodes + list(g.node) + tail
     del g.node[:]
     g.node.extend(nodes)
-    return sorted(keep)
+    return sorted(keep | kept_weights)

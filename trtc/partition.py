@@ -301,6 +301,7 @@ class PartitionReport:
     # decisions made on the user's behalf before partitioning (folded constants, renamed nodes)
     folded: Dict[str, int] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
+    fp32_layers: Dict[str, str] = field(default_factory=dict)  # fp16: MXNet node -> why fp32
 
     @property
     def engine_segments(self) -> List[Segment]:
@@ -330,6 +331,7 @@ class PartitionReport:
             "residual": [asdict(d) for d in self.decisions],
             "folded_ops": dict(self.folded),
             "notes": list(self.notes),
+            "fp32_layers": dict(self.fp32_layers),
         }
 
     def to_text(self) -> str:
@@ -344,6 +346,10 @@ class PartitionReport:
         for seg in self.segments:
             lines.append(f"  {seg.name:<12} {seg.kind:<8} {len(seg.nodes):>5} ops  "
                          f"in: {_short_list(seg.inputs)}  out: {_short_list(seg.outputs)}")
+        if self.fp32_layers:
+            lines.append(f"layers kept in fp32 inside fp16 engines ({len(self.fp32_layers)}):")
+            for name, why in self.fp32_layers.items():
+                lines.append(f"    {name}: {why}")
         if self.decisions:
             lines.append(f"ops kept in MXNet ({len(self.decisions)}):")
             by_reason: Dict[str, List[Decision]] = {}
@@ -375,6 +381,7 @@ class PartitionResult:
     exported: Dict[Any, Any]  # Segment.key -> export.ExportedSegment
     built: Dict[Any, Any]  # Segment.key -> backends.BuiltEngine
     rounds: int = 0
+    fp32_layers: Dict[str, str] = field(default_factory=dict)  # fp16 engines: MXNet node -> why fp32
 
 
 class _Loop:
@@ -382,6 +389,8 @@ class _Loop:
     what is new (one mxnet.onnx export of every engine candidate, cut per segment), parses the
     cuts and builds the engines; every rejection moves the exact MXNet ops responsible to MXNet
     and starts a new round. Bounded by ``max_rounds`` and ``time_limit`` (CompileError)."""
+
+    MAX_PRECISION_ROUNDS = 6  # fp16: rounds of keeping layers in fp32, per engine
 
     def __init__(self, graph: Graph, settings: Any, backend: Any, timer: Any, say: Any,
                  max_rounds: int, time_limit: float):
@@ -396,6 +405,18 @@ class _Loop:
         self.max_rounds, self.time_limit = max_rounds, time_limit
         self.deadline = time.monotonic() + time_limit
         self.rounds = 0
+        self.fp32_layers: Dict[str, str] = {}
+        self.forced_fp32: Set[str] = set()
+        if settings.fp16 and getattr(settings, "keep_fp32", ()):
+            from .precision import resolve_keep_fp32
+
+            self.forced_fp32, unknown = resolve_keep_fp32(graph, settings.keep_fp32)
+            if unknown:
+                from .runtime.errors import UsageError
+
+                raise UsageError(f"--keep-fp32 {unknown[0]}: the model has no op type or node of that "
+                                 "name (op types: " + ", ".join(sorted({n.op for n in graph.op_nodes}))[:300] + ")")
+        self._reference: Optional[Dict[str, Any]] = None
 
     # -- bookkeeping ----------------------------------------------------------------------------
     def reject(self, idx: int, reason: str, message: str) -> None:
@@ -510,10 +531,7 @@ class _Loop:
                         self.parser_rejected(seg, light, parsed)
                         return None
             with self.timer.span("export"):
-                exp = cut_segment(whole, self.graph, seg, fp16) if whole is not None else None
-                if exp is None:
-                    self.say(f"exporting {seg.name} ({len(seg.nodes)} ops) to ONNX")
-                    exp = onnx_from_segment(self.graph, seg, fp16=fp16)
+                exp = self.export_cut(seg, fp16, self.kept_in(seg, self.forced_fp32))
         except ExportError as exc:
             self.export_failed(exc, seg.nodes, Reason.EXPORT_FAILED)
             return None
@@ -526,6 +544,63 @@ class _Loop:
                     whole.make_light()  # more rounds ahead: stop copying weights
             return None
         return exp
+
+    def kept_in(self, seg: Segment, names: Set[str]) -> List[str]:
+        return sorted(self.graph.nodes[i].name for i in seg.nodes if self.graph.nodes[i].name in names)
+
+    def export_cut(self, seg: Segment, fp16: bool, keep_fp32: Sequence[str] = ()) -> Any:
+        """The segment's ONNX cut out of the whole export (else exported alone)."""
+        from .export import cut_segment, onnx_from_segment
+
+        exp = (cut_segment(self.whole, self.graph, seg, fp16, keep_fp32=keep_fp32)
+               if self.whole is not None else None)
+        if exp is None:
+            self.say(f"exporting {seg.name} ({len(seg.nodes)} ops) to ONNX")
+            exp = onnx_from_segment(self.graph, seg, fp16=fp16, keep_fp32=keep_fp32)
+        return exp
+
+    # -- fp16: layers that must stay fp32 --------------------------------------------------------
+    def reference(self) -> Dict[str, Any]:
+        """MXNet's values of every tensor, on the gate's first input (computed once)."""
+        if self._reference is None:
+            from .verify import gate_inputs, load_verify_inputs, mxnet_forward
+
+            if getattr(self.settings, "verify_inputs", None) is not None:
+                feeds = load_verify_inputs(self.graph, self.settings.verify_inputs)[0]
+            else:
+                feeds = gate_inputs(self.graph, self.settings.seed)[0]
+            names = sorted({t for n in self.graph.op_nodes for t in n.outputs})
+            values = mxnet_forward(self.graph, feeds, names)
+            values.update(feeds)
+            self._reference = values
+        return self._reference
+
+    def settle_fp16(self, seg: Segment) -> None:
+        """Keep the layers of an fp16 segment that overflow or lose too much in fp32
+        (trtc/precision.py), a bounded number of rounds; the last export is what gets built."""
+        from .precision import judge_fp16
+
+        kept = set(self.kept_in(seg, self.forced_fp32))
+        reasons = {name: "--keep-fp32" for name in kept}
+        reference = self.reference()
+        feeds = {t: reference[t] for t in seg.inputs}
+        tolerance = self.settings.effective_tolerance
+        exp = self.exported[seg.key]
+        with self.timer.span("precision"):
+            for _ in range(self.MAX_PRECISION_ROUNDS):
+                fp32 = self.export_cut(seg, False)
+                verdict = judge_fp16(fp32.model, exp.model, feeds, reference, seg.outputs,
+                                     tolerance, kept)
+                if verdict.ok or not verdict.keep:
+                    break
+                kept |= set(verdict.keep)
+                reasons.update(verdict.keep)
+                first = next(iter(verdict.keep.items()))
+                self.say(f"  {seg.name}: {len(verdict.keep)} layer(s) kept in fp32 "
+                         f"({first[0]}: {first[1]}" + (", ..." if len(verdict.keep) > 1 else "") + ")")
+                exp = self.export_cut(seg, True, sorted(kept))
+        self.exported[seg.key] = exp
+        self.fp32_layers.update({k: v for k, v in reasons.items() if k in kept})
 
     def parser_rejected(self, seg: Segment, exp: Any, parsed: Any) -> None:
         """Keep the MXNet ops whose ONNX nodes the parser rejected in MXNet, with its message."""
@@ -554,6 +629,8 @@ class _Loop:
 
         from .backends import BuildError
 
+        if self.settings.fp16:
+            self.settle_fp16(seg)
         self.say(f"building {seg.name} ({len(seg.nodes)} ops, {self.settings.precision}) "
                  f"with {self.backend.name}")
         try:
@@ -603,8 +680,10 @@ class _Loop:
                         if seg.key not in self.built and not self.build(seg):
                             changed = True
                 if not changed:
+                    names = {self.graph.nodes[i].name for s in engines for i in s.nodes}
                     return PartitionResult(segments, all_decisions, self.exported, self.built,
-                                           self.rounds)
+                                           self.rounds, {k: v for k, v in self.fp32_layers.items()
+                                                         if k in names})
         finally:
             if self.whole is not None:
                 self.whole.close()

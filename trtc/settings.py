@@ -41,6 +41,8 @@ class CompileSettings:
             extra leading axis holds several samples).
         allow_nonfinite_weights: compile a model whose weights hold NaN/Inf (else a UsageError).
         sign_key: an Ed25519 private key (PEM) to sign the bundle with.
+        keep_fp32: with fp16, op types (``softmax``) or node names kept in fp32 inside the
+            engines, on top of the layers trtc keeps automatically (reported).
     """
 
     params: Path
@@ -63,6 +65,7 @@ class CompileSettings:
     verify_inputs: Optional[Path] = None
     allow_nonfinite_weights: bool = False
     sign_key: Optional[Path] = None
+    keep_fp32: Tuple[str, ...] = ()
 
     @property
     def precision(self) -> str:

@@ -35,6 +35,7 @@ def test_quick_writes_a_row_per_model_and_totals(tmp_path):
     text = out.read_text()
     assert text.startswith("# Model coverage")
     assert "benchmarks/coverage.py --quick" in text and "fp32" in text
+    assert "`--verify-inputs`: `ops_block`" in text  # its real-looking ids fed the gate
 
     lines = text.splitlines()
     (header_at,) = [i for i, l in enumerate(lines) if l.startswith("| model |")]
@@ -45,15 +46,20 @@ def test_quick_writes_a_row_per_model_and_totals(tmp_path):
         if not line.startswith("|"):
             break
         cells = dict(zip(header, _cells(line)))
-        rows[cells["model"].strip("`")] = cells
+        rows[cells["model"].strip("*`")] = cells
     assert sorted(rows) == sorted(coverage.QUICK_MODELS)
     for name, cells in rows.items():
         ops, in_engines, in_mxnet = (int(cells[k]) for k in ("ops", "in engines", "in MXNet"))
         assert ops > 0 and in_engines + in_mxnet == ops, (name, cells)
         assert int(cells["engines"]) >= 1
         assert 0 <= float(cells["output err"]) <= 1e-4  # the fp32 gate's tolerance
+        assert 0 <= float(cells["engine err"]) <= 1e-4
         assert float(cells["compile s"]) > 0 and float(cells["bundle MB"]) > 0
-        assert re.fullmatch(r"\d+x3x\d+x\d+", cells["input"]), cells["input"]
+        if name in coverage.FAMILY_MODELS:  # an issue-10 model, in italics, typed inputs
+            assert cells["model"] == f"*`{name}`*"
+            assert cells["input"] == "1x16 int32, 1x16x32", cells["input"]
+        else:
+            assert re.fullmatch(r"\d+x3x\d+x\d+", cells["input"]), cells["input"]
 
     (totals,) = [l for l in lines if l.startswith("**Totals:**")]
     total_ops = sum(int(c["ops"]) for c in rows.values())
@@ -63,6 +69,27 @@ def test_quick_writes_a_row_per_model_and_totals(tmp_path):
     assert "## Failures" in text and "None." in text
     # the same table goes to stdout as it is made
     assert all(f"`{name}`" in proc.stdout for name in rows) and "**Totals:**" in proc.stdout
+
+
+def test_issue10_models_are_known_and_exported_from_the_families_module(tmp_path):
+    coverage = _script()
+    fam = coverage.families_module()
+    assert set(coverage.FAMILY_MODELS) == set(fam.MODELS)
+    from trtc.zoo import available_models
+
+    assert not set(coverage.FAMILY_MODELS) & set(available_models())  # no name is ambiguous
+    exported = coverage.export_model("ops_block", tmp_path)
+    assert exported["params"].exists() and exported["verify_inputs"].exists()
+    assert exported["dtypes"] == ["int32", "float32"]
+    assert coverage.export_model("reused_block", tmp_path)["verify_inputs"] is None
+
+
+def test_error_cells_say_how_a_tensor_was_judged():
+    coverage = _script()
+    assert coverage._output_err({"output_err": 0.0, "input_independent": True}) == "0.0e+00 const"
+    assert coverage._output_err({"output_err": 0.5, "output_ties": 1}) == "5.0e-01 ties"
+    assert coverage._output_err({"output_err": 1e-7, "output_sorted": True}) == "1.0e-07 s"
+    assert coverage._output_err({"output_err": None}) == "-"
 
 
 def test_a_model_that_does_not_finish_is_a_failed_row(tmp_path):
