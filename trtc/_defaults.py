@@ -17,3 +17,11 @@ ONNX_OPSET = 13
 # TensorRT builder workspace limit (bytes); None keeps the builder's default.
 WORKSPACE_BYTES = None
 BACKENDS = ("auto", "tensorrt", "tensorrt_rtx")
+
+# int8 engines (Q/DQ: per-channel weights, per-tensor activations, 8 bits: a relative step of
+# 1/127 per quantized layer, compounding): max |trtc - mxnet| / max |mxnet| allowed per output,
+# and for outputs shaped (batch, classes) the fraction of argmax (top-1) agreements with MXNet's
+# fp32 forward, both on the calibration inputs (at most INT8_GATE_SAMPLES of them).
+INT8_TOLERANCE = 0.15
+INT8_MIN_TOP1 = 0.9
+INT8_GATE_SAMPLES = 16

@@ -23,6 +23,7 @@ from .partition import PartitionReport, Segment, partition_and_build
 from .runtime import bundle as bundle_format
 from .runtime._version import __version__
 from .runtime.errors import BundleError, CompileError, IncompatibleError, TrtcError, UsageError
+from . import _defaults
 from .settings import CompileSettings
 from .runtime._native import quiet_native
 from .verify import OutputCheck, gate_inputs, gate_shapes, load_verify_inputs, run_gate
@@ -133,8 +134,17 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
 
     backend = get_backend(settings.backend)
     say(f"builder: {backend.name} {backend.version}")
+    calibration = None
+    if settings.int8:
+        from .quantize import load_calibration
+
+        calibration = load_calibration(graph, settings.calibration)
+        say(f"int8: {len(calibration)} calibration sample(s) from {settings.calibration} "
+            f"({settings.calibration_method})")
+        if samples is None:
+            samples = calibration[:_defaults.INT8_GATE_SAMPLES]
     with quiet_native():
-        parts = partition_and_build(graph, settings, backend, timer, say)
+        parts = partition_and_build(graph, settings, backend, timer, say, calibration=calibration)
     report = PartitionReport(total_ops=len(graph.op_nodes), segments=parts.segments,
                              decisions=sorted(parts.decisions.values(), key=lambda d: d.node),
                              built=not settings.dry_run, folded=dict(graph.folded), notes=notes,
@@ -197,6 +207,20 @@ def _check_settings(settings: CompileSettings) -> None:
         raise UsageError("--min-segment-size must be at least 1")
     if not isinstance(settings.seed, int) or not 0 <= settings.seed < 2 ** 32:
         raise UsageError(f"--seed {settings.seed}: expected an integer in [0, 2^32)")
+    if settings.int8:
+        if settings.fp16:
+            raise UsageError("--int8 and --fp16 together are not supported yet: int8 engines keep "
+                             "their non-quantized layers in fp32; pass one of them")
+        if settings.calibration is None:
+            raise UsageError("--int8 needs --calibration PATH (a directory of .npy/.npz inputs or "
+                             "one .npz, arrays by input name)")
+        from .quantize import METHODS
+
+        if settings.calibration_method not in METHODS:
+            raise UsageError(f"--calibration-method {settings.calibration_method!r}: choose one of "
+                             f"{', '.join(METHODS)}")
+    elif settings.calibration is not None:
+        raise UsageError("--calibration applies to int8 engines: add --int8")
     if settings.keep_fp32 and not settings.fp16:
         raise UsageError("--keep-fp32 applies to fp16 engines: add --fp16")
     if settings.tolerance is not None and not (0 < settings.tolerance < float("inf")):
@@ -326,7 +350,7 @@ def _assemble(graph: Graph, settings: CompileSettings, segments: List[Segment],
                 "backend": engine.backend, "backend_version": engine.backend_version,
                 "compute_capabilities": engine.compute_capabilities,
                 "precision": settings.precision, "fp32_tensors": exp.kept_fp32,
-                "fp32_layers": list(exp.fp32_layers),
+                "fp32_layers": list(exp.fp32_layers), "int8_layers": list(exp.int8_layers),
                 "bytes": len(engine.plan), "sha256": bundle_format.sha256_hex(engine.plan),
                 "engine": engine_member, "onnx": onnx_member,
                 "io": [_resolve_io(graph, spec) for spec in engine.io],
@@ -406,8 +430,9 @@ def _verify(graph: Graph, bundle_path: str, settings: CompileSettings, segments:
         say(f"verifying on the CPU path against MXNet (tolerance {tolerance:g}) on random inputs"
             f"{at} (seed {settings.seed}; --verify-inputs FILE.npz for real ones): " + "; ".join(how))
     else:
+        source = settings.verify_inputs or f"the calibration data {settings.calibration}"
         say(f"verifying on the CPU path against MXNet (tolerance {tolerance:g}) on {len(samples)} "
-            f"sample(s) from {settings.verify_inputs}")
+            f"sample(s) from {source}")
     try:
         with quiet_native():
             model = load(bundle_path, device="cpu")
@@ -439,9 +464,19 @@ def _verify(graph: Graph, bundle_path: str, settings: CompileSettings, segments:
         worst = max(mine, key=lambda c: (c.blocking, c.relative))
         say(f"  {stage} on MXNet's own inputs: worst relative {worst.relative:.3g} ({worst.name}) "
             f"{'FAILED' if worst.blocking else 'ok'}" + (f"; {worst.note}" if worst.note else ""))
+    for name, share in gate.top1.items():
+        say(f"  output {name}: top-1 agrees with MXNet on {share:.0%} of {gate.samples} sample row(s)")
     failed = gate.failed
     if failed:
         raise _with_report(CompileError(_gate_message(failed, settings, segments, graph)), report)
+    low = {n: v for n, v in gate.top1.items() if v < _defaults.INT8_MIN_TOP1}
+    if settings.int8 and low:
+        name, share = next(iter(low.items()))
+        raise _with_report(CompileError(
+            f"accuracy gate failed: int8 output '{name}' agrees with MXNet's top-1 on {share:.0%} of "
+            f"the calibration samples (needs {_defaults.INT8_MIN_TOP1:.0%}); no bundle written. Give "
+            "more representative --calibration data, try --calibration-method entropy or "
+            "percentile, or compile with --fp16"), report)
     return checks
 
 

@@ -53,6 +53,7 @@ class ExportedSegment:
     node_origin: List[str]  # ONNX node index -> MXNet node name
     kept_fp32: List[str]  # tensors kept in fp32 inside an fp16 segment (reported)
     fp32_layers: List[str] = field(default_factory=list)  # MXNet nodes run in fp32 (fp16 segment)
+    int8_layers: List[str] = field(default_factory=list)  # MXNet nodes quantized to int8
 
 
 def subgraph_symbol_json(graph: Graph, nodes: List[int], inputs: List[str],
@@ -518,6 +519,11 @@ def _finish(graph: Graph, model: Any, segment: Segment, onnx_output: Dict[str, s
                           f"{segment.inputs}")
 
     return _segment_result(model, fp16, keep_fp32)
+
+
+def segment_from_model(model: Any) -> ExportedSegment:
+    """An ExportedSegment for an ONNX model made from a segment's (e.g. its Q/DQ version)."""
+    return _segment_result(model, False)
 
 
 def _segment_result(model: Any, fp16: bool, keep_fp32: Sequence[str] = ()) -> ExportedSegment:

@@ -393,7 +393,8 @@ class _Loop:
     MAX_PRECISION_ROUNDS = 6  # fp16: rounds of keeping layers in fp32, per engine
 
     def __init__(self, graph: Graph, settings: Any, backend: Any, timer: Any, say: Any,
-                 max_rounds: int, time_limit: float):
+                 max_rounds: int, time_limit: float,
+                 calibration: Optional[List[Dict[str, Any]]] = None):
         import time
 
         self.graph, self.settings, self.backend, self.timer, self.say = graph, settings, backend, timer, say
@@ -417,6 +418,8 @@ class _Loop:
                 raise UsageError(f"--keep-fp32 {unknown[0]}: the model has no op type or node of that "
                                  "name (op types: " + ", ".join(sorted({n.op for n in graph.op_nodes}))[:300] + ")")
         self._reference: Optional[Dict[str, Any]] = None
+        self.calibration = calibration or []
+        self._calibrated: List[Dict[str, Any]] = [dict(c) for c in self.calibration]
 
     # -- bookkeeping ----------------------------------------------------------------------------
     def reject(self, idx: int, reason: str, message: str) -> None:
@@ -602,6 +605,30 @@ class _Loop:
         self.exported[seg.key] = exp
         self.fp32_layers.update({k: v for k, v in reasons.items() if k in kept})
 
+    # -- int8 ---------------------------------------------------------------------------------
+    def quantize(self, seg: Segment) -> None:
+        """Replace the segment's fp32 ONNX by its Q/DQ int8 version (trtc/quantize.py),
+        calibrated on MXNet's values of the segment's inputs for every calibration sample."""
+        from .export import segment_from_model
+        from .quantize import int8_layers, quantize_segment
+        from .verify import mxnet_forward
+
+        if not self.calibration:
+            return
+        missing = [t for t in seg.inputs if t not in self._calibrated[0]]
+        with self.timer.span("calibrate"):
+            if missing:
+                for sample, values in zip(self.calibration, self._calibrated):
+                    values.update(mxnet_forward(self.graph, sample, missing))
+            feeds = [{t: values[t] for t in seg.inputs} for values in self._calibrated]
+            model = quantize_segment(self.exported[seg.key].model, feeds,
+                                     self.settings.calibration_method)
+        exp = segment_from_model(model)
+        exp.int8_layers = int8_layers(model)
+        self.say(f"  {seg.name}: {len(exp.int8_layers)} layer(s) quantized to int8 "
+                 f"({self.settings.calibration_method}, {len(feeds)} calibration sample(s))")
+        self.exported[seg.key] = exp
+
     def parser_rejected(self, seg: Segment, exp: Any, parsed: Any) -> None:
         """Keep the MXNet ops whose ONNX nodes the parser rejected in MXNet, with its message."""
         rejected: Dict[int, str] = {}
@@ -631,6 +658,8 @@ class _Loop:
 
         if self.settings.fp16:
             self.settle_fp16(seg)
+        if getattr(self.settings, "int8", False) and not getattr(self.exported[seg.key], "int8_layers", None):
+            self.quantize(seg)
         self.say(f"building {seg.name} ({len(seg.nodes)} ops, {self.settings.precision}) "
                  f"with {self.backend.name}")
         try:
@@ -690,10 +719,12 @@ class _Loop:
 
 
 def partition_and_build(graph: Graph, settings: Any, backend: Any, timer: Any, say: Any,
-                        max_rounds: int = 200, time_limit: float = 1800.0) -> PartitionResult:
+                        max_rounds: int = 200, time_limit: float = 1800.0,
+                        calibration: Optional[List[Dict[str, Any]]] = None) -> PartitionResult:
     """Partition ``graph`` by what mxnet.onnx exports and TensorRT's parser and builder accept;
-    build each engine (unless ``settings.dry_run``)."""
-    result = _Loop(graph, settings, backend, timer, say, max_rounds, time_limit).run()
+    build each engine (unless ``settings.dry_run``); with ``settings.int8``, engines are built
+    from Q/DQ ONNX calibrated on ``calibration`` (model input samples)."""
+    result = _Loop(graph, settings, backend, timer, say, max_rounds, time_limit, calibration).run()
     rejected = {i: d for i, d in result.decisions.items() if d.reason == Reason.PARSER_REJECTED}
     if graph.is_dynamic and rejected:
         _compare_with_static(graph, settings, backend, timer, say, rejected, max_rounds, time_limit)

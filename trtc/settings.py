@@ -43,6 +43,9 @@ class CompileSettings:
         sign_key: an Ed25519 private key (PEM) to sign the bundle with.
         keep_fp32: with fp16, op types (``softmax``) or node names kept in fp32 inside the
             engines, on top of the layers trtc keeps automatically (reported).
+        int8: int8 engines by explicit (Q/DQ) quantization; needs ``calibration``.
+        calibration: a directory of .npy/.npz files or one .npz of representative inputs.
+        calibration_method: 'minmax' (default), 'entropy' or 'percentile'.
     """
 
     params: Path
@@ -66,13 +69,18 @@ class CompileSettings:
     allow_nonfinite_weights: bool = False
     sign_key: Optional[Path] = None
     keep_fp32: Tuple[str, ...] = ()
+    int8: bool = False
+    calibration: Optional[Path] = None
+    calibration_method: str = "minmax"
 
     @property
     def precision(self) -> str:
-        return "fp16" if self.fp16 else "fp32"
+        return "int8" if self.int8 else ("fp16" if self.fp16 else "fp32")
 
     @property
     def effective_tolerance(self) -> float:
         if self.tolerance is not None:
             return self.tolerance
+        if self.int8:
+            return _defaults.INT8_TOLERANCE
         return _defaults.FP16_TOLERANCE if self.fp16 else _defaults.FP32_TOLERANCE

@@ -118,6 +118,8 @@ class GateResult:
     checks: List[OutputCheck] = field(default_factory=list)
     inputs: str = ""
     samples: int = 1
+    # model outputs shaped (batch, classes): fraction of rows whose argmax agrees with MXNet's
+    top1: Dict[str, float] = field(default_factory=dict)
 
     @property
     def failed(self) -> List[OutputCheck]:
@@ -238,7 +240,7 @@ def random_inputs(graph: Graph, seed: int) -> Dict[str, np.ndarray]:
     return gate_inputs(graph, seed)[0]
 
 
-def load_verify_inputs(graph: Graph, path: Path) -> List[Dict[str, np.ndarray]]:
+def load_verify_inputs(graph: Graph, path: Path, flag: str = "--verify-inputs") -> List[Dict[str, np.ndarray]]:
     """Samples from ``--verify-inputs FILE.npz``: one array per model input, of the input's shape
     (one sample) or with one extra leading axis (that many samples).
 
@@ -247,20 +249,20 @@ def load_verify_inputs(graph: Graph, path: Path) -> List[Dict[str, np.ndarray]]:
     """
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"--verify-inputs {path}: no such file (an .npz holding one array per "
+        raise UsageError(f"{flag} {path}: no such file (an .npz holding one array per "
                          "model input, by input name)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
     except Exception as exc:
-        raise UsageError(f"--verify-inputs {path}: not a readable .npz ({type(exc).__name__}: "
+        raise UsageError(f"{flag} {path}: not a readable .npz ({type(exc).__name__}: "
                          f"{str(exc)[:120]})") from None
     expected = graph.input_names
     unknown = [n for n in arrays if n not in expected]
     missing = [n for n in expected if n not in arrays]
     if unknown or missing:
         what = f"has no array '{missing[0]}'" if missing else f"has '{unknown[0]}', not an input"
-        raise UsageError(f"--verify-inputs {path.name} {what}; the model's inputs are: "
+        raise UsageError(f"{flag} {path.name} {what}; the model's inputs are: "
                          f"{', '.join(expected)}")
     def fits(name: str, shape: Tuple[int, ...]) -> bool:
         lo, _, hi = graph.shape_range(name)
@@ -276,16 +278,16 @@ def load_verify_inputs(graph: Graph, path: Path) -> List[Dict[str, np.ndarray]]:
         else:
             lo, _, hi = graph.shape_range(name)
             want = "x".join(str(a) if a == b else f"{a}..{b}" for a, b in zip(lo, hi))
-            raise UsageError(f"--verify-inputs {path.name}: '{name}' has shape {tuple(value.shape)}; "
+            raise UsageError(f"{flag} {path.name}: '{name}' has shape {tuple(value.shape)}; "
                              f"expected {want} (one sample) or N x {want}")
         if value.dtype.kind not in "fiub" or (np.dtype(dtype).kind == "f") != (value.dtype.kind == "f") \
                 and value.dtype.kind != "b":
             if not (np.dtype(dtype).kind == "f" and value.dtype.kind in "iu"):
-                raise UsageError(f"--verify-inputs {path.name}: '{name}' is {value.dtype}; the input "
+                raise UsageError(f"{flag} {path.name}: '{name}' is {value.dtype}; the input "
                                  f"is {dtype}")
     counts.discard(1)
     if len(counts) > 1:
-        raise UsageError(f"--verify-inputs {path.name}: inputs hold different numbers of samples "
+        raise UsageError(f"{flag} {path.name}: inputs hold different numbers of samples "
                          f"({sorted(counts)})")
     n = counts.pop() if counts else 1
     samples = []
@@ -467,12 +469,18 @@ def run_gate(graph: Graph, model: Any, segments: Sequence[Any],
     after_local = {seg.name: discontinuities(graph, seg.nodes) for seg in segments
                    if seg.kind == "engine"}
     worst: Dict[Tuple[str, str, str], OutputCheck] = {}
+    agree: Dict[str, List[bool]] = {}
     for sample in samples:
         tensors: Dict[str, np.ndarray] = model.validate_inputs(sample)
         for stage in stages:
             tensors.update(stage.run(tensors))
         reference = mxnet_forward(graph, sample, names)
         actual = {n: tensors[n] for n in names}
+        for name in graph.outputs:
+            ref = reference[name]
+            if ref.ndim == 2 and ref.shape[1] > 1 and actual[name].shape == ref.shape:
+                agree.setdefault(name, []).extend(
+                    (np.argmax(actual[name], axis=1) == np.argmax(ref, axis=1)).tolist())
         e2e = compare(actual, reference, tolerance, after_e2e)
         for check in e2e:
             check.kind = "output" if check.name in outputs else "boundary"
@@ -495,4 +503,5 @@ def run_gate(graph: Graph, model: Any, segments: Sequence[Any],
                 check.kind = "output" if check.name in outputs else "boundary"
             recheck_in_fp64(graph, sample, local, local_out, reference)
             _merge_worst(worst, local)
-    return GateResult(checks=list(worst.values()), samples=len(samples))
+    return GateResult(checks=list(worst.values()), samples=len(samples),
+                      top1={n: float(np.mean(v)) for n, v in agree.items() if v})

@@ -1,0 +1,121 @@
+"""INT8 by explicit quantization: each engine segment's ONNX gets QuantizeLinear/DequantizeLinear
+pairs (ONNX Runtime's ``quantize_static`` in QDQ format), calibrated on the segment's own inputs
+as MXNet computes them from the user's calibration data. TensorRT builds int8 kernels from the
+Q/DQ ONNX (implicit calibration is deprecated); the CPU path runs the very same Q/DQ ONNX.
+
+What TensorRT requires and trtc therefore asks for: symmetric int8 (zero points 0), per-channel
+weights, per-tensor activations, only Conv/Gemm/MatMul inputs quantized, biases left in float
+(an int32 bias DequantizeLinear is refused by TensorRT's parser).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Sequence
+
+import numpy as np
+
+from .runtime.errors import UsageError
+
+__all__ = ["METHODS", "load_calibration", "quantize_segment", "int8_layers", "INT8_OPS"]
+
+METHODS = ("minmax", "entropy", "percentile")
+INT8_OPS = ("Conv", "Gemm", "MatMul")
+
+
+def load_calibration(graph: Any, path: Path) -> List[Dict[str, np.ndarray]]:
+    """Calibration samples from ``path``: a directory of ``.npy`` (single-input models, one sample
+    each) / ``.npz`` files (arrays by input name; an extra leading axis holds several samples), or
+    one ``.npz``. At least one sample; every input present with its shape.
+
+    Raises:
+        UsageError: no such path, no usable file, a missing input, a wrong shape.
+    """
+    from .verify import load_verify_inputs
+
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"--calibration {path}: no such file or directory (a directory of .npy/.npz "
+                         "files or one .npz, arrays by input name)")
+    files = sorted(p for p in path.iterdir() if p.suffix in (".npz", ".npy")) if path.is_dir() else [path]
+    if not files:
+        raise UsageError(f"--calibration {path}: no .npy or .npz file in it")
+    samples: List[Dict[str, np.ndarray]] = []
+    for file in files:
+        if file.suffix == ".npy":
+            if len(graph.inputs) != 1:
+                raise UsageError(f"--calibration {file.name}: a .npy holds one array, but the model has "
+                                 f"{len(graph.inputs)} inputs; use .npz files with arrays by input name")
+            try:
+                array = np.load(file, allow_pickle=False)
+            except Exception as exc:
+                raise UsageError(f"--calibration {file.name}: not a readable .npy ({str(exc)[:100]})") from None
+            with tempfile.TemporaryDirectory() as tmp:
+                np.savez(os.path.join(tmp, "one.npz"), **{graph.inputs[0][0]: array})
+                samples.extend(load_verify_inputs(graph, Path(tmp) / "one.npz", flag="--calibration"))
+        else:
+            samples.extend(load_verify_inputs(graph, file, flag="--calibration"))
+    return samples
+
+
+class _Reader:
+    """ONNX Runtime's CalibrationDataReader protocol over a list of feeds."""
+
+    def __init__(self, feeds: Sequence[Mapping[str, np.ndarray]]):
+        self._items = iter([dict(f) for f in feeds])
+
+    def get_next(self) -> Any:
+        return next(self._items, None)
+
+    def rewind(self) -> None:  # not needed by quantize_static
+        pass
+
+
+def quantize_segment(model: Any, feeds: Sequence[Mapping[str, np.ndarray]], method: str = "minmax") -> Any:
+    """The Q/DQ int8 version of a segment's fp32 ONNX ``model``, calibrated on ``feeds`` (the
+    segment's input tensors, by name). Returns an onnx ModelProto."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+
+    calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                 "percentile": CalibrationMethod.Percentile}[method]
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its "consider pre-processing" hints; trtc reports what matters
+    with tempfile.TemporaryDirectory(prefix="trtc-int8-") as tmp:
+        source, target = os.path.join(tmp, "fp32.onnx"), os.path.join(tmp, "int8.onnx")
+        onnx.save(model, source)
+        quantize_static(source, target, _Reader(feeds), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(INT8_OPS), per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=calibrate,
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                       "QuantizeBias": False},
+                        calibration_providers=["CPUExecutionProvider"])
+        quantized = onnx.load(target)
+    root.setLevel(level)
+    # the Q/DQ nodes keep the provenance of the layer they belong to (parser errors map back)
+    producer = {o: n.name for n in model.graph.node for o in n.output}
+    for node in quantized.graph.node:
+        if "#" not in node.name and node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            source_node = producer.get(node.input[0].rsplit("_QuantizeLinear", 1)[0], "")
+            tag = source_node.rsplit("#", 1)[0] if "#" in source_node else "node"
+            node.name = f"{tag}#q{node.name}"
+    return quantized
+
+
+def int8_layers(model: Any) -> List[str]:
+    """The MXNet nodes whose Conv/Gemm/MatMul run in int8 (their weights are Q/DQ-quantized)."""
+    dq_outputs = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    layers = []
+    for node in model.graph.node:
+        if node.op_type in INT8_OPS and any(i in dq_outputs for i in node.input):
+            tag = node.name.rsplit("#", 1)[0] if "#" in node.name else ""
+            if tag and tag not in layers:
+                layers.append(tag)
+    return layers
