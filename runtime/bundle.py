@@ -23,6 +23,7 @@ import json
 import os
 import re
 import socket
+import stat
 import struct
 import tempfile
 import zipfile
@@ -45,6 +46,8 @@ __all__ = [
     "sha256_hex",
     "partial_path",
     "remove_stale_partials",
+    "call_bytes",
+    "zip_entry_count",
 ]
 
 FORMAT_NAME = "trtc-bundle"
@@ -52,24 +55,55 @@ FORMAT_VERSION = 1
 MAGIC_MEMBER = "trtc-bundle"
 MAGIC_BYTES = b"trtc-bundle\n"
 MANIFEST_MEMBER = "manifest.json"
+# --- signed bundles (runtime/signing.py): the one member outside the members table ---
+SIGNATURE_MEMBER = "signature.json"  # an Ed25519 signature of manifest.json
 
-# Limits that keep a hand-crafted file from exhausting memory or time.
-MAX_MEMBERS = 4096
+# ----------------------------------------------------------------------------------------------
+# Bounds: all that a bundle can make the runtime do, in one place. A bundle over any of them is
+# refused with a BundleError naming the bound; each lies far above what `trtc compile` writes for
+# real models, and keeps a small hand-crafted file from costing unbounded memory or time.
+# ----------------------------------------------------------------------------------------------
+MAX_MEMBERS = 4096  # members of the bundle's ZIP (its central directory is counted before parsing)
 MAX_MANIFEST_BYTES = 32 * 1024 * 1024
-MAX_NAME_LENGTH = 255
+MAX_NAME_LENGTH = 255  # of a member name
+# No static tensor may hold more elements than this (TensorRT's and MXNet's int32 indexing), so a
+# hand-crafted shape cannot make the runtime allocate absurd buffers.
+MAX_TENSOR_ELEMENTS = 2**31 - 1
+# Per-call memory estimate: every tensor a call holds between stages (model inputs, every stage's
+# outputs, engine I/O buffers) plus the residual params. A 1 KB manifest could otherwise claim
+# thousands of 8 GB tensors.
+MAX_CALL_BYTES = 32 * 2**30
+MAX_ONNX_NODES = 100_000  # nodes of one engine stage's ONNX graph (ResNet-50: ~180)
+MAX_SYMBOL_NODES = 100_000  # nodes of one residual stage's MXNet symbol
+MAX_RESIDUAL_PARAMS = 16_384  # members of residual/params.npz (DenseNet-201 whole: ~1,000)
+MAX_NPY_HEADER_BYTES = 10_000  # of one .npy header in residual/params.npz (numpy's own limit)
+# The ONNX ops trtc's exporter emits (mxnet.onnx's converters, trtc/export.py's fp16 casts and
+# trtc/quantize.py's int8 Q/DQ pairs), all of the default domain. Anything else in an engine stage's ONNX, and every op carrying a
+# subgraph (Loop, Scan, If: unbounded work from a few bytes), is refused before ONNX Runtime
+# sees it. tests/runtime/test_bundle_bounds.py checks this list against mxnet.onnx's source.
+ONNX_OPS = frozenset("""
+    Abs Acos Add And ArgMax ArgMin Asin Atan AveragePool BatchNormalization Cast Ceil Clip Concat
+    Constant ConstantOfShape Conv ConvTranspose Cos DepthToSpace Div Dropout Elu Equal Erf Exp
+    Expand Flatten Floor GRU Gather GatherND Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool
+    Greater GreaterOrEqual HardSigmoid Identity InstanceNormalization LRN LSTM LeakyRelu Less
+    LessOrEqual Log LogSoftmax LpNormalization LpPool MatMul Max MaxPool MaxRoiPool Min Mod Mul
+    Multinomial Neg NonMaxSuppression Not OneHot Or PRelu Pad Pow RNN RandomNormal RandomUniform
+    RandomUniformLike Range Reciprocal ReduceL1 ReduceL2 ReduceMax ReduceMean ReduceMin ReduceProd
+    ReduceSum Relu Reshape Resize ReverseSequence RoiAlign ScatterND Selu Shape Sigmoid Sin Size
+    Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh Tile TopK
+    Transpose Unsqueeze Upsample Where Xor QuantizeLinear DequantizeLinear
+""".split())
+
 _MEMBER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 _PARAM_KEY = re.compile(r"^(arg|aux):.+$")
-# No static tensor may hold more elements than this (TensorRT's and MXNet's int32 indexing), so a
-# hand-crafted shape cannot make the runtime allocate absurd buffers.
-MAX_TENSOR_ELEMENTS = 2**31 - 1
 _FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 
 DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int32", "int64", "bool")
 STAGE_KINDS = ("engine", "residual")
 BACKENDS = ("tensorrt", "tensorrt_rtx")
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def sha256_hex(data: bytes) -> str:
@@ -103,17 +137,41 @@ def _check_text(value: Any, where: str, limit: int) -> None:
             f"must be 1..{limit} printable characters")
 
 
+def _check_dims(shape: Any, where: str, dynamic: bool = False) -> int:
+    """Dimensions in [0, 2^31) (-1 too where ``dynamic``); returns the element count of the
+    static ones."""
+    _expect(isinstance(shape, list), where, "must be a list of dimensions")
+    _expect(len(shape) <= 16, where, "has more than 16 dimensions")
+    elements = 1
+    for d in shape:
+        _expect(isinstance(d, int) and not isinstance(d, bool) and (0 <= d < 2**31 or (dynamic and d == -1)),
+                where, "dimensions must be integers in [0, 2^31)" + (" or -1" if dynamic else ""))
+        elements *= max(d, 1)
+    _expect(elements <= MAX_TENSOR_ELEMENTS, where, f"holds more than {MAX_TENSOR_ELEMENTS} elements")
+    return elements
+
+
 def _check_tensor(spec: Any, where: str) -> None:
+    """A tensor spec. A dynamic one (format 1, issue 12) has -1 in ``shape`` on the axes that
+    vary and ``min_shape`` / ``max_shape`` (inputs also ``opt_shape``) bounding every axis."""
     _check_keys(spec, where, {"name": str, "shape": list, "dtype": str})
     _check_text(spec["name"], f"{where}.name", 1024)
-    _expect(len(spec["shape"]) <= 16, f"{where}.shape", "has more than 16 dimensions")
-    elements = 1
-    for d in spec["shape"]:
-        _expect(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31,
-                f"{where}.shape", "dimensions must be integers in [0, 2^31)")
-        elements *= d
-    _expect(elements <= MAX_TENSOR_ELEMENTS, f"{where}.shape",
-            f"holds more than {MAX_TENSOR_ELEMENTS} elements")
+    dynamic = "min_shape" in spec or "max_shape" in spec
+    _check_dims(spec["shape"], f"{where}.shape", dynamic)
+    if dynamic:
+        lo, hi = spec.get("min_shape"), spec.get("max_shape")
+        _check_dims(lo, f"{where}.min_shape")
+        _check_dims(hi, f"{where}.max_shape")
+        _expect(len(lo) == len(hi) == len(spec["shape"]), f"{where}.min_shape",
+                "min_shape, max_shape and shape must have the same rank")
+        for d, a, b in zip(spec["shape"], lo, hi):
+            _expect(a <= b and (d == -1 or a == d == b) and (d != -1 or a != b or True),
+                    f"{where}.max_shape", "every axis needs min <= max, and a fixed axis min = shape = max")
+        if "opt_shape" in spec:
+            opt = spec["opt_shape"]
+            _check_dims(opt, f"{where}.opt_shape")
+            _expect(len(opt) == len(lo) and all(a <= o <= b for a, o, b in zip(lo, opt, hi)),
+                    f"{where}.opt_shape", "must lie inside min_shape..max_shape")
     _expect(spec["dtype"] in DTYPES, f"{where}.dtype", f"must be one of {', '.join(DTYPES)}")
 
 
@@ -177,7 +235,8 @@ def _validate_v1(m: Dict[str, Any]) -> None:
         _check_keys(m["source"][part], f"manifest.source.{part}", {"file": str, "sha256": str})
     _expect(m["precision"] in PRECISIONS, "manifest.precision", f"must be one of {PRECISIONS}")
     members = m["members"]
-    _expect(len(members) <= MAX_MEMBERS, "manifest.members", "too many members")
+    _expect(len(members) <= MAX_MEMBERS, "manifest.members",
+            f"more than the bound of {MAX_MEMBERS} members (MAX_MEMBERS)")
     for name, entry in members.items():
         _expect(_valid_member_name(name) and name not in (MAGIC_MEMBER, MANIFEST_MEMBER),
                 "manifest.members", f"bad member name {name[:80]!r}")
@@ -263,6 +322,47 @@ def _validate_v1(m: Dict[str, Any]) -> None:
             _check_str_list(requires[key], f"manifest.requires.{key}")
 
 
+def shape_fits(spec: Mapping[str, Any], shape: Tuple[int, ...]) -> bool:
+    """Is ``shape`` what a tensor spec allows (its shape, or inside min..max on its -1 axes)?"""
+    want = list(spec["shape"])
+    if len(shape) != len(want):
+        return False
+    lo, hi = spec.get("min_shape") or want, spec.get("max_shape") or want
+    return all((w == d) if w != -1 else (a <= d <= b) for w, d, a, b in zip(want, shape, lo, hi))
+
+
+def shape_text(spec: Mapping[str, Any]) -> str:
+    """``1..32x3x224x224`` (``1x3x224x224`` for a static tensor)."""
+    lo, hi = spec.get("min_shape") or spec["shape"], spec.get("max_shape") or spec["shape"]
+    return "x".join(str(a) if a == b else f"{a}..{b}" for a, b in zip(lo, hi))
+
+
+def call_bytes(manifest: Mapping[str, Any]) -> int:
+    """The per-call memory estimate of a (valid) manifest: every tensor a call holds between
+    stages (model inputs, stage outputs, engine I/O) at its largest shape, counted once by name,
+    plus the residual params. What runs inside a stage (ONNX Runtime's own intermediates) is not
+    counted."""
+    tensors: Dict[str, int] = {}
+    specs = list(manifest["inputs"])
+    for stage in manifest["stages"]:
+        specs += stage["outputs"] + (stage["io"] if stage["kind"] == "engine" else [])
+    for spec in specs:
+        dims = spec.get("max_shape")  # a dynamic tensor (-1 in its shape): its largest shape
+        if not (isinstance(dims, list) and len(dims) == len(spec["shape"])
+                and all(type(d) is int for d in dims)):
+            dims = spec["shape"]
+        elements = 1
+        for d in dims:
+            elements *= max(d, 0)
+        tensors.setdefault(spec["name"], elements * _ITEMSIZE[spec["dtype"]])
+    params = manifest.get("residual_params")
+    return sum(tensors.values()) + (manifest["members"][params]["bytes"] if params else 0)
+
+
+_ITEMSIZE = {"float32": 4, "float16": 2, "float64": 8, "int8": 1, "uint8": 1, "int32": 4,
+             "int64": 8, "bool": 1}
+
+
 def _valid_member_name(name: Any) -> bool:
     return (isinstance(name, str) and 0 < len(name) <= MAX_NAME_LENGTH
             and _MEMBER_NAME.match(name) is not None and ".." not in name.split("/"))
@@ -321,9 +421,27 @@ def write_bundle(path: "os.PathLike[str] | str", manifest: Dict[str, Any],
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:64] or "host"
 
 
+_NAME_MAX = 255  # bytes in one file name (Linux, macOS, Windows)
+_RANDOM_PART = 8  # characters tempfile.mkstemp puts between prefix and suffix
+
+
+def _partial_stem(name: str) -> str:
+    """``name`` as embedded in its temp files' names: itself when ".NAME.HOST-PID.RANDOM.partial"
+    fits in a file name, else cut short and suffixed with a hash of the whole name (so two long
+    targets sharing a beginning never share temp file names)."""
+    room = (_NAME_MAX - len(f"..{_HOST}-{2**22}.") - _RANDOM_PART - len(".partial"))
+    if len(name.encode("utf-8", "surrogateescape")) <= room:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    cut = name[:room - len(digest) - 1]
+    while len(cut.encode("utf-8", "surrogateescape")) > room - len(digest) - 1:
+        cut = cut[:-1]  # multi-byte characters: cut by bytes, not characters
+    return f"{cut}~{digest}"
+
+
 def _make_partial(target: str) -> Tuple[int, str]:
     directory = os.path.dirname(os.path.abspath(target))
-    prefix = f".{os.path.basename(target)}.{_HOST}-{os.getpid()}."
+    prefix = f".{_partial_stem(os.path.basename(target))}.{_HOST}-{os.getpid()}."
     return tempfile.mkstemp(prefix=prefix, suffix=".partial", dir=directory)
 
 
@@ -340,8 +458,8 @@ def remove_stale_partials(target: "os.PathLike[str] | str") -> List[str]:
     Temp files of live processes, and of other hosts sharing the directory, are left alone."""
     target = os.fspath(target)
     directory = os.path.dirname(os.path.abspath(target))
-    pattern = re.compile(rf"^\.+{re.escape(os.path.basename(target))}\.(?P<host>[A-Za-z0-9-]+)"
-                         rf"-(?P<pid>\d+)\..*\.partial$")
+    stem = re.escape(_partial_stem(os.path.basename(target)))
+    pattern = re.compile(rf"^\.+{stem}\.(?P<host>[A-Za-z0-9-]+)-(?P<pid>\d+)\..*\.partial$")
     removed = []
     try:
         names = os.listdir(directory)
@@ -436,28 +554,155 @@ def read_bundle(path: "os.PathLike[str] | str", max_bytes: Optional[int] = None)
         IncompatibleError: a format version this runtime cannot read.
     """
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:  # non-blocking: opening a FIFO with no writer must not hang; it is refused below
+        fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise BundleError(f"{path}: no such bundle file; check the path") from None
     except IsADirectoryError:
         raise BundleError(f"{path}: is a directory, not a bundle file") from None
     except OSError as exc:
         raise BundleError(f"{path}: cannot read the bundle ({exc.strerror})") from None
-    except MemoryError:
-        raise BundleError(f"{path}: the file is too large to load into memory") from None
-    if max_bytes is not None and len(data) > max_bytes:
-        raise BundleError(f"{path}: {len(data)} bytes is larger than the allowed {max_bytes}")
-    if not data:
-        raise BundleError(f"{path}: the file is empty; it is not a trtc bundle (compile it again)")
     try:
-        return _parse(path, data)
-    except TrtcError:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = _FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+            raise BundleError(f"{path}: is {kind}, not a bundle file; pass the .trtb file "
+                              "`trtc compile` wrote")
+        fh = os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
         raise
-    except _READ_ERRORS as exc:
-        raise BundleError(f"{path}: not a readable trtc bundle ({_short(exc)}); the file is "
-                          "truncated or corrupted: download or compile it again") from None
+    with fh:
+        size = info.st_size
+        if max_bytes is not None and size > max_bytes:
+            raise BundleError(f"{path}: {size} bytes is larger than the allowed {max_bytes}")
+        if size == 0:
+            raise BundleError(f"{path}: the file is empty; it is not a trtc bundle (compile it "
+                              "again)")
+        try:
+            data = _read_bundle_bytes(path, fh, size)
+            return _parse(path, data)
+        except TrtcError:
+            raise
+        except MemoryError:
+            raise BundleError(f"{path}: the file is too large to load into memory") from None
+        except OSError as exc:
+            raise BundleError(f"{path}: cannot read the bundle ({exc.strerror or exc})") from None
+        except _READ_ERRORS as exc:
+            raise BundleError(f"{path}: not a readable trtc bundle ({_short(exc)}); the file is "
+                              "truncated or corrupted: download or compile it again") from None
+
+
+_FILE_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO (named pipe)",
+               stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+               stat.S_IFSOCK: "a socket"}
+_END_RECORD = struct.Struct("<4s4H2LH")  # ZIP end of central directory record (APPNOTE 4.3.16)
+_END_MAGIC = b"PK\x05\x06"
+_END64_LOCATOR_MAGIC, _END64_MAGIC = b"PK\x06\x07", b"PK\x06\x06"
+_DIRECTORY_ENTRY = struct.Struct("<4s6H3L5H2L")  # a central directory file header (4.3.12)
+_DIRECTORY_MAGIC = b"PK\x01\x02"
+_FIXED_MEMBERS = 3  # the marker, the manifest and a signature: outside the manifest's table
+# Bytes one central directory entry of a bundle may take: its header, a name of at most
+# MAX_NAME_LENGTH and room for extra fields (zip64 sizes, timestamps of other zip tools).
+_MAX_DIRECTORY_ENTRY = 1024
+
+
+def _read_at(fh: Any, offset: int, length: int) -> bytes:
+    """``length`` bytes at ``offset`` (fewer only at the end of the file)."""
+    fh.seek(offset)
+    chunks, left = [], length
+    while left > 0:
+        chunk = fh.read(min(left, 1 << 24))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_bundle_bytes(path: str, fh: Any, size: int) -> bytes:
+    """The file's bytes, read only after what its first bytes and its ZIP central directory say
+    has passed: a file that is not a bundle, or claims more members than a bundle may hold, is
+    refused having read a few kilobytes, whatever its size."""
+    head = _read_at(fh, 0, _LOCAL_HEADER.size + len(MAGIC_MEMBER))
+    if not head.startswith(_LOCAL_MAGIC):
+        raise BundleError(f"{path}: not a trtc bundle (not a ZIP archive); pass a file written by "
+                          "`trtc compile`")
+    if head[_LOCAL_HEADER.size:] != MAGIC_MEMBER.encode() or len(head) < len(_LOCAL_MAGIC) + 26 \
+            or struct.unpack_from("<H", head, 26)[0] != len(MAGIC_MEMBER):
+        raise BundleError(f"{path}: not a trtc bundle (no '{MAGIC_MEMBER}' marker); "
+                          "pass a file written by `trtc compile`")
+    tail_offset = max(0, size - (_END_RECORD.size + 0xFFFF + 76))
+    entries, directory_size, directory_start = _end_record(
+        _read_at(fh, tail_offset, size - tail_offset), tail_offset)
+    limit = MAX_MEMBERS + _FIXED_MEMBERS
+    if entries > limit or directory_size > limit * _MAX_DIRECTORY_ENTRY:
+        raise BundleError(f"{path}: its ZIP directory lists {entries} members in "
+                          f"{directory_size} bytes, over the bound of {MAX_MEMBERS} members "
+                          "(MAX_MEMBERS); refusing a bundle `trtc compile` did not write")
+    counted = _count_entries(_read_at(fh, directory_start, directory_size), limit)
+    if counted > limit:
+        raise BundleError(f"{path}: its ZIP directory holds more than {MAX_MEMBERS} members "
+                          "(MAX_MEMBERS); refusing a bundle `trtc compile` did not write")
+    data = _read_at(fh, 0, size)
+    if len(data) != size:
+        raise BundleError(f"{path}: the file shrank while it was read; the file is truncated: "
+                          "download or compile it again")
+    return data
+
+
+def _end_record(tail: bytes, tail_offset: int) -> Tuple[int, int, int]:
+    """(entries, size, start) of the central directory of the ZIP file ending with ``tail``
+    (which starts at file offset ``tail_offset``), found the way Python's zipfile finds it.
+
+    Raises:
+        ValueError: there is no end of central directory record.
+    """
+    at = len(tail) - _END_RECORD.size
+    if not (at >= 0 and tail[at:at + 4] == _END_MAGIC and tail[-2:] == b"\0\0"):
+        at = tail.rfind(_END_MAGIC, max(0, len(tail) - _END_RECORD.size - 0xFFFF))
+        if at < 0 or at + _END_RECORD.size > len(tail):
+            raise ValueError("no ZIP end of central directory record")
+    fields = _END_RECORD.unpack_from(tail, at)
+    entries, size, end = fields[4], fields[5], at
+    if at >= 76 and tail[at - 20:at - 16] == _END64_LOCATOR_MAGIC \
+            and tail[at - 76:at - 72] == _END64_MAGIC:  # ZIP64: the record before the locator
+        entries, size = struct.unpack_from("<2Q", tail, at - 76 + 32)
+        end = at - 76
+    start = tail_offset + end - size
+    if start < 0:
+        raise ValueError("bad offset for the central directory")
+    return entries, size, start
+
+
+def _count_entries(directory: bytes, limit: int) -> int:
+    """How many entries the central directory ``directory`` holds, counting no further than
+    ``limit`` + 1 (zipfile parses entries until the directory's size, whatever the count says)."""
+    count = position = 0
+    while position < len(directory) and count <= limit:
+        if position + _DIRECTORY_ENTRY.size > len(directory):
+            raise ValueError("truncated central directory")
+        fields = _DIRECTORY_ENTRY.unpack_from(directory, position)
+        if fields[0] != _DIRECTORY_MAGIC:
+            raise ValueError("bad magic number for central directory")
+        position += _DIRECTORY_ENTRY.size + fields[10] + fields[11] + fields[12]
+        count += 1
+    return count
+
+
+def zip_entry_count(data: bytes, limit: int) -> int:
+    """How many members the in-memory ZIP ``data`` holds, counted without parsing them, and no
+    further than ``limit`` + 1: bound a ZIP before handing it to zipfile or numpy.
+
+    Raises:
+        ValueError: not a ZIP file.
+    """
+    entries, size, start = _end_record(data[-(_END_RECORD.size + 0xFFFF + 76):],
+                                       max(0, len(data) - (_END_RECORD.size + 0xFFFF + 76)))
+    if entries > limit or size > (limit + 1) * 4096:
+        return max(entries, limit + 1)
+    return _count_entries(data[start:start + size], limit)
 
 
 def _parse(path: str, data: bytes) -> Bundle:
@@ -469,7 +714,7 @@ def _parse(path: str, data: bytes) -> Bundle:
     if not infos or infos[0].filename != MAGIC_MEMBER:
         raise BundleError(f"{path}: not a trtc bundle (no '{MAGIC_MEMBER}' marker); "
                           "pass a file written by `trtc compile`")
-    if len(infos) > MAX_MEMBERS + 2:
+    if len(infos) > MAX_MEMBERS + _FIXED_MEMBERS:
         raise BundleError(f"{path}: {len(infos)} members is more than a bundle can hold")
     spans: Dict[str, Tuple[int, int]] = {}
     for info in infos:
@@ -504,8 +749,13 @@ def _parse(path: str, data: bytes) -> Bundle:
         validate_manifest(manifest)
     except (BundleError, IncompatibleError) as exc:
         raise type(exc)(f"{path}: {exc}") from None
+    per_call = call_bytes(manifest)
+    if per_call > MAX_CALL_BYTES:
+        raise BundleError(f"{path}: a call would hold {per_call / 2**30:.1f} GiB of tensors and "
+                          f"params, over the bound of {MAX_CALL_BYTES // 2**30} GiB "
+                          "(MAX_CALL_BYTES); compile the model for smaller input shapes")
     listed = set(manifest["members"])
-    present = set(spans) - {MAGIC_MEMBER, MANIFEST_MEMBER}
+    present = set(spans) - {MAGIC_MEMBER, MANIFEST_MEMBER, SIGNATURE_MEMBER}  # signing.py
     if listed - present:
         raise BundleError(f"{path}: member '{sorted(listed - present)[0]}' is missing; "
                           "the file is incomplete: download or compile it again")

@@ -19,17 +19,55 @@ DEVICES = ("auto", "cuda", "cpu")
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """Shape and dtype of a model input or output."""
+    """Shape and dtype of a model input or output. A dynamic bundle has -1 in ``shape`` on the
+    axes that vary, and the range in ``min_shape`` / ``max_shape`` (``opt_shape``: the shape its
+    engines are tuned for); for a static one all three equal ``shape``."""
 
     shape: Tuple[int, ...]
     dtype: np.dtype
+    min_shape: Optional[Tuple[int, ...]] = None
+    max_shape: Optional[Tuple[int, ...]] = None
+    opt_shape: Optional[Tuple[int, ...]] = None
+
+    @property
+    def is_dynamic(self) -> bool:
+        return self.min_shape is not None and self.min_shape != self.max_shape
+
+    @property
+    def range_text(self) -> str:
+        """``1..32x3x224x224`` (``1x3x224x224`` when static)."""
+        lo, hi = self.min_shape or self.shape, self.max_shape or self.shape
+        return "x".join(str(a) if a == b else f"{a}..{b}" for a, b in zip(lo, hi))
+
+    def accepts(self, shape: Tuple[int, ...]) -> Optional[str]:
+        """None if ``shape`` is inside the range, else what is wrong (one clause)."""
+        if not self.is_dynamic:
+            if tuple(shape) != tuple(self.shape):
+                what = "rank" if len(shape) != len(self.shape) else "shape"
+                return f"wrong {what}: expected shape {self.shape}, got {tuple(shape)}"
+            return None
+        lo, hi = self.min_shape or (), self.max_shape or ()
+        if len(shape) != len(lo):
+            return f"wrong rank: expected {len(lo)} dimensions ({self.range_text}), got {tuple(shape)}"
+        for axis, (a, d, b) in enumerate(zip(lo, shape, hi)):
+            if not a <= d <= b:
+                span = f"{a}..{b}" if a != b else f"exactly {a}"
+                return (f"axis {axis} is {d}, outside this bundle's range {span} (shape "
+                        f"{self.range_text}); recompile with a wider --input range to take it")
+        return None
 
     def __repr__(self) -> str:
+        if self.is_dynamic:
+            return f"TensorSpec(shape={self.range_text}, opt={self.opt_shape}, dtype={self.dtype})"
         return f"TensorSpec(shape={self.shape}, dtype={self.dtype})"
 
 
 def _spec(entry: Mapping[str, Any]) -> TensorSpec:
-    return TensorSpec(tuple(entry["shape"]), np.dtype(entry["dtype"]))
+    def shape(key: str) -> Optional[Tuple[int, ...]]:
+        return tuple(entry[key]) if entry.get(key) is not None else None
+
+    return TensorSpec(tuple(entry["shape"]), np.dtype(entry["dtype"]), shape("min_shape"),
+                      shape("max_shape"), shape("opt_shape"))
 
 
 def select_device(bundle: Bundle, device: str) -> Tuple[str, Optional[str]]:
@@ -173,10 +211,9 @@ def _check_array(name: str, value: Any, spec: TensorSpec) -> np.ndarray:
                          f"dtype='{spec.dtype}')" + (" (x.filled() for a masked array)"
                                                      if isinstance(value, np.ma.MaskedArray)
                                                      else ""))
-    if value.shape != spec.shape:
-        what = "rank" if value.ndim != len(spec.shape) else "shape"
-        raise InputError(f"input '{name}': wrong {what}: expected shape {spec.shape}, "
-                         f"got {value.shape}")
+    problem = spec.accepts(value.shape)
+    if problem:
+        raise InputError(f"input '{name}': {problem}")
     if not value.flags.c_contiguous:
         raise InputError(f"input '{name}': expected a C-contiguous array, got one with strides "
                          f"{value.strides} (a transposed or sliced view?); pass "
@@ -218,14 +255,18 @@ def _stages(bundle: Bundle, device: str) -> List[Any]:
             from .stages.residual import MXNetStage, load_residual_params
             if residual_params is None:
                 member = manifest.get("residual_params")
-                residual_params = load_residual_params(bundle.read_member(member)) if member else {}
+                used = dict.fromkeys(key for s in manifest["stages"] if s["kind"] == "residual"
+                                     for key in s["params"])
+                residual_params = (load_residual_params(bundle.read_member(member), used)
+                                   if member else {})
             stages.append(MXNetStage(stage, bundle.read_member(stage["symbol"]), residual_params,
                                      use_gpu=(device == "cuda"),
                                      custom_ops=manifest["requires"].get("custom_ops")))
     return stages
 
 
-def load(path: "os.PathLike[str] | str", device: str = "auto", cuda_graph: bool = True) -> Model:
+def load(path: "os.PathLike[str] | str", device: str = "auto", cuda_graph: bool = True,
+         trusted_keys: Optional[List[Any]] = None) -> Model:
     """Load a ``.trtb`` bundle for inference, without recompiling.
 
     Args:
@@ -234,15 +275,25 @@ def load(path: "os.PathLike[str] | str", device: str = "auto", cuda_graph: bool 
         cuda_graph: on the GPU path, when every stage is an engine, capture each execution
             context's engine launches once as a CUDA graph and replay it (False: launch them one
             by one on every call).
+        trusted_keys: Ed25519 public keys (PEM file paths, PEM bytes or cryptography key
+            objects). When given, the bundle must be signed by one of them (``trtc sign``); the
+            signature is checked after the members' checksums and before anything in the bundle
+            is deserialized. None (default): no signature is required or checked, and the
+            checksums only catch accidental damage, not deliberate edits.
 
     Returns:
         A :class:`Model`; ``model(**arrays)`` returns a dict of numpy arrays.
 
     Raises:
-        BundleError: the file is missing, corrupted or not a bundle.
+        BundleError: the file is missing, corrupted or not a bundle; or, with ``trusted_keys``,
+            unsigned, signed by another key, or modified after signing.
         IncompatibleError: the bundle cannot run here (format, backend version, GPU, missing
-            onnxruntime / MXNet), with the exact reason.
+            onnxruntime / MXNet, or cryptography for ``trusted_keys``), with the exact reason.
+        UsageError: a trusted key cannot be loaded.
     """
     bundle = read_bundle(path)
+    if trusted_keys is not None:  # before any member is deserialized
+        from .signing import verify_bundle
+        verify_bundle(bundle, trusted_keys)
     chosen, reason = select_device(bundle, device)
     return Model(bundle, chosen, reason, cuda_graph=cuda_graph)

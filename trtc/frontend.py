@@ -451,8 +451,15 @@ def load_graph(symbol_path: Path, params_path: Path,
         recorded = _MX_DTYPE_CODES.get(int(code), "float32") if code and code.isdigit() else "float32"
         dtypes_in[name] = given_types.get(name) or recorded
 
-    graph = _build_graph(symbol_path, params_path, symbol_json, symbol, params, data_inputs,
-                         shapes_in, dtypes_in)
+    try:
+        graph = _build_graph(symbol_path, params_path, symbol_json, symbol, params, data_inputs,
+                             shapes_in, dtypes_in)
+    except UsageError as exc:
+        if not input_ranges:
+            raise
+        where = ", ".join(f"{n}:{'x'.join(map(str, shapes_in[n]))}" for n in input_ranges)
+        raise UsageError(f"the model cannot run at the opt shape of the --input range ({where}): "
+                         f"{str(exc).split(': ', 1)[-1]}") from None
     graph.renamed, graph.unreachable = renamed, unreachable
     if input_ranges:
         graph.input_ranges = input_ranges
@@ -494,10 +501,11 @@ def _tensor_ranges(symbol: Any, params: Dict[str, np.ndarray], opt: Dict[str, Tu
     for which, pick in (("min", 0), ("max", 2)):
         shapes = dict(opt)
         shapes.update({n: r[pick] for n, r in input_ranges.items()})
-        try:
-            _, out_shapes, _ = internals.infer_shape(**shapes, **fixed)
+        try:  # the _impl call: the public one prints its arguments on stdout on an error
+            _, out_shapes, _ = internals._infer_shape_impl(False, **shapes, **fixed)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            first = re.sub(r"^MXNetError: ", "", re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", first))
             raise UsageError(f"the model cannot run at the {which} of the --input range "
                              f"({', '.join(f'{n}:' + 'x'.join(map(str, s)) for n, s in shapes.items() if n in input_ranges)}): "
                              f"MXNet says {first}; narrow the range or fix that axis") from None
@@ -521,11 +529,12 @@ def _build_graph(symbol_path: Path, params_path: Path, symbol_json: Dict[str, An
     all_shapes.update({name: params[key].shape for name, key in param_vars.items()})
     all_types = dict(dtypes_in)
     all_types.update({name: params[key].dtype for name, key in param_vars.items()})
-    try:
-        _, out_shapes, _ = internals.infer_shape(**all_shapes)
-        _, out_types, _ = internals.infer_type(**all_types)
+    try:  # the _impl calls: the public ones print their arguments on stdout on an error
+        _, out_shapes, _ = internals._infer_shape_impl(False, **all_shapes)
+        _, out_types, _ = internals._infer_type_impl(False, **all_types)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        first = re.sub(r"^MXNetError: ", "", re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", first))
         raise UsageError(f"MXNet cannot infer shapes with inputs "
                          f"{ {k: v for k, v in shapes_in.items()} }: {first}; check --input") from None
     if out_shapes is None or any(s is None or 0 in s for s in out_shapes):

@@ -86,9 +86,10 @@ def _wavenet_class() -> Any:
             x = self.stem(x)
             skip = None
             for i, d in enumerate(self.dilations):
-                # causal: pad both sides by d, keep the first T outputs
-                f = F.slice_axis(self.filters[i](x), axis=3, begin=0, end=self.length)
-                g = F.slice_axis(self.gates[i](x), axis=3, begin=0, end=self.length)
+                # causal: pad both sides by d, keep the first T outputs (drop the last d: the
+                # same graph for any length T, so a bundle can take a range of lengths)
+                f = F.slice_axis(self.filters[i](x), axis=3, begin=0, end=-d)
+                g = F.slice_axis(self.gates[i](x), axis=3, begin=0, end=-d)
                 z = F.tanh(f) * F.sigmoid(g)
                 s = self.skips[i](z)
                 skip = s if skip is None else skip + s

@@ -5,15 +5,20 @@ MXNet is imported here only, and only when a bundle has residual stages.
 
 from __future__ import annotations
 
+import ast
+from collections import OrderedDict
 import io
 import json
 import re
+import struct
 import threading
 import zipfile
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Collection, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from ..bundle import (MAX_NPY_HEADER_BYTES, MAX_RESIDUAL_PARAMS, MAX_SYMBOL_NODES,
+                      MAX_TENSOR_ELEMENTS, shape_fits, shape_text, zip_entry_count)
 from ..errors import BundleError, IncompatibleError
 
 __all__ = ["MXNetStage", "import_mxnet", "load_residual_params"]
@@ -43,38 +48,113 @@ def mxnet_error_text(exc: BaseException, limit: int = 160) -> str:
     return text.rstrip(": ")[:limit] or type(exc).__name__
 
 
-# dtypes a residual param may have (what MXNet 1.9 binds); anything else is a corrupted bundle.
-_PARAM_DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int32", "int64")
+# dtypes a residual param may have (what MXNet 1.9 binds), as .npy header descriptors (numpy
+# writes the platform's byte order; trtc only runs on little-endian machines).
+_NPY_DTYPES = {"<f4": "float32", "<f2": "float16", "<f8": "float64", "|i1": "int8",
+               "|u1": "uint8", "<i4": "int32", "<i8": "int64"}
+_NPY_MAGIC = b"\x93NUMPY"
 
 
-def load_residual_params(data: bytes) -> Dict[str, np.ndarray]:
-    """Read the residual params: a .npz of plainly stored .npy members, pickle disabled."""
+def load_residual_params(data: bytes,
+                         expected: Optional[Collection[str]] = None) -> Dict[str, np.ndarray]:
+    """Read the residual params: a .npz (a ZIP of plainly stored .npy members), never unpickled.
+
+    numpy's own reader is not used: its ``NpzFile`` looks each name up in a list (quadratic in the
+    member count) and its .npy reader allocates whatever shape a header claims before reading.
+    Here the member count is bounded from the ZIP's end record before anything is parsed, every
+    header is bounded and checked, and a member's bytes must be exactly what its header says.
+
+    Args:
+        data: the bytes of ``residual/params.npz``.
+        expected: the param keys the residual stages name; the file must hold exactly these.
+
+    Raises:
+        BundleError: unreadable, over a bound, or not exactly the expected params.
+    """
     try:
+        count = zip_entry_count(data, MAX_RESIDUAL_PARAMS)
+        if count > MAX_RESIDUAL_PARAMS:
+            raise ValueError(f"it holds {count} members, more than the bound of "
+                             f"{MAX_RESIDUAL_PARAMS} (MAX_RESIDUAL_PARAMS)")
+        params: Dict[str, np.ndarray] = {}
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            if any(i.compress_type != zipfile.ZIP_STORED for i in zf.infolist()):
-                raise ValueError("members are compressed; trtc stores them plainly")
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            params = {name: npz[name] for name in npz.files}
-        odd = [name for name, value in params.items() if value.dtype.name not in _PARAM_DTYPES]
-        if odd:
-            raise ValueError(f"param '{odd[0][:80]}' has dtype {params[odd[0]].dtype}")
-        return params
-    except Exception as exc:  # zipfile/ValueError/MemoryError on hostile bytes
+            infos = zf.infolist()
+            if len(infos) > MAX_RESIDUAL_PARAMS:
+                raise ValueError(f"it holds {len(infos)} members, more than the bound of "
+                                 f"{MAX_RESIDUAL_PARAMS} (MAX_RESIDUAL_PARAMS)")
+            for info in infos:
+                if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+                    raise ValueError("members are compressed or encrypted; trtc stores them "
+                                     "plainly")
+                if not info.filename.endswith(".npy") or len(info.filename) > 1024:
+                    raise ValueError(f"member {info.filename[:80]!r} is not a .npy array")
+                key = info.filename[:-4]
+                if key in params:
+                    raise ValueError(f"param '{key[:80]}' appears twice")
+                params[key] = _read_npy(key, zf.read(info))
+    except Exception as exc:  # zipfile/ValueError/struct/MemoryError on hostile bytes
         text = (str(exc).splitlines() or [""])[0][:160]
         raise BundleError(f"residual params are unreadable ({type(exc).__name__}: {text}); the "
                           "bundle is corrupted: compile it again") from None
+    if expected is not None:
+        missing = [key for key in expected if key not in params]
+        if missing:
+            raise BundleError(f"param '{missing[0][:80]}' is missing from the bundle's residual "
+                              "params; recompile it")
+        extra = sorted(set(params) - set(expected))
+        if extra:
+            raise BundleError(f"residual params hold '{extra[0][:80]}', which no residual stage "
+                              "uses; refusing a bundle `trtc compile` did not write")
+    return params
+
+
+def _read_npy(key: str, raw: bytes) -> np.ndarray:
+    """One .npy member: header bounded and checked, the data exactly as long as it claims."""
+    if not raw.startswith(_NPY_MAGIC) or len(raw) < 10:
+        raise ValueError(f"param '{key[:80]}' is not a .npy array")
+    major = raw[6]
+    if major == 1:
+        (header_length,), start = struct.unpack_from("<H", raw, 8), 10
+    elif major in (2, 3) and len(raw) >= 12:
+        (header_length,), start = struct.unpack_from("<I", raw, 8), 12
+    else:
+        raise ValueError(f"param '{key[:80]}' has .npy format version {major}")
+    if header_length > MAX_NPY_HEADER_BYTES or start + header_length > len(raw):
+        raise ValueError(f"param '{key[:80]}' has a .npy header of {header_length} bytes")
+    header = ast.literal_eval(raw[start:start + header_length].decode("latin1"))
+    if not (isinstance(header, dict) and set(header) == {"descr", "fortran_order", "shape"}
+            and isinstance(header["shape"], tuple) and header["fortran_order"] is False):
+        raise ValueError(f"param '{key[:80]}' has a malformed .npy header")
+    descr, shape = header["descr"], header["shape"]
+    if not isinstance(descr, str) or descr not in _NPY_DTYPES:
+        raise ValueError(f"param '{key[:80]}' has dtype {str(descr)[:40]}")
+    if len(shape) > 16 or not all(type(d) is int and 0 <= d < 2**31 for d in shape):
+        raise ValueError(f"param '{key[:80]}' has shape {str(shape)[:80]}")
+    count = 1
+    for d in shape:
+        count *= d
+    dtype = np.dtype(_NPY_DTYPES[descr])
+    body = len(raw) - start - header_length
+    if count > MAX_TENSOR_ELEMENTS or body != count * dtype.itemsize:
+        raise ValueError(f"param '{key[:80]}' holds {body} bytes, its header says "
+                         f"{dtype} {shape}")
+    return np.frombuffer(raw, dtype=dtype, count=count,
+                         offset=start + header_length).reshape(shape)
 
 
 def symbol_from_json(mx: Any, text: bytes) -> Any:
-    """Build an MXNet symbol from a bundle's symbol JSON through MXNet's checked API.
+    """Build an MXNet symbol from a bundle's symbol JSON through MXNet's checked API, in time
+    linear in the number of nodes.
 
     ``mx.sym.load_json`` trusts its input: a node input or head pointing at an output a node does
     not have, or an op node missing inputs, crashes the process in ``bind``. Here every node is
     made with the op registry (which checks its attributes), composed with exactly the inputs it
-    names (MXNet checks the count), and every reference is range-checked first.
+    names (MXNet checks the count; inputs it would add itself are refused), and every reference is
+    range-checked first.
 
     Raises:
-        ValueError: the JSON is malformed (the caller turns it into BundleError).
+        ValueError: the JSON is malformed or over MAX_SYMBOL_NODES (the caller turns it into
+            BundleError).
         mxnet.MXNetError: MXNet refused an op, its attributes or its inputs.
     """
     import ctypes
@@ -85,6 +165,11 @@ def symbol_from_json(mx: Any, text: bytes) -> Any:
     if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), list) \
             or not isinstance(doc.get("heads"), list) or not doc["heads"]:
         raise ValueError("not an MXNet symbol (needs 'nodes' and 'heads' lists)")
+    if len(doc["nodes"]) > MAX_SYMBOL_NODES or len(doc["heads"]) > MAX_SYMBOL_NODES:
+        raise ValueError(f"{max(len(doc['nodes']), len(doc['heads']))} nodes or heads is more "
+                         f"than the bound of {MAX_SYMBOL_NODES} (MAX_SYMBOL_NODES)")
+
+    outputs: List[int] = []  # node index -> its number of outputs
 
     def entry(value: Any, built: List[Any], where: str) -> Any:
         if not (isinstance(value, list) and len(value) in (2, 3)
@@ -93,9 +178,9 @@ def symbol_from_json(mx: Any, text: bytes) -> Any:
         node, output = value[0], value[1]
         if not 0 <= node < len(built):
             raise ValueError(f"{where}: node {node} is not an earlier node")
-        if not 0 <= output < len(built[node].list_outputs()):
+        if not 0 <= output < outputs[node]:
             raise ValueError(f"{where}: node {node} has no output {output}")
-        return built[node][output]
+        return built[node][output] if outputs[node] > 1 else built[node]
 
     built: List[Any] = []
     for i, node in enumerate(doc["nodes"]):
@@ -111,6 +196,7 @@ def symbol_from_json(mx: Any, text: bytes) -> Any:
             if node["inputs"]:
                 raise ValueError(f"{where}: a variable has no inputs")
             built.append(mx.sym.Variable(node["name"]))
+            outputs.append(1)
             continue
         inputs = [entry(e, built, f"{where} input {j}") for j, e in enumerate(node["inputs"])]
         op = OpHandle()
@@ -121,20 +207,18 @@ def symbol_from_json(mx: Any, text: bytes) -> Any:
                                                    c_str_array(values), ctypes.byref(handle)))
         symbol = mx.sym.Symbol(handle)
         symbol._compose(*inputs, name=node["name"])
-        if len(symbol.list_inputs()) != len(set(_walk_inputs(symbol, inputs))):
+        # Composing with fewer inputs than the op takes makes MXNet add variables of its own
+        # (a weight the bundle never supplies). The node's own inputs tell, in O(inputs): the
+        # whole graph is never walked here (that made a 20,000-node symbol take minutes).
+        children = symbol.get_children()
+        given = len(children.list_outputs()) if children is not None else 0
+        if given != len(inputs):
             raise ValueError(f"{where}: op {node['op']} needs other inputs than the "
                              f"{len(inputs)} it names")
         built.append(symbol)
+        outputs.append(len(symbol.list_outputs()))
     heads = [entry(h, built, f"head {i}") for i, h in enumerate(doc["heads"])]
     return heads[0] if len(heads) == 1 else mx.sym.Group(heads)
-
-
-def _walk_inputs(symbol: Any, inputs: List[Any]) -> List[str]:
-    """The variable names ``symbol`` reaches through ``inputs`` (to spot auto-created ones)."""
-    names: List[str] = []
-    for item in inputs:
-        names.extend(item.list_inputs())
-    return names
 
 
 class MXNetStage:
@@ -163,37 +247,57 @@ class MXNetStage:
         if missing:
             raise BundleError(f"stage '{self.name}': param '{missing[0]}' is missing from the "
                               "bundle; recompile it")
-        args: Dict[str, Any] = {}
-        aux: Dict[str, Any] = {}
-        arg_names = set(symbol.list_arguments())
+        self._symbol, self._stage, self._params, self._custom_ops = symbol, stage, params, custom_ops
+        self._specs = {t["name"]: t for t in stage["inputs"]}
+        self._aux: Dict[str, Any] = {}
+        self._weights: Dict[str, Any] = {}
+        self._bound: "OrderedDict[Tuple[Tuple[int, ...], ...], Tuple[Any, Dict[str, Any]]]" = OrderedDict()
+        # the manifest's shapes (a dynamic input: its largest): checked and bound before any call
+        first = {t["name"]: tuple(t.get("max_shape") or t["shape"]) for t in stage["inputs"]}
+        self._check_variables(symbol, stage, params, first)
         try:
             for key in stage["params"]:
                 kind, name = key.split(":", 1)
-                (args if kind == "arg" else aux)[name] = mx.nd.array(params[key], ctx=self.ctx,
-                                                                      dtype=params[key].dtype)
-            for spec in stage["inputs"]:
-                if spec["name"] not in arg_names:
-                    raise BundleError(f"stage '{self.name}': input '{spec['name']}' is not an "
-                                      "argument of its symbol; recompile the bundle")
-                args[spec["name"]] = mx.nd.zeros(tuple(spec["shape"]), ctx=self.ctx,
+                (self._weights if kind == "arg" else self._aux)[name] = mx.nd.array(
+                    params[key], ctx=self.ctx, dtype=params[key].dtype)
+        except Exception as exc:
+            raise BundleError(f"stage '{self.name}': MXNet cannot hold its params or inputs "
+                              f"({mxnet_error_text(exc)}); recompile the bundle") from None
+        self._executor_for(first, checked=True)
+
+    def _executor_for(self, shapes: Mapping[str, Tuple[int, ...]], checked: bool = False) -> Tuple[Any, Dict[str, Any]]:
+        """The executor bound for these input shapes (dynamic bundles: one per distinct shape, the
+        MAX_BOUND_SHAPES most recent kept). Every new shape is checked like the first one."""
+        mx = import_mxnet()
+        key = tuple(tuple(shapes[n]) for n in self.inputs)
+        if key in self._bound:
+            self._bound.move_to_end(key)
+            return self._bound[key]
+        if not checked:
+            self._check_variables(self._symbol, self._stage, self._params, shapes)
+        args: Dict[str, Any] = dict(self._weights)
+        try:
+            for spec in self._stage["inputs"]:
+                args[spec["name"]] = mx.nd.zeros(tuple(shapes[spec["name"]]), ctx=self.ctx,
                                                  dtype=spec["dtype"])
-        except BundleError:
-            raise
         except Exception as exc:
             raise BundleError(f"stage '{self.name}': MXNet cannot hold its params or inputs "
                               f"({mxnet_error_text(exc)}); recompile the bundle") from None
         try:
-            self._executor = symbol.bind(self.ctx, args, aux_states=aux, grad_req="null")
+            executor = self._symbol.bind(self.ctx, args, aux_states=self._aux, grad_req="null")
         except Exception as exc:
-            self._raise_if_custom_op_missing(exc, custom_ops)
+            self._raise_if_custom_op_missing(exc, self._custom_ops)
             raise BundleError(f"stage '{self.name}': MXNet cannot bind its symbol "
                               f"({mxnet_error_text(exc)}); recompile the bundle") from None
-        self._args = args
-        for spec, out in zip(stage["outputs"], self._executor.outputs):
-            if tuple(out.shape) != tuple(spec["shape"]) or np.dtype(out.dtype) != spec["dtype"]:
+        for spec, out in zip(self._stage["outputs"], executor.outputs):
+            if not shape_fits(spec, tuple(out.shape)) or np.dtype(out.dtype) != spec["dtype"]:
                 raise BundleError(f"stage '{self.name}': output '{spec['name']}' is "
                                   f"{np.dtype(out.dtype)} {tuple(out.shape)}, the manifest says "
-                                  f"{spec['dtype']} {tuple(spec['shape'])}; recompile the bundle")
+                                  f"{spec['dtype']} {shape_text(spec)}; recompile the bundle")
+        self._bound[key] = (executor, args)
+        while len(self._bound) > MAX_BOUND_SHAPES:
+            self._bound.popitem(last=False)
+        return self._bound[key]
 
     def _raise_if_custom_op_missing(self, exc: BaseException, custom_ops: Optional[list]) -> None:
         text = str(exc)
@@ -203,13 +307,134 @@ class MXNetStage:
                 "not registered in this process: import the module that registers them "
                 "(@mx.operator.register) before trtc.runtime.load()") from None
 
+    def _check_variables(self, symbol: Any, stage: Mapping[str, Any],
+                         params: Mapping[str, np.ndarray],
+                         shapes: Mapping[str, Tuple[int, ...]]) -> None:
+        """Before MXNet allocates or computes anything: every variable of the symbol is a stage
+        input or a param, every param a variable of exactly the shape and dtype MXNet infers for
+        it from the stage's inputs (the manifest's; see ``_infer_with_params`` for a param no op
+        derives), and the outputs come out as the manifest says. MXNet's bind does not check a
+        param's shape against the op that reads it: a wrong one makes its kernels read and
+        write out of bounds."""
+        where = f"stage '{self.name}'"
+        inputs = {t["name"]: {**t, "shape": list(shapes[t["name"]])} for t in stage["inputs"]}
+        arg_names, aux_names = symbol.list_arguments(), symbol.list_auxiliary_states()
+        if len(set(arg_names + aux_names)) != len(arg_names) + len(aux_names):
+            twice = next(n for n in arg_names + aux_names if (arg_names + aux_names).count(n) > 1)
+            raise BundleError(f"{where}: its symbol has two variables named '{twice[:80]}'; "
+                              "recompile the bundle")
+        declared = {name: kind for kind, name in (key.split(":", 1) for key in stage["params"])}
+        if len(declared) != len(stage["params"]):
+            raise BundleError(f"{where}: a param is named both 'arg:' and 'aux:'; recompile the "
+                              "bundle")
+        variables = {**{n: "arg" for n in arg_names}, **{n: "aux" for n in aux_names}}
+        for name in inputs:
+            if variables.get(name) != "arg" or name in declared:
+                raise BundleError(f"{where}: input '{name}' is not an argument of its symbol; "
+                                  "recompile the bundle")
+        for name, kind in variables.items():
+            if name not in inputs and declared.get(name) != kind:
+                raise BundleError(f"{where}: its symbol's {_KIND[kind]} '{name[:80]}' is given "
+                                  f"by no '{kind}:' param nor stage input; recompile the bundle")
+        for name, kind in declared.items():
+            if variables.get(name) != kind:
+                raise BundleError(f"{where}: param '{kind}:{name[:80]}' is no {_KIND[kind]} of "
+                                  "its symbol; recompile the bundle")
+        try:  # the _impl calls: the public ones print their arguments on stdout on an error
+            arg_shapes, out_shapes, aux_shapes = symbol._infer_shape_impl(
+                True, **{n: tuple(t["shape"]) for n, t in inputs.items()})
+            arg_types, out_types, aux_types = symbol._infer_type_impl(
+                True, **{n: t["dtype"] for n, t in inputs.items()})
+        except Exception as exc:  # MXNetError: an op refuses these shapes or dtypes
+            raise BundleError(f"{where}: MXNet refuses the shapes or dtypes of its inputs "
+                              f"({mxnet_error_text(exc)}); recompile the bundle") from None
+        if arg_shapes is None or arg_types is None:
+            raise BundleError(f"{where}: MXNet cannot infer its tensors' shapes and dtypes from "
+                              "its inputs; recompile the bundle")
+        inferred = {**dict(zip(arg_names, zip(arg_shapes, arg_types))),
+                    **dict(zip(aux_names, zip(aux_shapes, aux_types)))}
+        unknown = [name for name, (shape, dtype) in inferred.items()
+                   if name in declared and (not shape or 0 in shape or dtype is None)]
+        if unknown:  # () or a 0 dim: MXNet's "unknown"
+            out_shapes, out_types = self._infer_with_params(symbol, inputs, declared, params,
+                                                            unknown)
+        for name, kind in declared.items():
+            shape, dtype = inferred[name]
+            value = params[f"{kind}:{name}"]
+            if name in unknown:
+                continue
+            if value.shape != tuple(shape) or value.dtype != np.dtype(dtype):
+                raise BundleError(f"{where}: param '{kind}:{name[:80]}' is {value.dtype} "
+                                  f"{value.shape}, its symbol needs {np.dtype(dtype)} "
+                                  f"{tuple(shape)}; the bundle is corrupted or was edited: "
+                                  "recompile it")
+        for spec, shape, dtype in zip(stage["outputs"], out_shapes, out_types):
+            if dtype is None or not shape_fits(spec, tuple(shape or ())) \
+                    or np.dtype(dtype) != spec["dtype"]:
+                raise BundleError(f"{where}: output '{spec['name']}' would be "
+                                  f"{np.dtype(dtype) if dtype else '?'} {tuple(shape or ())}, "
+                                  f"the manifest says {spec['dtype']} {shape_text(spec)}; "
+                                  "recompile the bundle")
+
+    def _infer_with_params(self, symbol: Any, inputs: Mapping[str, Any],
+                           declared: Mapping[str, str], params: Mapping[str, np.ndarray],
+                           unknown: List[str]) -> Tuple[List[Any], List[Any]]:
+        """Shapes and dtypes no op derives from the stage's inputs (a CustomOp whose
+        ``infer_shape`` passes its inputs' shapes through): MXNet's full inference with every
+        param's own shape and dtype given must then complete and agree with them, as it must
+        in ``bind``. Built-in ops derive every param from their data and attributes, so only
+        ops reading a param by its own shape take this path. Returns the outputs' shapes and
+        dtypes."""
+        where = f"stage '{self.name}'"
+        given = {n: params[f"{k}:{n}"] for n, k in declared.items()}
+        try:
+            arg_shapes, out_shapes, aux_shapes = symbol._infer_shape_impl(
+                False, **{n: tuple(t["shape"]) for n, t in inputs.items()},
+                **{n: tuple(v.shape) for n, v in given.items()})
+            arg_types, out_types, aux_types = symbol._infer_type_impl(
+                False, **{n: t["dtype"] for n, t in inputs.items()},
+                **{n: v.dtype for n, v in given.items()})
+        except Exception as exc:
+            raise BundleError(f"{where}: MXNet refuses the shapes or dtypes of its params "
+                              f"({mxnet_error_text(exc)}); recompile the bundle") from None
+        if arg_shapes is None or arg_types is None:
+            raise BundleError(f"{where}: the shape of param '{unknown[0][:80]}' follows neither "
+                              "from the stage's inputs nor from the params; recompile the bundle")
+        names = symbol.list_arguments() + symbol.list_auxiliary_states()
+        for name, shape, dtype in zip(names, arg_shapes + aux_shapes, arg_types + aux_types):
+            if name in given and (tuple(shape) != given[name].shape
+                                  or np.dtype(dtype) != given[name].dtype):
+                raise BundleError(f"{where}: param '{declared[name]}:{name[:80]}' is "
+                                  f"{given[name].dtype} {given[name].shape}, its symbol needs "
+                                  f"{np.dtype(dtype)} {tuple(shape)}; the bundle is corrupted "
+                                  "or was edited: recompile it")
+        return out_shapes, out_types
+
     def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        for name in self.inputs:  # what MXNet copies in must fit what it binds
+            spec, value = self._specs[name], feeds[name]
+            if not isinstance(value, np.ndarray) or not shape_fits(spec, value.shape) \
+                    or value.dtype != np.dtype(spec["dtype"]):
+                raise BundleError(f"stage '{self.name}': input '{name}' is "
+                                  f"{getattr(value, 'dtype', type(value).__name__)} "
+                                  f"{getattr(value, 'shape', '')}, the stage takes "
+                                  f"{spec['dtype']} {shape_text(spec)}; the bundle is "
+                                  "inconsistent: recompile it")
         with self._lock:
+            executor, args = self._executor_for({n: feeds[n].shape for n in self.inputs})
             try:
                 for name in self.inputs:
-                    self._args[name][:] = feeds[name]
-                outs = self._executor.forward(is_train=False)
+                    args[name][:] = feeds[name]
+                outs = executor.forward(is_train=False)
                 return {name: out.asnumpy() for name, out in zip(self.outputs, outs)}
             except Exception as exc:  # MXNetError from an op on these inputs
                 raise BundleError(f"stage '{self.name}': MXNet failed to run it "
                                   f"({mxnet_error_text(exc)})") from None
+
+
+# A dynamic bundle's residual stage binds MXNet once per distinct input shape; this many stay
+# bound (least recently used dropped first), so a stream of varied shapes cannot grow memory.
+MAX_BOUND_SHAPES = 8
+
+
+_KIND = {"arg": "argument", "aux": "auxiliary state"}

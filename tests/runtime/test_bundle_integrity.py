@@ -339,22 +339,36 @@ def test_pickled_residual_params_are_never_unpickled(tmp_path: Path, mixed: Path
     assert not marker.exists()
 
 
-def test_onnx_with_external_data_is_refused(tmp_path: Path, good: Path) -> None:
-    """An ONNX initializer pointing at a file outside the bundle must not be read."""
+@pytest.mark.parametrize("where", ["initializer", "constant"])
+@pytest.mark.parametrize("relative", [False, True])
+def test_onnx_with_external_data_is_refused(tmp_path: Path, good: Path, where: str,
+                                            relative: bool, monkeypatch: pytest.MonkeyPatch
+                                            ) -> None:
+    """A tensor pointing at a file outside the bundle must not be read. ONNX Runtime itself
+    refuses an absolute path but reads a relative one from the working directory (a Constant's
+    value came out as the file's bytes): the runtime refuses both before ONNX Runtime runs."""
     import onnx
 
     secret = tmp_path / "secret.bin"
     secret.write_bytes(bytes(range(256)) * 64)
+    monkeypatch.chdir(tmp_path)
     model = onnx.load_from_string(dict(members_of(good))["onnx/engine0.onnx"])
     weight = model.graph.initializer[0]
+    if where == "constant":  # the weight becomes a Constant node's value
+        model.graph.node.insert(0, onnx.helper.make_node("Constant", [], [weight.name],
+                                                         value=onnx.TensorProto()))
+        model.graph.node[0].attribute[0].t.CopyFrom(weight)
+        weight = model.graph.node[0].attribute[0].t
+        del model.graph.initializer[0]
     weight.ClearField("raw_data")
     del weight.float_data[:]
     weight.data_location = onnx.TensorProto.EXTERNAL
-    for key, value in (("location", str(secret)), ("length", str(secret.stat().st_size))):
+    location = secret.name if relative else str(secret)
+    for key, value in (("location", location), ("length", str(secret.stat().st_size))):
         entry = weight.external_data.add()
         entry.key, entry.value = key, value
     data = _with_member(good, "onnx/engine0.onnx", model.SerializeToString())
-    assert "ONNX Runtime cannot load its ONNX" in _refused(_write(tmp_path, data))
+    assert "its ONNX refers to tensor data outside the bundle" in _refused(_write(tmp_path, data))
 
 
 # ----------------------------------------------------------------------------------------------

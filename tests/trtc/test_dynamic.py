@@ -128,3 +128,59 @@ def test_static_bundles_still_load(r18_bundle):
     model = load(r18_bundle, device="cpu")
     spec = model.inputs["data"]
     assert not spec.is_dynamic and spec.shape == (1, 3, 224, 224)
+
+
+def test_a_model_that_cannot_take_the_range_says_where(tmp_path):
+    import mxnet as mx
+
+    data = mx.sym.var("data")
+    flat = mx.sym.reshape(mx.sym.FullyConnected(data, num_hidden=4, name="fc"), shape=(1, -1), name="fixed")
+    sym = mx.sym.relu(mx.sym.FullyConnected(flat, num_hidden=3, name="fc2"), name="out")
+    sym.save(str(tmp_path / "m-symbol.json"))
+    rng = np.random.default_rng(0)
+    mx.nd.save(str(tmp_path / "m-0000.params"),
+               {"arg:fc_weight": mx.nd.array(rng.random((4, 8))), "arg:fc_bias": mx.nd.zeros(4),
+                "arg:fc2_weight": mx.nd.array(rng.random((3, 4))), "arg:fc2_bias": mx.nd.zeros(3)})
+    with pytest.raises(UsageError, match="cannot run at the (opt shape|max) of the --input range .*fc2"):
+        compile(CompileSettings(params=tmp_path / "m-0000.params", output=tmp_path / "m.trtb",
+                                inputs={"data": ((1, 4), 8)}))
+
+
+def test_segmentation_with_dynamic_height_and_width(zoo_params, tmp_path):
+    pytest.importorskip("gluoncv")
+    params = zoo_params("fcn_resnet50_voc")
+    result = compile(CompileSettings(params=params, output=tmp_path / "fcn.trtb",
+                                     inputs={"data": (1, 3, (256, 384), (256, 384))}))
+    _check(params, result.output, [(1, 3, 256, 256), (1, 3, 384, 320)])
+
+
+def test_yolo3_batch_range_with_mxnet_stages_between_engines(zoo_params, tmp_path):
+    pytest.importorskip("gluoncv")
+    params = zoo_params("yolo3_mobilenet1.0_voc")
+    result = compile(CompileSettings(params=params, output=tmp_path / "yolo.trtb",
+                                     inputs={"data": ((1, 4), 3, 416, 416)}))
+    kinds = [s.kind for s in result.report.segments]
+    assert "residual" in kinds and kinds.count("engine") >= 2
+    model = load(result.output, device="cpu")
+    rng = np.random.default_rng(0)
+    for batch in (1, 3):
+        out = model(data=rng.random((batch, 3, 416, 416)).astype(np.float32))
+        assert all(v.shape[0] == batch for v in out.values())
+
+
+def test_bert_small_with_a_sequence_length_range(tmp_path):
+    pytest.importorskip("gluonnlp")
+    from models import families
+
+    params = families.export_bert_small(tmp_path)
+    result = compile(CompileSettings(params=params, output=tmp_path / "bert.trtb",
+                                     inputs={"inputs": (1, (8, 32)), "token_types": (1, (8, 32))}))
+    assert result.report.full, result.report.to_text()
+
+    def feeds(shape):
+        rng = np.random.default_rng(shape[1])
+        return {"inputs": rng.integers(0, 1000, shape).astype(np.int32),
+                "token_types": rng.integers(0, 2, shape).astype(np.int32),
+                "valid_length": np.array([shape[1] - 1], np.float32)}
+
+    _check(params, result.output, [(1, 8), (1, 17), (1, 32)], feeds_for=feeds)
