@@ -254,6 +254,9 @@ def _validate_v1(m: Dict[str, Any]) -> None:
             "names must be unique")
     _expect(1 <= len(m["stages"]) <= 10000, "manifest.stages", "must hold 1..10000 stages")
 
+    paths = execution_paths(m)
+    _expect(isinstance(m.get("paths", ["cpu", "gpu"]), list) and paths and set(paths) <= {"cpu", "gpu"},
+            "manifest.paths", "must list 'cpu' and/or 'gpu'")
     available: Dict[str, Any] = {s["name"]: s for s in m["inputs"]}
     stage_names = set()
     for i, stage in enumerate(m["stages"]):
@@ -278,16 +281,20 @@ def _validate_v1(m: Dict[str, Any]) -> None:
             _check_tensor(spec, f"{where}.outputs[{j}]")
             available[spec["name"]] = spec
         if stage["kind"] == "engine":
+            _check_keys(stage, where, {"precision": str})
+            _expect(stage["precision"] in PRECISIONS, f"{where}.precision", "unknown precision")
+            if "cpu" in paths:
+                _check_keys(stage, where, {"onnx": str})
+                _check_member_ref(stage["onnx"], members, f"{where}.onnx")
+            if "gpu" not in paths:
+                continue
             _check_keys(stage, where, {
                 "backend": str, "backend_version": str, "compute_capabilities": list,
-                "precision": str, "bytes": int, "sha256": str, "engine": str, "onnx": str,
-                "io": list,
+                "bytes": int, "sha256": str, "engine": str, "io": list,
             })
             _expect(stage["backend"] in BACKENDS, f"{where}.backend", f"must be one of {BACKENDS}")
             _check_text(stage["backend_version"], f"{where}.backend_version", 64)
-            _expect(stage["precision"] in PRECISIONS, f"{where}.precision", "unknown precision")
             _check_member_ref(stage["engine"], members, f"{where}.engine")
-            _check_member_ref(stage["onnx"], members, f"{where}.onnx")
             entry = members[stage["engine"]]
             _expect(entry["sha256"] == stage["sha256"] and entry["bytes"] == stage["bytes"],
                     f"{where}", "engine size/sha256 disagree with the members table")
@@ -322,6 +329,13 @@ def _validate_v1(m: Dict[str, Any]) -> None:
             _check_str_list(requires[key], f"manifest.requires.{key}")
 
 
+def execution_paths(manifest: Mapping[str, Any]) -> List[str]:
+    """The execution paths a bundle carries: 'cpu' (each engine's ONNX, run by ONNX Runtime) and
+    'gpu' (the engine plans). Bundles from before ``--target`` carry both."""
+    paths = manifest.get("paths", ["cpu", "gpu"])
+    return [p for p in paths if p in ("cpu", "gpu")] if isinstance(paths, list) else []
+
+
 def shape_fits(spec: Mapping[str, Any], shape: Tuple[int, ...]) -> bool:
     """Is ``shape`` what a tensor spec allows (its shape, or inside min..max on its -1 axes)?"""
     want = list(spec["shape"])
@@ -345,7 +359,7 @@ def call_bytes(manifest: Mapping[str, Any]) -> int:
     tensors: Dict[str, int] = {}
     specs = list(manifest["inputs"])
     for stage in manifest["stages"]:
-        specs += stage["outputs"] + (stage["io"] if stage["kind"] == "engine" else [])
+        specs += stage["outputs"] + (stage.get("io", []) if stage["kind"] == "engine" else [])
     for spec in specs:
         dims = spec.get("max_shape")  # a dynamic tensor (-1 in its shape): its largest shape
         if not (isinstance(dims, list) and len(dims) == len(spec["shape"])

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from .bundle import Bundle, read_bundle
+from .bundle import Bundle, execution_paths, read_bundle
 from .errors import BundleError, IncompatibleError, InputError, UsageError
 
 __all__ = ["Model", "TensorSpec", "load", "select_device"]
@@ -78,13 +78,25 @@ def select_device(bundle: Bundle, device: str) -> Tuple[str, Optional[str]]:
     """
     if device not in DEVICES:
         raise UsageError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+    paths = execution_paths(bundle.manifest)
     if device == "cpu":
+        if "cpu" not in paths:
+            raise IncompatibleError("device='cpu': this bundle has no CPU path (compiled with "
+                                    "--target gpu: engine plans only); compile it with --target all "
+                                    "or --target cpu")
         return "cpu", "device='cpu' was asked for"
+    if "gpu" not in paths:
+        if device == "cuda":
+            raise IncompatibleError("device='cuda': this bundle has no GPU path (compiled with "
+                                    "--target cpu: ONNX only); compile it with --target all or "
+                                    "--target gpu")
+        return "cpu", "the bundle has no GPU path (--target cpu)"
     reason = _gpu_reason(bundle)
     if reason is None:
         return "cuda", None
-    if device == "cuda":
-        raise IncompatibleError(f"device='cuda' cannot be served: {reason}")
+    if device == "cuda" or "cpu" not in paths:
+        extra = "" if "cpu" in paths else " (and the bundle has no CPU path: --target gpu)"
+        raise IncompatibleError(f"device='{device}' cannot be served: {reason}{extra}")
     return "cpu", reason
 
 

@@ -132,8 +132,12 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
     samples = (load_verify_inputs(graph, settings.verify_inputs)
                if settings.verify_inputs is not None else None)
 
-    backend = get_backend(settings.backend)
-    say(f"builder: {backend.name} {backend.version}")
+    if settings.target == "cpu":  # ONNX stages only: no TensorRT needed to compile or to run
+        backend = None
+        say("--target cpu: segments by what mxnet.onnx exports; no TensorRT parser or builder")
+    else:
+        backend = get_backend(settings.backend)
+        say(f"builder: {backend.name} {backend.version}")
     calibration = None
     if settings.int8:
         from .quantize import load_calibration
@@ -178,6 +182,11 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
         if settings.verify:
             with timer.span("verify"):
                 result.checks = _verify(graph, tmp, settings, parts.segments, samples, report, say)
+        if settings.target == "gpu":  # verified with the ONNX; shipped without it
+            manifest, members = _gpu_only(manifest, members)
+            os.unlink(tmp)
+            bundle_format.write_bundle(tmp, manifest, members)
+            say("--target gpu: the CPU path's ONNX verified, then left out of the bundle")
         if settings.sign_key is not None:
             from .runtime import signing
 
@@ -221,6 +230,8 @@ def _check_settings(settings: CompileSettings) -> None:
                              f"{', '.join(METHODS)}")
     elif settings.calibration is not None:
         raise UsageError("--calibration applies to int8 engines: add --int8")
+    if settings.target not in ("all", "gpu", "cpu"):
+        raise UsageError(f"--target {settings.target!r}: choose all (default), gpu or cpu")
     if settings.keep_fp32 and not settings.fp16:
         raise UsageError("--keep-fp32 applies to fp16 engines: add --fp16")
     if settings.tolerance is not None and not (0 < settings.tolerance < float("inf")):
@@ -283,6 +294,20 @@ def _output_path(settings: CompileSettings, symbol_path: Path, params_path: Path
     return output
 
 
+def _gpu_only(manifest: Dict[str, Any], members: Dict[str, bytes]) -> Tuple[Dict[str, Any], Dict[str, bytes]]:
+    """The bundle for ``--target gpu``: the verified bundle less its ONNX (the CPU path)."""
+    import copy
+
+    manifest = copy.deepcopy(manifest)
+    dropped = set()
+    for stage in manifest["stages"]:
+        if stage["kind"] == "engine":
+            dropped.add(stage.pop("onnx"))
+    manifest["paths"] = ["gpu"]
+    manifest["requires"].pop("cpu_path", None)
+    return manifest, {k: v for k, v in members.items() if k not in dropped}
+
+
 def _is_bundle(path: Path) -> bool:
     """Does ``path`` start like a trtc bundle (a ZIP whose first member is the magic member)?"""
     try:
@@ -340,21 +365,24 @@ def _assemble(graph: Graph, settings: CompileSettings, segments: List[Segment],
             "mxnet_ops": len(seg.nodes), "op_types": dict(sorted(ops.items())),
         }
         if seg.kind == "engine":
-            engine = built[seg.key]
             exp = exported[seg.key]
-            engine_member, onnx_member = f"engines/{seg.name}.plan", f"onnx/{seg.name}.onnx"
-            members[engine_member] = engine.plan
+            onnx_member = f"onnx/{seg.name}.onnx"
             members[onnx_member] = exp.onnx_bytes
             stages.append({
-                **common,
-                "backend": engine.backend, "backend_version": engine.backend_version,
-                "compute_capabilities": engine.compute_capabilities,
-                "precision": settings.precision, "fp32_tensors": exp.kept_fp32,
+                **common, "precision": settings.precision, "fp32_tensors": exp.kept_fp32,
                 "fp32_layers": list(exp.fp32_layers), "int8_layers": list(exp.int8_layers),
-                "bytes": len(engine.plan), "sha256": bundle_format.sha256_hex(engine.plan),
-                "engine": engine_member, "onnx": onnx_member,
-                "io": [_resolve_io(graph, spec) for spec in engine.io],
+                "onnx": onnx_member,
             })
+            if seg.key in built:  # --target cpu builds no engine
+                engine = built[seg.key]
+                engine_member = f"engines/{seg.name}.plan"
+                members[engine_member] = engine.plan
+                stages[-1].update({
+                    "backend": engine.backend, "backend_version": engine.backend_version,
+                    "compute_capabilities": engine.compute_capabilities,
+                    "bytes": len(engine.plan), "sha256": bundle_format.sha256_hex(engine.plan),
+                    "engine": engine_member, "io": [_resolve_io(graph, spec) for spec in engine.io],
+                })
             profile = {t: dict(zip(("min", "opt", "max"), map(list, graph.shape_range(t))))
                        for t in seg.inputs if graph.dynamic_axes(t)}
             if profile:
@@ -389,8 +417,9 @@ def _assemble(graph: Graph, settings: CompileSettings, segments: List[Segment],
             "custom_ops": custom_ops,
             "cpu_path": "onnxruntime",
             "gpu_path": sorted({f"{s['backend']}=={s['backend_version']}" for s in stages
-                                if s["kind"] == "engine"}),
+                                if s["kind"] == "engine" and "backend" in s}),
         },
+        "paths": ["cpu"] if settings.target == "cpu" else ["cpu", "gpu"],
         "partition": {k: v for k, v in PartitionReport(
             len(graph.op_nodes), segments, [], folded=dict(graph.folded), notes=notes,
             fp32_layers=fp32_layers).to_json().items() if k != "residual"},

@@ -54,6 +54,7 @@ class ExportedSegment:
     kept_fp32: List[str]  # tensors kept in fp32 inside an fp16 segment (reported)
     fp32_layers: List[str] = field(default_factory=list)  # MXNet nodes run in fp32 (fp16 segment)
     int8_layers: List[str] = field(default_factory=list)  # MXNet nodes quantized to int8
+    settled: bool = False  # fp16: its fp32 layers decided (trtc/precision.py)
 
 
 def subgraph_symbol_json(graph: Graph, nodes: List[int], inputs: List[str],

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Dict, List
 
-from .runtime.bundle import Bundle
+from .runtime.bundle import Bundle, execution_paths
 from .runtime.errors import BundleError, UsageError
 from .runtime.signing import signature_info
 
@@ -25,7 +25,7 @@ def summary_json(bundle: Bundle) -> Dict[str, Any]:
         entry = {"kind": s["kind"], "name": s["name"], "inputs": s["inputs"], "outputs": s["outputs"],
                  "mxnet_ops": s.get("mxnet_ops")}
         if s["kind"] == "engine":
-            entry.update({k: s[k] for k in _ENGINE_KEYS})
+            entry.update({k: s[k] for k in _ENGINE_KEYS if k in s})
         else:
             entry["params"] = len(s["params"])
         stages.append(entry)
@@ -37,6 +37,8 @@ def summary_json(bundle: Bundle) -> Dict[str, Any]:
         "inputs": m["inputs"],
         "outputs": m["outputs"],
         "stages": stages,
+        "paths": execution_paths(m),
+        "weight_bytes": _weight_copies(m),
         "requires": m["requires"],
         "bundle_bytes": len(bundle._data),
         "members": {k: v["bytes"] for k, v in m["members"].items()},
@@ -54,6 +56,15 @@ def _shape(spec: Dict[str, Any]) -> str:
             + (f" (opt {'x'.join(map(str, opt))})" if opt and lo != hi else ""))
 
 
+def _weight_copies(m: Dict[str, Any]) -> Dict[str, int]:
+    """Bytes per copy of the weights: engine plans (GPU path), ONNX (CPU path), residual params."""
+    members = m["members"]
+    plans = sum(members[s["engine"]]["bytes"] for s in m["stages"] if s["kind"] == "engine" and "engine" in s)
+    onnx = sum(members[s["onnx"]]["bytes"] for s in m["stages"] if s["kind"] == "engine" and "onnx" in s)
+    residual = members[m["residual_params"]]["bytes"] if m.get("residual_params") else 0
+    return {"gpu": plans, "cpu": onnx, "residual": residual}
+
+
 def summary_text(bundle: Bundle) -> str:
     m = bundle.manifest
     engines = [s for s in m["stages"] if s["kind"] == "engine"]
@@ -66,17 +77,25 @@ def summary_text(bundle: Bundle) -> str:
         "outputs: " + "; ".join(_shape(s) for s in m["outputs"]),
         f"stages ({len(engines)} engine, {len(m['stages']) - len(engines)} residual):",
     ]
+    paths = execution_paths(m)
+    copies = _weight_copies(m)
+    lines.insert(4, "paths:   " + ", ".join(
+        f"{p} ({'engine plans' if p == 'gpu' else 'ONNX for ONNX Runtime'}, {copies[p] / 1e6:.1f} MB)"
+        for p in paths) + (f"; residual MXNet params {copies['residual'] / 1e6:.1f} MB"
+                           if copies["residual"] else ""))
     for s in m["stages"]:
-        if s["kind"] == "engine":
+        if s["kind"] == "engine" and "backend" in s:
             detail = (f"{s['backend']} {s['backend_version']} {s['precision']}, "
                       f"{s['bytes'] / 1e6:.1f} MB, CC {','.join(s['compute_capabilities']) or '?'}")
+        elif s["kind"] == "engine":
+            detail = f"ONNX Runtime only (--target cpu), {s['precision']}"
         else:
             detail = f"MXNet, {len(s['params'])} params"
         lines.append(f"  {s['name']:<12} {s['kind']:<8} {s.get('mxnet_ops', '?'):>5} ops  {detail}")
         lines.append(f"      in: {', '.join(t['name'] for t in s['inputs'])}")
         lines.append(f"      out: {', '.join(t['name'] for t in s['outputs'])}")
     req = m["requires"]
-    needs = ["numpy", "onnxruntime (CPU path)"]
+    needs = ["numpy"] + (["onnxruntime (CPU path)"] if "cpu" in paths else [])
     if req.get("gpu_path"):
         needs.append(" or ".join(req["gpu_path"]) + " + cuda-python (GPU path)")
     if req.get("mxnet"):

@@ -538,6 +538,8 @@ class _Loop:
         except ExportError as exc:
             self.export_failed(exc, seg.nodes, Reason.EXPORT_FAILED)
             return None
+        if self.backend is None:  # --target cpu: ONNX Runtime runs what mxnet.onnx exports
+            return exp
         with self.timer.span("partition"):
             parsed = self.backend.parse(exp.onnx_bytes)
         if not parsed.ok:
@@ -651,15 +653,20 @@ class _Loop:
         self.moved(list(rejected), "TensorRT's parser rejects it")
 
     # -- build ----------------------------------------------------------------------------------
+    def prepare(self, seg: Segment) -> None:
+        """The segment's final ONNX: fp16 with its fp32 layers settled, or int8 Q/DQ."""
+        if self.settings.fp16 and not getattr(self.exported[seg.key], "settled", False):
+            self.settle_fp16(seg)
+            self.exported[seg.key].settled = True
+        if getattr(self.settings, "int8", False) and not self.exported[seg.key].int8_layers:
+            self.quantize(seg)
+
     def build(self, seg: Segment) -> bool:
         import re
 
         from .backends import BuildError
 
-        if self.settings.fp16:
-            self.settle_fp16(seg)
-        if getattr(self.settings, "int8", False) and not getattr(self.exported[seg.key], "int8_layers", None):
-            self.quantize(seg)
+        self.prepare(seg)
         self.say(f"building {seg.name} ({len(seg.nodes)} ops, {self.settings.precision}) "
                  f"with {self.backend.name}")
         try:
@@ -704,7 +711,10 @@ class _Loop:
                         self.exported[seg.key] = exp
                 if changed:
                     continue
-                if not self.settings.dry_run:
+                if not self.settings.dry_run and self.backend is None:
+                    for seg in engines:  # --target cpu: no engine, but the precision still applies
+                        self.prepare(seg)
+                elif not self.settings.dry_run:
                     for seg in engines:
                         if seg.key not in self.built and not self.build(seg):
                             changed = True

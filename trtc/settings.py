@@ -46,6 +46,9 @@ class CompileSettings:
         int8: int8 engines by explicit (Q/DQ) quantization; needs ``calibration``.
         calibration: a directory of .npy/.npz files or one .npz of representative inputs.
         calibration_method: 'minmax' (default), 'entropy' or 'percentile'.
+        target: which execution paths the bundle carries: 'all' (default: engines and their
+            ONNX), 'gpu' (engines only; verified on the ONNX first) or 'cpu' (ONNX only; no
+            TensorRT needed to compile or run).
     """
 
     params: Path
@@ -72,6 +75,7 @@ class CompileSettings:
     int8: bool = False
     calibration: Optional[Path] = None
     calibration_method: str = "minmax"
+    target: str = "all"
 
     @property
     def precision(self) -> str:
