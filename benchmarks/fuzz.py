@@ -41,6 +41,7 @@ import io
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -647,24 +648,27 @@ def worker(bundle: Path, seed: int, first: int, last: int, log: Path) -> None:
     reference = load(bundle, device="cpu")(**base.feeds)
     work = Path(tempfile.mkdtemp(prefix="trtc-fuzz-"))
     written = os.fstat(caught.fileno()).st_size
-    with open(log, "a", buffering=1) as out:
-        for case in range(first, last):
-            out.write(f"begin {case}\n")
-            start = time.perf_counter()
-            kind, data = make_case(base, seed, case)  # a generator bug stops the worker
-            try:
-                result = run_case(base, data, work / "case.trtb", reference)
-            except Exception as exc:  # not trtc's own error: a crash of the property
-                result = {"outcome": "crashed", "error": type(exc).__name__,
-                          "message": (str(exc).splitlines() or [""])[0][:300]}
-            sys.stdout.flush()
-            size = os.fstat(caught.fileno()).st_size
-            if size != written:
-                os.lseek(caught.fileno(), written, os.SEEK_SET)
-                result["stdout"] = os.read(caught.fileno(), 200).decode("utf-8", "replace")
-                written = size
-            result.update(case=case, kind=kind, seconds=round(time.perf_counter() - start, 4))
-            out.write(json.dumps(result) + "\n")
+    try:
+        with open(log, "a", buffering=1) as out:
+            for case in range(first, last):
+                out.write(f"begin {case}\n")
+                start = time.perf_counter()
+                kind, data = make_case(base, seed, case)  # a generator bug stops the worker
+                try:
+                    result = run_case(base, data, work / "case.trtb", reference)
+                except Exception as exc:  # not trtc's own error: a crash of the property
+                    result = {"outcome": "crashed", "error": type(exc).__name__,
+                              "message": (str(exc).splitlines() or [""])[0][:300]}
+                sys.stdout.flush()
+                size = os.fstat(caught.fileno()).st_size
+                if size != written:
+                    os.lseek(caught.fileno(), written, os.SEEK_SET)
+                    result["stdout"] = os.read(caught.fileno(), 200).decode("utf-8", "replace")
+                    written = size
+                result.update(case=case, kind=kind, seconds=round(time.perf_counter() - start, 4))
+                out.write(json.dumps(result) + "\n")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def run_cases(bundle: Path, seed: int, cases: Sequence[int], workers: int = 2,
@@ -724,6 +728,7 @@ def run_cases(bundle: Path, seed: int, cases: Sequence[int], workers: int = 2,
             if progress:
                 _say(f"fuzz: {len(results)}/{len(cases)} cases, "
                      f"{time.monotonic() - started:.0f} s")
+    shutil.rmtree(scratch, ignore_errors=True)
     return [results[c] for c in cases]
 
 

@@ -7,7 +7,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Tuple
 import numpy as np
 
 from ..bundle import MAX_ONNX_NODES, ONNX_OPS, shape_fits, shape_text
-from ..errors import BundleError, IncompatibleError
+from ..errors import BundleError, IncompatibleError, InputError
 
 __all__ = ["OnnxRuntimeStage", "import_onnxruntime", "check_onnx"]
 
@@ -76,6 +76,11 @@ class OnnxRuntimeStage:
         try:
             results = self._session.run(self.outputs, {name: feeds[name] for name in self.inputs})
         except Exception as exc:  # ORT's own exception types; a bundle whose ONNX cannot run
+            text = str(exc)
+            if "out of bounds" in text or "out of data bou" in text:  # Gather/GatherND indices
+                raise InputError(f"stage '{self.name}': an index input is out of range (e.g. a "
+                                 "token id >= the vocabulary size, a token type other than 0/1): "
+                                 f"{_first_line(exc)[-160:]}") from None
             raise BundleError(f"stage '{self.name}': ONNX Runtime failed to run its ONNX "
                               f"({_first_line(exc)}); recompile the bundle") from None
         for (name, spec, dtype), value in zip(self._output_specs, results):
