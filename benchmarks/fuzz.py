@@ -711,7 +711,7 @@ def run_cases(bundle: Path, seed: int, cases: Sequence[int], workers: int = 2,
                 code = job["proc"].returncode
             job["err"].close()
             running.remove(job)
-            done, current = _parse_log(job["log"].read_text())
+            done, current = _parse_log(job["log"].read_text() if job["log"].exists() else "")
             results.update(done)
             left = [c for c in job["share"] if c not in done]
             if left:

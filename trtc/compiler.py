@@ -367,6 +367,8 @@ def _assemble(graph: Graph, settings: CompileSettings, segments: List[Segment],
         if seg.kind == "engine":
             exp = exported[seg.key]
             onnx_member = f"onnx/{seg.name}.onnx"
+            if seg.key in built:  # members in a fixed order: each stage's plan, then its ONNX
+                members[f"engines/{seg.name}.plan"] = built[seg.key].plan
             members[onnx_member] = exp.onnx_bytes
             stages.append({
                 **common, "precision": settings.precision, "fp32_tensors": exp.kept_fp32,
@@ -376,7 +378,6 @@ def _assemble(graph: Graph, settings: CompileSettings, segments: List[Segment],
             if seg.key in built:  # --target cpu builds no engine
                 engine = built[seg.key]
                 engine_member = f"engines/{seg.name}.plan"
-                members[engine_member] = engine.plan
                 stages[-1].update({
                     "backend": engine.backend, "backend_version": engine.backend_version,
                     "compute_capabilities": engine.compute_capabilities,
