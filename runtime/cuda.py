@@ -5,12 +5,17 @@ into :class:`CudaError`.
 Nothing here knows TensorRT: the engine stages (``stages/engine_cuda.py``) build on these pieces,
 and the tests exercise them on a GPU without TensorRT. Buffers follow the CUDA runtime's rule of a
 *current device* per thread: they are made on the device :func:`set_device` last chose.
+
+Dynamic shapes: a buffer is sized once for a tensor's largest shape and serves every smaller one
+(:meth:`PinnedBuffer.view`); a :class:`GraphCache` keeps at most a fixed number of CUDA graphs,
+one per key (an input shape), evicting the least recently used.
 """
 
 from __future__ import annotations
 
 import ctypes
-from typing import Any, Callable, Optional, Tuple
+from collections import OrderedDict
+from typing import Any, Callable, Hashable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -31,6 +36,7 @@ __all__ = [
     "Stream",
     "Event",
     "Graph",
+    "GraphCache",
     "LEGACY_STREAM",
 ]
 
@@ -226,6 +232,23 @@ class PinnedBuffer:
         raw = (ctypes.c_byte * size).from_address(self.ptr)
         self.array = np.frombuffer(raw, dtype=np.uint8, count=self.nbytes).view(self.dtype).reshape(self.shape)
 
+    def view(self, shape: Sequence[int]) -> np.ndarray:
+        """The first elements of the buffer as a C-contiguous array of ``shape`` (at most as many
+        elements as the buffer holds): how one buffer sized for a tensor's largest shape serves
+        the smaller shapes of a dynamic model. ``array`` when ``shape`` is the buffer's own.
+
+        Raises:
+            ValueError: ``shape`` needs more bytes than the buffer has.
+        """
+        shape = tuple(int(d) for d in shape)
+        if shape == self.shape:
+            return self.array
+        count = int(np.prod(shape, dtype=np.int64))
+        if count * self.dtype.itemsize > self.nbytes or min(shape, default=0) < 0:
+            raise ValueError(f"shape {shape} needs {count * self.dtype.itemsize} bytes, this pinned "
+                             f"buffer holds {self.nbytes} (shape {self.shape})")
+        return self.array.reshape(-1)[:count].reshape(shape)
+
     def free(self) -> None:
         """Give the memory back (idempotent); ``array`` must not be used afterwards."""
         if self.ptr:
@@ -376,3 +399,78 @@ class Graph:
             self.destroy()
         except Exception:
             pass
+
+
+class GraphCache:
+    """At most ``capacity`` CUDA graphs, one per key, the least recently used evicted first.
+
+    The GPU path keys graphs by the input shapes they were captured with, so a graph is only ever
+    replayed for exactly the key it was added under. Each entry also holds a value: what the
+    graph was captured from (TensorRT execution contexts), handed back on eviction so the caller
+    can reuse it. An evicted graph is destroyed; CUDA frees one still running once it completes.
+    Not thread-safe: one owner at a time (the GPU path: one per pipeline context).
+
+    Args:
+        capacity: the most graphs kept (at least 1).
+
+    Attributes:
+        hits, misses, evictions: counts of :meth:`lookup` results and of evictions.
+    """
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError("a graph cache holds at least 1 graph")
+        self.capacity = int(capacity)
+        self._entries: "OrderedDict[Hashable, Tuple[Graph, Any]]" = OrderedDict()
+        self.hits = self.misses = self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: Hashable) -> bool:
+        """Whether ``key`` has a graph (without counting a hit or refreshing its age)."""
+        return key in self._entries
+
+    def keys(self) -> List[Hashable]:
+        """The keys, least recently used first."""
+        return list(self._entries)
+
+    def lookup(self, key: Hashable) -> Optional[Tuple[Graph, Any]]:
+        """``(graph, value)`` added for ``key`` (now the most recently used), or None."""
+        entry = self._entries.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry
+
+    def make_room(self) -> Optional[Any]:
+        """When full, evict the least recently used entry (its graph destroyed) and return its
+        value; None when there was room."""
+        if len(self._entries) < self.capacity:
+            return None
+        _, (graph, value) = self._entries.popitem(last=False)
+        self.evictions += 1
+        graph.destroy()
+        return value
+
+    def add(self, key: Hashable, graph: Graph, value: Any = None) -> None:
+        """Keep ``graph`` (and ``value``) for ``key``; a graph already there for ``key`` is
+        destroyed, else the least recently used is evicted when full (call :meth:`make_room`
+        first to reuse its value)."""
+        old = self._entries.pop(key, None)
+        if old is not None:
+            old[0].destroy()
+        else:
+            self.make_room()
+        self._entries[key] = (graph, value)
+
+    def clear(self) -> List[Any]:
+        """Destroy every graph; returns their values."""
+        values = []
+        while self._entries:
+            _, (graph, value) = self._entries.popitem(last=False)
+            graph.destroy()
+            values.append(value)
+        return values

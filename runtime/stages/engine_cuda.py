@@ -13,12 +13,29 @@ in order on one GPU:
   graph's input buffer.
 - Outputs are numpy arrays, or new DeviceArrays (``output="device"``): a device-to-device copy
   out of the context's buffers, so that a returned array survives later calls.
-- CUDA graphs: when every stage is an engine, a context's first call runs stage by stage (the
-  warm-up TensorRT needs) and then captures all engine launches as one graph, replayed by every
-  later call. If capture fails the context warns once and stays stage by stage.
+- Dynamic shapes (a bundle compiled with input ranges; one optimization profile per engine,
+  index 0): every device and pinned buffer is allocated once, for its tensor's largest shape
+  (the manifest's ``max_shape``), so any shape in range fits without reallocation. Each call
+  sets its inputs' shapes on the execution contexts (``set_input_shape``, only when they changed)
+  and reads the output shapes back (``get_tensor_shape``); arrays handed on carry the call's
+  actual shapes. An engine output TensorRT sizes beyond the manifest's largest shape is a
+  BundleError, never a write past a buffer.
+- CUDA graphs: when every stage is an engine, the first call at an input shape runs stage by
+  stage (the warm-up TensorRT needs after a shape change) and then captures all engine launches
+  as one graph, replayed by later calls at exactly that shape (the key is every model input's
+  shape). A graph is never replayed for another shape. Each pipeline context keeps at most
+  ``GRAPH_CACHE_SIZE`` (8) graphs, least recently used evicted. A graph fixes the state of the
+  execution contexts it was captured from, so each cached graph of a dynamic model owns its own
+  TensorRT execution contexts, whose input shapes are never changed again; they share one
+  activation (scratch) buffer per pipeline context (``USER_MANAGED`` allocation: they never run
+  at once), so a cached shape costs a graph and a few execution contexts, not their activation
+  memory. An evicted graph's contexts are reused for the next shape. A workload cycling through
+  more distinct shapes than the bound re-captures on every miss: pad inputs to a few sizes (say
+  powers of two) to stay within it. A static bundle has one shape, hence one graph. If capture
+  fails the context warns once and stays stage by stage.
 
 Thread rule: one execution context per thread at a time. The pipeline keeps a pool of contexts,
-each with its own TensorRT execution contexts, stream, device and pinned buffers and graph; a
+each with its own TensorRT execution contexts, stream, device and pinned buffers and graphs; a
 call takes a free one (making it, up to ``max_contexts``, else waiting for one) and gives it back
 when done. Calls from N threads thus run concurrently on up to ``max_contexts`` streams, and no
 context or buffer is ever used by two threads at once.
@@ -44,14 +61,19 @@ __all__ = [
     "import_backend",
     "backend_unavailable_reason",
     "runtime_unavailable_reason",
+    "TensorBuffers",
     "RTX_RUNNABLE_CC",
     "DEFAULT_MAX_CONTEXTS",
+    "GRAPH_CACHE_SIZE",
 ]
 
 # Compute capabilities TensorRT-RTX engines can run on (its support matrix); 9.0 is not one.
 RTX_RUNNABLE_CC = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
 _MODULES = {"tensorrt": ("tensorrt", "tensorrt_lean"), "tensorrt_rtx": ("tensorrt_rtx",)}
 DEFAULT_MAX_CONTEXTS = 4
+# CUDA graphs (one per input shape, each with its own TensorRT execution contexts) kept per
+# pipeline context, least recently used evicted (module docstring)
+GRAPH_CACHE_SIZE = 8
 
 
 def import_backend(backend: str) -> Any:
@@ -100,14 +122,24 @@ def backend_unavailable_reason(stage: Mapping[str, Any], cc: str) -> Optional[st
     return None
 
 
+Shape = Tuple[int, ...]
+
+
 class TensorRTStage:
     """One engine stage: the engine, deserialized once, and its IO (shape and dtype per tensor).
 
     Execution contexts are made per :class:`GpuPipeline` context by :meth:`create_context`.
+
+    Attributes:
+        io: tensor name -> (manifest shape, -1 on the axes that vary; dtype).
+        max_shapes: tensor name -> its largest shape (what buffers are sized for).
+        varying: the inputs whose shape is set per call (-1 in the manifest).
+        dynamic: whether any input varies.
     """
 
     def __init__(self, stage: Mapping[str, Any], engine_bytes: bytes, device: int = 0):
         trt = import_backend(stage["backend"])
+        self._trt = trt
         self.name: str = stage["name"]
         self.inputs = [t["name"] for t in stage["inputs"]]
         self.outputs = [t["name"] for t in stage["outputs"]]
@@ -125,40 +157,127 @@ class TensorRTStage:
         if set(names) != set(self.inputs) | set(self.outputs):
             raise BundleError(f"stage '{self.name}': engine IO {sorted(names)} does not match the "
                               "manifest; recompile the bundle")
-        manifest_shapes = {t["name"]: tuple(t["shape"]) for t in [*stage["inputs"], *stage["outputs"]]}
-        # name -> (shape, dtype); shapes are the manifest's, which fills an engine's -1 dimensions
-        self.io: Dict[str, Tuple[Tuple[int, ...], np.dtype]] = {}
-        self.dynamic_inputs: List[str] = []
+        specs = {t["name"]: t for t in [*stage["inputs"], *stage["outputs"]]}
+        self.io: Dict[str, Tuple[Shape, np.dtype]] = {}
+        self.max_shapes: Dict[str, Shape] = {}
+        self.min_shapes: Dict[str, Shape] = {}
+        self.varying: List[str] = []
+        self._fixed: Dict[str, Shape] = {}  # -1 in the engine, filled by a static manifest
         for name in names:
             engine_shape = tuple(engine.get_tensor_shape(name))
-            shape = manifest_shapes[name]
-            if len(engine_shape) != len(shape) or any(e not in (-1, s) for e, s in zip(engine_shape, shape)):
+            spec = specs[name]
+            shape = tuple(spec["shape"])
+            if len(engine_shape) != len(shape) or any(
+                    (e != -1) if s == -1 else (e not in (-1, s)) for e, s in zip(engine_shape, shape)):
                 raise BundleError(f"stage '{self.name}': tensor '{name}' has shape {engine_shape} in "
                                   f"the engine, {shape} in the manifest; recompile the bundle")
             is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             if is_input != (name in self.inputs):
                 raise BundleError(f"stage '{self.name}': tensor '{name}' is an engine "
                                   f"{'input' if is_input else 'output'}, not so in the manifest")
-            if is_input and -1 in engine_shape:
-                self.dynamic_inputs.append(name)
+            lo, hi = self._range(name, spec, shape)
+            self.min_shapes[name], self.max_shapes[name] = lo, hi
+            if is_input and -1 in shape:
+                self.varying.append(name)
+                self._check_profile(name, lo, hi)
+            elif is_input and -1 in engine_shape:
+                self._fixed[name] = shape
             self.io[name] = (shape, np.dtype(trt.nptype(engine.get_tensor_dtype(name))))
+        self.dynamic = bool(self.varying)
 
-    def create_context(self) -> Any:
-        """A new execution context with every dynamic input shape set.
+    def _range(self, name: str, spec: Mapping[str, Any], shape: Shape) -> Tuple[Shape, Shape]:
+        if -1 not in shape:
+            return shape, shape
+        lo, hi = spec.get("min_shape"), spec.get("max_shape")
+        if not (isinstance(lo, list) and isinstance(hi, list) and len(lo) == len(hi) == len(shape)
+                and all(isinstance(d, int) and 0 <= a <= d for a, d in zip(lo, hi))
+                and all(s in (-1, a) and s in (-1, d) for s, a, d in zip(shape, lo, hi))):
+            raise BundleError(f"stage '{self.name}': tensor '{name}' of shape {list(shape)} has no "
+                              f"valid min_shape/max_shape ({lo}, {hi}); recompile the bundle")
+        return tuple(lo), tuple(hi)
+
+    def _check_profile(self, name: str, lo: Shape, hi: Shape) -> None:
+        """The engine's optimization profile 0 must take the manifest's whole range."""
+        engine = self.engine
+        if engine.num_optimization_profiles < 1:
+            raise BundleError(f"stage '{self.name}': input '{name}' varies but the engine has no "
+                              "optimization profile; recompile the bundle")
+        low, _, high = (tuple(d) for d in engine.get_tensor_profile_shape(name, 0))
+        if len(low) != len(lo) or any(a < b for a, b in zip(lo, low)) or any(
+                a > b for a, b in zip(hi, high)):
+            raise BundleError(f"stage '{self.name}': input '{name}' takes {_span(lo, hi)} in the "
+                              f"manifest but {_span(low, high)} in the engine's optimization "
+                              "profile; recompile the bundle")
+
+    @property
+    def scratch_bytes(self) -> int:
+        """Activation memory one execution context of this engine needs, at its largest shapes."""
+        return int(self.engine.device_memory_size_v2)
+
+    def create_context(self, stream: Optional[cuda.Stream] = None,
+                       scratch: Optional[cuda.DeviceBuffer] = None) -> Any:
+        """A new execution context on optimization profile 0, with every input whose engine
+        shape is dynamic but manifest shape fixed set to that shape.
+
+        Args:
+            stream: where to switch the profile, if a new context is not on profile 0.
+            scratch: activation memory to use (``USER_MANAGED``; at least
+                :attr:`scratch_bytes`, shared with contexts that never run at the same time);
+                None: the context allocates its own.
 
         Raises:
             CudaError: TensorRT could not make one (typically out of GPU memory).
         """
+        trt = self._trt
         with self._lock:  # one context at a time per engine, whichever thread asks
-            context = self.engine.create_execution_context()
+            if scratch is None:
+                context = self.engine.create_execution_context()
+            else:
+                context = self.engine.create_execution_context(
+                    trt.ExecutionContextAllocationStrategy.USER_MANAGED)
         if context is None:
             raise CudaError(f"stage '{self.name}': TensorRT could not create an execution context "
                             "(out of GPU memory?)")
-        for name in self.dynamic_inputs:
-            if not context.set_input_shape(name, self.io[name][0]):
+        if scratch is not None:
+            context.set_device_memory(scratch.ptr, scratch.nbytes)
+        if (self.dynamic or self._fixed) and context.active_optimization_profile != 0:
+            stream = stream or cuda.Stream()
+            if not context.set_optimization_profile_async(0, stream.ptr):
+                raise CudaError(f"stage '{self.name}': TensorRT could not select optimization "
+                                "profile 0 for a new execution context")
+            stream.synchronize()
+        for name, shape in self._fixed.items():
+            if not context.set_input_shape(name, shape):
                 raise BundleError(f"stage '{self.name}': the engine refuses input shape "
-                                  f"{self.io[name][0]} for '{name}'; recompile the bundle")
+                                  f"{shape} for '{name}'; recompile the bundle")
         return context
+
+    def set_shapes(self, context: Any, shapes: Sequence[Shape]) -> Dict[str, Shape]:
+        """Set :attr:`varying` inputs' ``shapes`` (in that order) on ``context``; returns every
+        output's shape as TensorRT infers it.
+
+        Raises:
+            BundleError: the engine refuses a shape, or an output would not fit its buffer (larger
+                than the manifest's largest shape, or data-dependent).
+        """
+        for name, shape in zip(self.varying, shapes):
+            if not context.set_input_shape(name, shape):
+                raise BundleError(f"stage '{self.name}': the engine refuses shape {shape} for "
+                                  f"input '{name}' (its range: "
+                                  f"{_span(self.min_shapes[name], self.max_shapes[name])}); "
+                                  "recompile the bundle")
+        outputs: Dict[str, Shape] = {}
+        for name in self.outputs:
+            shape = tuple(int(d) for d in context.get_tensor_shape(name))
+            largest = self.max_shapes[name]
+            if len(shape) != len(largest) or any(not 0 <= d <= m for d, m in zip(shape, largest)):
+                what = ("a data-dependent shape, which the GPU path does not support (run it on "
+                        "the CPU)" if -1 in shape else
+                        f"a shape beyond the manifest's largest {largest}; recompile the bundle")
+                raise BundleError(f"stage '{self.name}': for inputs {dict(zip(self.varying, shapes))}"
+                                  f" TensorRT gives output '{name}' shape {shape}: {what}")
+            outputs[name] = shape
+        return outputs
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Run this engine alone on host arrays (models run engines through GpuPipeline)."""
@@ -166,6 +285,68 @@ class TensorRTStage:
             self._alone = GpuPipeline([self], self.inputs, self.outputs, cuda_graph=False,
                                       device=self.device)
         return self._alone.run(feeds, "numpy")
+
+
+def _span(lo: Sequence[int], hi: Sequence[int]) -> str:
+    return "x".join(str(a) if a == b else f"{a}..{b}" for a, b in zip(lo, hi))
+
+
+def _nbytes(shape: Sequence[int], dtype: np.dtype) -> int:
+    return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+
+class TensorBuffers:
+    """One device buffer per tensor, allocated once for its largest shape, and views of it at the
+    shape a call uses (a dynamic model's tensors take any shape in range without reallocating).
+
+    Args:
+        tensors: name -> (largest shape, dtype).
+        device: the CUDA device (the current one, where the buffers are made).
+
+    Raises:
+        CudaError: out of GPU memory.
+    """
+
+    def __init__(self, tensors: Mapping[str, Tuple[Shape, np.dtype]], device: int):
+        self.device = device
+        self._memory: Dict[str, cuda.DeviceBuffer] = {}
+        self._views: Dict[str, DeviceArray] = {}  # name -> the view last asked for
+        for name, (shape, dtype) in tensors.items():
+            buffer = cuda.DeviceBuffer(_nbytes(shape, np.dtype(dtype)))
+            self._memory[name] = buffer
+            self._views[name] = DeviceArray(buffer.ptr, shape, dtype, device, owner=buffer)
+        self.max_shapes: Dict[str, Shape] = {n: tuple(s) for n, (s, _) in tensors.items()}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._memory
+
+    def ptr(self, name: str) -> int:
+        """The buffer's device address (the same for every shape)."""
+        return self._memory[name].ptr
+
+    def capacity(self, name: str) -> int:
+        """The buffer's size in bytes."""
+        return self._memory[name].nbytes
+
+    def view(self, name: str, shape: Sequence[int]) -> DeviceArray:
+        """The buffer of ``name`` as a DeviceArray of ``shape``.
+
+        Raises:
+            BundleError: ``shape`` needs more bytes than the buffer, sized for the manifest's
+                largest shape, holds.
+        """
+        last = self._views[name]
+        if last.shape == shape:  # the common case: the same shape as the last call
+            return last
+        shape = tuple(int(d) for d in shape)
+        buffer = self._memory[name]
+        if _nbytes(shape, last.dtype) > buffer.nbytes or min(shape, default=0) < 0:
+            raise BundleError(f"tensor '{name}' has shape {shape} in this call, larger than the "
+                              f"largest shape {self.max_shapes[name]} in the manifest, which its "
+                              "GPU buffer is sized for; recompile the bundle")
+        view = self._views[name] = DeviceArray(buffer.ptr, shape, last.dtype, self.device,
+                                               owner=buffer)
+        return view
 
 
 class ContextPool:
@@ -211,61 +392,99 @@ class ContextPool:
                 self._cond.notify()
 
 
+class _Engines:
+    """One TensorRT execution context per engine of a pipeline, bound to a pipeline context's
+    buffers, and the shapes last set on them."""
+
+    def __init__(self, pipeline: "GpuPipeline", ctx: "_Context"):
+        self.contexts: List[Any] = []
+        for stage in pipeline.engines:
+            context = stage.create_context(ctx.stream, ctx.scratch)
+            for name in stage.io:
+                context.set_tensor_address(name, ctx.buffers.ptr(name))
+            self.contexts.append(context)
+        self.bound: Dict[Tuple[int, str], int] = {}  # (engine index, input) -> address, if not ours
+        # per engine: its varying inputs' shapes last set, and its output shapes for them
+        self.input_shapes: List[Optional[Tuple[Shape, ...]]] = [None] * len(pipeline.engines)
+        self.output_shapes: List[Dict[str, Shape]] = [
+            {n: stage.max_shapes[n] for n in stage.outputs} for stage in pipeline.engines]
+
+
 class _Context:
-    """What one call at a time uses: a stream, one execution context per engine, device buffers
-    for every engine tensor, pinned staging buffers and, once captured, the CUDA graph."""
+    """What one call at a time uses: a stream, device buffers for every engine tensor (sized for
+    their largest shapes), pinned staging buffers, TensorRT execution contexts and, once
+    captured, CUDA graphs by input shape."""
 
     def __init__(self, pipeline: "GpuPipeline"):
         cuda.set_device(pipeline.device)
+        self.pipeline = pipeline
         self.stream = cuda.Stream()
-        self.buffers: Dict[str, DeviceArray] = {}
-        for name, (shape, dtype) in pipeline.device_tensors.items():
-            buffer = cuda.DeviceBuffer(_nbytes(shape, dtype))
-            self.buffers[name] = DeviceArray(buffer.ptr, shape, dtype, pipeline.device, owner=buffer)
-        self.pinned = {name: cuda.PinnedBuffer(*pipeline.device_tensors[name])
+        self.buffers = TensorBuffers({n: (pipeline.max_shapes[n], dtype) for n, (_, dtype)
+                                      in pipeline.device_tensors.items()}, pipeline.device)
+        self.pinned = {name: cuda.PinnedBuffer(pipeline.max_shapes[name],
+                                               pipeline.device_tensors[name][1])
                        for name in pipeline.staged}
-        self.contexts: List[Any] = []
-        for stage in pipeline.engines:
-            context = stage.create_context()
-            for name in stage.io:
-                context.set_tensor_address(name, self.buffers[name].ptr)
-            self.contexts.append(context)
-        self.bound: Dict[Tuple[int, str], int] = {}  # (engine index, input) -> address, if not ours
-        self.graph: Optional[cuda.Graph] = None
+        # a dynamic model's graphs each keep their own execution contexts: one shared scratch
+        self.scratch = (cuda.DeviceBuffer(pipeline.scratch_bytes) if pipeline.shared_scratch
+                        else None)
+        self.graphs = cuda.GraphCache(pipeline.graph_cache_size)
         self.graph_failed = False
+        self._eager: Optional[_Engines] = None
+        # the first set of execution contexts now: out of memory shows at load, not first call
+        self._spare: List[_Engines] = [_Engines(pipeline, self)] if pipeline.engines else []
 
+    def eager(self) -> _Engines:
+        """The execution contexts for stage-by-stage runs (any shape, set per call)."""
+        if self._eager is None:
+            self._eager = self._spare.pop() if self._spare else _Engines(self.pipeline, self)
+        return self._eager
 
-def _nbytes(shape: Sequence[int], dtype: np.dtype) -> int:
-    return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    def for_capture(self) -> _Engines:
+        """Execution contexts for a new graph: unused ones, or those of the graph evicted to
+        make room, or new ones."""
+        if self._spare:
+            return self._spare.pop()
+        evicted = self.graphs.make_room()
+        return evicted if evicted is not None else _Engines(self.pipeline, self)
 
 
 class GpuPipeline:
-    """A model's stages run on one GPU (module docstring: data flow, graphs, thread rule).
+    """A model's stages run on one GPU (module docstring: data flow, shapes, graphs, threads).
 
     Args:
         stages: TensorRTStage and residual stage objects, in execution order.
         inputs: the model's input names.
         outputs: the model's output names.
-        cuda_graph: capture and replay a CUDA graph when every stage is an engine.
+        cuda_graph: capture and replay CUDA graphs when every stage is an engine.
         device: the CUDA device index.
         max_contexts: the most execution contexts, i.e. concurrent calls, kept.
+        graph_cache_size: the most CUDA graphs (input shapes) kept per execution context.
     """
 
     def __init__(self, stages: Sequence[Any], inputs: Sequence[str], outputs: Sequence[str],
                  cuda_graph: bool = True, device: int = 0,
-                 max_contexts: int = DEFAULT_MAX_CONTEXTS):
+                 max_contexts: int = DEFAULT_MAX_CONTEXTS,
+                 graph_cache_size: int = GRAPH_CACHE_SIZE):
         self.stages = list(stages)
         self.engines = [s for s in self.stages if isinstance(s, TensorRTStage)]
         self.inputs, self.outputs = list(inputs), list(outputs)
         self.device = device
         self.cuda_graph = bool(cuda_graph) and len(self.engines) == len(self.stages)
-        # tensor name -> (shape, dtype) for every tensor an engine takes or makes
-        self.device_tensors: Dict[str, Tuple[Tuple[int, ...], np.dtype]] = {}
+        self.graph_cache_size = graph_cache_size
+        # tensor name -> (manifest shape, -1 where it varies; dtype) for every engine tensor
+        self.device_tensors: Dict[str, Tuple[Shape, np.dtype]] = {}
+        self.max_shapes: Dict[str, Shape] = {}
         for stage in self.engines:
             for name, spec in stage.io.items():
-                if self.device_tensors.setdefault(name, spec) != spec:
+                if self.device_tensors.setdefault(name, spec) != spec or self.max_shapes.setdefault(
+                        name, stage.max_shapes[name]) != stage.max_shapes[name]:
                     raise BundleError(f"tensor '{name}' is {spec} in stage '{stage.name}' but "
                                       f"{self.device_tensors[name]} elsewhere; recompile the bundle")
+        self.dynamic = any(stage.dynamic for stage in self.engines)
+        # several graphs, each with its own execution contexts, share one activation buffer
+        self.shared_scratch = self.dynamic and self.cuda_graph
+        self.scratch_bytes = (max(stage.scratch_bytes for stage in self.engines)
+                              if self.shared_scratch else 0)
         residual = [s for s in self.stages if not isinstance(s, TensorRTStage)]
         crossing = {n for s in residual for n in [*s.inputs, *s.outputs]}
         # device tensors that cross to or from the host get a pinned staging buffer
@@ -284,22 +503,22 @@ class GpuPipeline:
     is_device_array = staticmethod(is_device_array)
 
     def device_input(self, name: str, value: Any, spec: Any) -> DeviceArray:
-        """Check a GPU array given for input ``name`` against ``spec`` (shape and dtype).
+        """Check a GPU array given for input ``name`` against ``spec`` (shape or range, dtype).
 
         Returns:
             The array as a DeviceArray view, used in place.
 
         Raises:
-            InputError: another GPU, shape, dtype, or a non-contiguous array.
+            InputError: another GPU, a shape outside the range, another dtype, or a
+                non-contiguous array.
         """
         array = as_device_array(value, name)
         if array.device != self.device:
             raise InputError(f"input '{name}': array is on GPU {array.device}, the model runs on "
                              f"GPU {self.device}; move it there first")
-        if array.shape != tuple(spec.shape):
-            what = "rank" if array.ndim != len(spec.shape) else "shape"
-            raise InputError(f"input '{name}': wrong {what}: expected shape {tuple(spec.shape)}, "
-                             f"got {array.shape}")
+        problem = spec.accepts(array.shape)
+        if problem:
+            raise InputError(f"input '{name}': {problem}")
         if not array.contiguous:
             raise InputError(f"input '{name}': GPU array is not C-contiguous; pass x.contiguous() "
                              "(torch) or cupy.ascontiguousarray(x)")
@@ -317,10 +536,11 @@ class GpuPipeline:
             output: 'numpy' for numpy arrays, 'device' for DeviceArrays on this GPU.
 
         Returns:
-            Output name -> array.
+            Output name -> array, of the shapes this call's inputs give.
 
         Raises:
             CudaError: a CUDA call or an engine launch failed.
+            BundleError: an engine gives an output shape its buffer cannot hold.
         """
         with self._pool.take() as ctx:
             cuda.set_device(self.device)
@@ -328,6 +548,7 @@ class GpuPipeline:
 
     def _run(self, ctx: _Context, feeds: Mapping[str, Any], output: str) -> Dict[str, Any]:
         stream = ctx.stream
+        graphed = self.cuda_graph and not ctx.graph_failed
         host: Dict[str, np.ndarray] = {}
         on_device: Dict[str, DeviceArray] = {}  # tensor -> where it is on the GPU in this call
         for name, value in feeds.items():
@@ -335,64 +556,84 @@ class GpuPipeline:
                 if value.sync_stream is not None:
                     stream.wait_for(value.sync_stream)
                 on_device[name] = value
-                if self.cuda_graph and name in ctx.buffers:  # the graph reads fixed addresses
-                    stream.copy_d2d(ctx.buffers[name].ptr, value.ptr, value.nbytes)
-                    on_device[name] = ctx.buffers[name]
+                if graphed and name in ctx.buffers:  # a graph reads fixed addresses
+                    target = ctx.buffers.view(name, value.shape)
+                    stream.copy_d2d(target.ptr, value.ptr, value.nbytes)
+                    on_device[name] = target
             else:
                 host[name] = value
                 if name in ctx.buffers:
                     self._upload(ctx, name, value, on_device)
 
-        if ctx.graph is not None:
-            ctx.graph.launch(stream)
-            on_device.update({n: ctx.buffers[n] for s in self.engines for n in s.outputs})
-        else:
-            engine_index = 0
+        if not graphed:
+            engines, index = ctx.eager(), 0
             for stage in self.stages:
                 if isinstance(stage, TensorRTStage):
-                    self._launch(ctx, engine_index, on_device)
-                    engine_index += 1
+                    self._launch(ctx, engines, index, on_device)
+                    index += 1
                 else:
                     self._run_residual(ctx, stage, host, on_device)
+            return self._outputs(ctx, host, on_device, output)
 
+        key = tuple(tuple(feeds[name].shape) for name in self.inputs)
+        entry = ctx.graphs.lookup(key)
+        if entry is not None:  # captured at exactly these input shapes
+            graph, engines = entry
+            graph.launch(stream)
+            for shapes in engines.output_shapes:
+                for name, shape in shapes.items():
+                    on_device[name] = ctx.buffers.view(name, shape)
+            return self._outputs(ctx, host, on_device, output)
+        engines = ctx.for_capture()
+        for index in range(len(self.engines)):  # the warm-up run at these shapes
+            self._launch(ctx, engines, index, on_device)
         results = self._outputs(ctx, host, on_device, output)
-        if self.cuda_graph and ctx.graph is None and not ctx.graph_failed:
-            self._capture(ctx)
+        self._capture(ctx, key, engines)
         return results
 
     def _upload(self, ctx: _Context, name: str, value: np.ndarray,
                 on_device: Dict[str, DeviceArray]) -> None:
+        target = ctx.buffers.view(name, value.shape)
         pinned = ctx.pinned[name]
-        np.copyto(pinned.array, value, casting="same_kind")
-        ctx.stream.copy_h2d(ctx.buffers[name].ptr, pinned.ptr, pinned.nbytes)
-        on_device[name] = ctx.buffers[name]
+        np.copyto(pinned.view(value.shape), value, casting="same_kind")
+        ctx.stream.copy_h2d(target.ptr, pinned.ptr, target.nbytes)
+        on_device[name] = target
 
-    def _launch(self, ctx: _Context, index: int, on_device: Dict[str, DeviceArray]) -> None:
-        stage, context = self.engines[index], ctx.contexts[index]
+    def _launch(self, ctx: _Context, engines: _Engines, index: int,
+                on_device: Dict[str, DeviceArray]) -> None:
+        stage, context = self.engines[index], engines.contexts[index]
+        if stage.dynamic:
+            shapes = tuple(on_device[name].shape for name in stage.varying)
+            if shapes != engines.input_shapes[index]:
+                engines.input_shapes[index] = None  # unknown until set_shapes succeeds
+                engines.output_shapes[index] = stage.set_shapes(context, shapes)
+                engines.input_shapes[index] = shapes
         for name in stage.inputs:  # bind GPU inputs given in place; our own buffers otherwise
             address = on_device[name].ptr
-            if ctx.bound.get((index, name), ctx.buffers[name].ptr) != address:
+            if engines.bound.get((index, name), ctx.buffers.ptr(name)) != address:
                 context.set_tensor_address(name, address)
-                ctx.bound[(index, name)] = address
+                engines.bound[(index, name)] = address
         if not context.execute_async_v3(ctx.stream.ptr):
             raise CudaError(f"stage '{stage.name}': execute_async_v3 failed (TensorRT's message "
                             "is in the log above)")
-        for name in stage.outputs:
-            on_device[name] = ctx.buffers[name]
+        for name, shape in engines.output_shapes[index].items():
+            on_device[name] = ctx.buffers.view(name, shape)
 
     def _to_host(self, ctx: _Context, names: Sequence[str], host: Dict[str, np.ndarray],
                  on_device: Mapping[str, DeviceArray]) -> bool:
         """Bring ``names`` into ``host``; returns whether the stream was synchronized."""
         missing = [n for n in names if n not in host]
+        staged: Dict[str, np.ndarray] = {}
         for name in missing:
             if name in ctx.pinned:
-                pinned = ctx.pinned[name]
-                ctx.stream.copy_d2h(pinned.ptr, on_device[name].ptr, pinned.nbytes)
+                source = on_device[name]
+                staged[name] = ctx.pinned[name].view(source.shape)
+                ctx.stream.copy_d2h(ctx.pinned[name].ptr, source.ptr, staged[name].nbytes)
         if missing:
             ctx.stream.synchronize()
         for name in missing:
             # a GPU input that only residual stages read has no staging buffer: plain copy
-            host[name] = ctx.pinned[name].array if name in ctx.pinned else on_device[name].numpy()
+            host[name] = staged[name] if name in staged else on_device[name].numpy()
         return bool(missing)
 
     def _run_residual(self, ctx: _Context, stage: Any, host: Dict[str, np.ndarray],
@@ -429,20 +670,24 @@ class GpuPipeline:
             results[name] = host[name].copy() if name in ctx.pinned else host[name]
         return results
 
-    def _capture(self, ctx: _Context) -> None:
+    def _capture(self, ctx: _Context, key: Tuple[Shape, ...], engines: _Engines) -> None:
         stream = ctx.stream
 
         def enqueue() -> None:
-            for stage, context in zip(self.engines, ctx.contexts):
+            for stage, context in zip(self.engines, engines.contexts):
                 if not context.execute_async_v3(stream.ptr):
                     raise CudaError(f"stage '{stage.name}': execute_async_v3 failed in capture")
 
         try:
-            capturable = [getattr(c, "is_stream_capturable", None) for c in ctx.contexts]
+            capturable = [getattr(c, "is_stream_capturable", None) for c in engines.contexts]
             if not all(check(stream.ptr) for check in capturable if check is not None):
                 raise CudaError("TensorRT reports the execution context is not stream capturable")
-            ctx.graph = cuda.Graph(stream, enqueue)
+            graph = cuda.Graph(stream, enqueue)
         except CudaError as exc:
             ctx.graph_failed = True
+            ctx.graphs.clear()
+            ctx._eager = engines
             warnings.warn(f"CUDA graph capture failed, running stage by stage instead: {exc}",
                           RuntimeWarning, stacklevel=3)
+            return
+        ctx.graphs.add(key, graph, engines)

@@ -144,6 +144,7 @@ def test_onnx_op_list_covers_what_mxnet_onnx_can_write() -> None:
     sources += glob.glob(str(ROOT / "trtc" / "**" / "*.py"), recursive=True)
     text = "".join(Path(f).read_text() for f in sources)
     named = set(re.findall(r"['\"]([A-Z][A-Za-z0-9]+)['\"]", text)) & standard
+    named -= {"Optional"}  # a typing name in trtc's own code, not an ONNX op anything writes
     assert len(named) > 80 and named <= ONNX_OPS, sorted(named - ONNX_OPS)
     assert not {"Loop", "Scan", "If", "SequenceMap"} & ONNX_OPS
 

@@ -3,7 +3,11 @@ its benchmark) uses exists in the installed ``tensorrt_rtx`` (and ``tensorrt``, 
 so a renamed or removed API fails CI here rather than on a user's GPU.
 
 The GPU code names its TensorRT objects by role; this test reads it with ``ast`` and checks
-``trt.<X>.<Y>`` chains on the module and ``<role>.<method>`` on the class of each role.
+``trt.<X>.<Y>`` chains on the module and ``<role>.<member>`` on the class of each role: a member
+the code calls must be a method, one it reads without calling a property. The calls of the
+dynamic-shape path (``set_input_shape``, ``get_tensor_shape``, ``get_tensor_profile_shape``,
+``set_optimization_profile_async``, ``USER_MANAGED`` contexts sharing memory) have their
+signatures checked against what the GPU path passes.
 """
 
 from __future__ import annotations
@@ -26,7 +30,14 @@ ROLES = {"engine": "ICudaEngine", "context": "IExecutionContext", "runtime": "Ru
 # what the GPU path cannot do without: guards against the scan silently finding nothing
 CORE = {("IExecutionContext", "execute_async_v3"), ("IExecutionContext", "set_tensor_address"),
         ("Runtime", "deserialize_cuda_engine"), ("ICudaEngine", "create_execution_context"),
-        ("ICudaEngine", "get_tensor_mode"), ("module", "nptype"), ("module", "TensorIOMode")}
+        ("ICudaEngine", "get_tensor_mode"), ("module", "nptype"), ("module", "TensorIOMode"),
+        # dynamic shapes (issue 12)
+        ("IExecutionContext", "set_input_shape"), ("IExecutionContext", "get_tensor_shape"),
+        ("IExecutionContext", "set_optimization_profile_async"),
+        ("IExecutionContext", "active_optimization_profile"),
+        ("IExecutionContext", "set_device_memory"), ("ICudaEngine", "get_tensor_profile_shape"),
+        ("ICudaEngine", "num_optimization_profiles"), ("ICudaEngine", "device_memory_size_v2"),
+        ("module", "ExecutionContextAllocationStrategy")}
 
 MODULES = [m for m in ("tensorrt_rtx", "tensorrt") if importlib.util.find_spec(m) is not None]
 if not MODULES:
@@ -45,11 +56,13 @@ def _chain(node: ast.AST) -> List[str]:
     return []
 
 
-def used_api(source: Path) -> Tuple[Set[Tuple[str, ...]], Set[Tuple[str, str]]]:
-    """(module attribute chains after ``trt.``, {(class, member)} used on role-named objects)."""
+def used_api(source: Path) -> Tuple[Set[Tuple[str, ...]], Set[Tuple[str, str, bool]]]:
+    """(module attribute chains after ``trt.``, {(class, member, called)} used on role-named
+    objects; ``called``: the member is called, not only read)."""
     tree = ast.parse(source.read_text(), str(source))
+    called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
     module_chains: Set[Tuple[str, ...]] = set()
-    members: Set[Tuple[str, str]] = set()
+    members: Set[Tuple[str, str, bool]] = set()
     for node in ast.walk(tree):
         if not isinstance(node, ast.Attribute):
             continue
@@ -59,16 +72,16 @@ def used_api(source: Path) -> Tuple[Set[Tuple[str, ...]], Set[Tuple[str, str]]]:
         holder = node.value
         role = holder.id if isinstance(holder, ast.Name) else getattr(holder, "attr", None)
         if role in ROLES:
-            members.add((ROLES[role], node.attr))
+            members.add((ROLES[role], node.attr, id(node) in called))
     # keep only maximal chains: trt.Logger.ERROR implies trt.Logger
     module_chains = {c for c in module_chains
                      if not any(o[:len(c)] == c and len(o) > len(c) for o in module_chains)}
     return module_chains, members
 
 
-def _all_used() -> Tuple[Set[Tuple[str, ...]], Set[Tuple[str, str]]]:
+def _all_used() -> Tuple[Set[Tuple[str, ...]], Set[Tuple[str, str, bool]]]:
     chains: Set[Tuple[str, ...]] = set()
-    members: Set[Tuple[str, str]] = set()
+    members: Set[Tuple[str, str, bool]] = set()
     for source in SOURCES:
         c, m = used_api(source)
         chains |= c
@@ -78,7 +91,7 @@ def _all_used() -> Tuple[Set[Tuple[str, ...]], Set[Tuple[str, str]]]:
 
 def test_the_scan_finds_the_core_api():
     chains, members = _all_used()
-    found = members | {("module", c[0]) for c in chains}
+    found = {(cls, member) for cls, member, _ in members} | {("module", c[0]) for c in chains}
     assert CORE <= found, f"not found in the sources: {sorted(CORE - found)}"
 
 
@@ -94,14 +107,28 @@ def test_every_used_attribute_exists(module_name):
                 missing.append("trt." + ".".join(chain))
                 break
             obj = getattr(obj, part)
-    for cls, member in sorted(members):
+    for cls, member, called in sorted(members):
         if not hasattr(getattr(trt, cls), member):
             missing.append(f"{cls}.{member}")
+            continue
+        is_property = isinstance(inspect.getattr_static(getattr(trt, cls), member), property)
+        if called and is_property:
+            missing.append(f"{cls}.{member}() (a property, not a method)")
+        elif not called and not is_property:
+            missing.append(f"{cls}.{member} as a value (it is a method: call it)")
     assert not missing, f"{module_name} {trt.__version__} lacks: {', '.join(missing)}"
 
 
 def _first_signature(method: object) -> str:
     return (inspect.getdoc(method) or "").splitlines()[0]
+
+
+def _signatures(method: object) -> List[str]:
+    """Every ``name(self: ..., ...) -> ...`` line of a pybind11 docstring (one per overload)."""
+    lines = (inspect.getdoc(method) or "").splitlines()
+    name = getattr(method, "__name__", "")
+    return [line.split(". ", 1)[-1] if line[:1].isdigit() else line
+            for line in lines if f"{name}(self" in line]
 
 
 @pytest.mark.parametrize("module_name", MODULES)
@@ -131,3 +158,35 @@ def test_logger_and_runtime_construct(module_name):
     logger = trt.Logger(trt.Logger.ERROR)
     runtime = trt.Runtime(logger)
     assert callable(runtime.deserialize_cuda_engine)
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_dynamic_shape_call_shapes(module_name):
+    """The dynamic-shape calls take what the GPU path passes (engine_cuda.TensorRTStage)."""
+    trt = importlib.import_module(module_name)
+    context, engine = trt.IExecutionContext, trt.ICudaEngine
+    # set_input_shape(name, shape): the GPU path passes a tuple of ints
+    assert any("name: str" in sig and "shape: tuple" in sig and sig.endswith("-> bool")
+               for sig in _signatures(context.set_input_shape)), _signatures(context.set_input_shape)
+    # get_tensor_shape(name) -> Dims, which tuple() turns into ints (-1 for a dynamic axis)
+    (shape,) = _signatures(context.get_tensor_shape)
+    assert "name: str" in shape and shape.count(":") == 2 and shape.endswith("Dims"), shape
+    assert tuple(trt.Dims([-1, 3, 16, 16])) == (-1, 3, 16, 16)
+    assert all(type(d) is int for d in trt.Dims([2, 3]))
+    # set_optimization_profile_async(profile_index, stream_handle) -> bool
+    (profile,) = _signatures(context.set_optimization_profile_async)
+    assert "profile_index" in profile and "stream_handle" in profile and profile.count(":") == 3
+    assert profile.endswith("-> bool"), profile
+    # get_tensor_profile_shape(name, profile_index) -> [min, opt, max] Dims
+    (ranges,) = _signatures(engine.get_tensor_profile_shape)
+    assert "name: str" in ranges and "profile_index" in ranges and "Dims]" in ranges, ranges
+    # create_execution_context(strategy) and set_device_memory(address, size) for shared scratch
+    assert any("strategy:" in sig and "ExecutionContextAllocationStrategy" in sig
+               for sig in _signatures(engine.create_execution_context))
+    (memory,) = _signatures(context.set_device_memory)
+    assert "memory:" in memory and "size:" in memory and memory.count(":") == 3, memory
+    strategies = trt.ExecutionContextAllocationStrategy
+    assert strategies.USER_MANAGED != strategies.STATIC
+    for owner, name in [(engine, "num_optimization_profiles"), (engine, "device_memory_size_v2"),
+                        (context, "active_optimization_profile")]:
+        assert isinstance(inspect.getattr_static(owner, name), property), name
