@@ -269,13 +269,13 @@ def _output_path(settings: CompileSettings, symbol_path: Path, params_path: Path
         output = Path(settings.output)
     if str(output).strip() == "":
         raise UsageError("-o is empty; pass a file name like model.trtb")
+    name_bytes = len(output.name.encode("utf-8", "surrogateescape"))
+    if name_bytes > 255:
+        raise UsageError(f"-o: the file name is {name_bytes} bytes; file systems allow at most 255")
     if output.is_dir():
         raise UsageError(f"-o {output} is a directory; pass a file name like {output}/model.trtb")
     if not output.parent.exists() and str(output.parent) not in ("", "."):
         raise UsageError(f"-o {output}: directory {output.parent} does not exist; create it first")
-    if len(output.name.encode("utf-8", "surrogateescape")) > 255:
-        raise UsageError(f"-o: the file name is {len(output.name.encode('utf-8', 'surrogateescape'))} "
-                         "bytes; file systems allow at most 255")
     try:
         resolved = output.resolve()
         sources = {symbol_path.resolve(): "symbol", params_path.resolve(): "params"}

@@ -403,3 +403,33 @@ def test_sigterm_after_the_output_was_replaced_finishes(tmp_path: Path) -> None:
         cli._terminated(signal.SIGTERM, None)  # returns: the command goes on to exit 0
     with pytest.raises(SystemExit):  # outside a write, SIGTERM stops the command as before
         cli._terminated(signal.SIGTERM, None)
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 11: the remaining internal errors of `trtc compile`
+# ----------------------------------------------------------------------------------------------
+def test_symbol_nested_too_deep_is_a_usage_error(files: Path, tmp_path: Path) -> None:
+    deep = tmp_path / "deep-symbol.json"
+    deep.write_text('{"nodes": ' + "[" * 100_000 + "]" * 100_000 + ', "heads": []}')
+    _fails(["compile", str(files / "tiny-0000.params"), "--symbol", str(deep), "-o",
+            str(tmp_path / "m.trtb"), "-q"], 2, "deep-symbol.json")
+
+
+def test_a_256_character_output_name_is_a_usage_error(files: Path, tmp_path: Path) -> None:
+    _fails(["compile", str(files / "tiny-0000.params"), "-o", str(tmp_path / ("m" * 251 + ".trtb")),
+            "-q"], 2, "at most 255")
+
+
+def test_a_250_character_output_name_compiles(files: Path, tmp_path: Path) -> None:
+    out = tmp_path / ("m" * 245 + ".trtb")
+    result = runner.invoke(app, ["compile", str(files / "tiny-0000.params"), "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert out.exists()
+
+
+@pytest.mark.parametrize("spec,phrase", [("data:100000x100000x100000", "more than trtc verifies"),
+                                         ("data:1_6x3", "ASCII digits"), ("data:１x3", "ASCII digits"),
+                                         ("data:1xx3", "ASCII digits")])
+def test_input_quirks_are_usage_errors(files: Path, tmp_path: Path, spec: str, phrase: str) -> None:
+    _fails(["compile", str(files / "tiny-0000.params"), "--input", spec, "-o",
+            str(tmp_path / "m.trtb"), "-q"], 2, phrase)
