@@ -169,23 +169,46 @@ class Model:
         """Run the model on ``arrays`` (input name -> array).
 
         Args:
-            arrays: input name -> array (class docstring: input rules).
-            output: 'numpy', or 'device' for DeviceArrays on the GPU (GPU path only).
+            arrays: input name -> array (class docstring: input rules); MXNet NDArrays are
+                accepted like numpy arrays (see ``_check_array``; on the GPU path, GPU NDArrays
+                are read in place through DLPack).
+            output: 'numpy'; 'device' for DeviceArrays on the GPU (GPU path only); 'mxnet' for
+                MXNet NDArrays on ``mx.cpu()`` (imports MXNet; each made from the numpy output
+                without a copy).
 
         Returns:
-            Output name -> numpy array (or DeviceArray).
+            Output name -> numpy array (or DeviceArray, or NDArray).
+
+        Raises:
+            InputError: an input breaks the input rules.
+            UsageError: a bad ``output``; 'device' on the CPU path; 'mxnet' without MXNet.
         """
-        if output not in ("numpy", "device"):
-            raise UsageError(f"output must be 'numpy' or 'device', not {output!r}")
+        if output not in ("numpy", "device", "mxnet"):
+            raise UsageError(f"output must be 'numpy', 'device' or 'mxnet', not {output!r}")
         if output == "device" and self._gpu is None:
             raise UsageError(f"output='device' needs the GPU path; this model runs on the CPU "
                              f"({self.device_reason})")
+        mx: Any = None
+        if output == "mxnet":  # imported only when asked for: an engine-only model never needs it
+            try:
+                import mxnet as mx
+            except (ImportError, OSError) as exc:
+                raise UsageError(f"output='mxnet' needs MXNet ({type(exc).__name__}: "
+                                 f"{str(exc)[:120]}); pip install mxnet==1.9.1, or use "
+                                 "output='numpy'") from None
         tensors: Dict[str, Any] = self.validate_inputs(arrays)
         if self._gpu is not None:
-            return self._gpu.run(tensors, output)
-        for stage in self.stages:
-            tensors.update(stage.run(tensors))
-        return {name: tensors[name] for name in self.outputs}
+            results = self._gpu.run(tensors, "numpy" if output == "mxnet" else output)
+        else:
+            for stage in self.stages:
+                tensors.update(stage.run(tensors))
+            results = {name: tensors[name] for name in self.outputs}
+        if mx is None:
+            return results
+        # Zero-copy needs an array this call made (an output may be an input passed through).
+        return {name: mx.nd.from_numpy(value, zero_copy=True)
+                if name not in self.inputs and value.flags.c_contiguous and value.flags.writeable
+                else mx.nd.array(value, dtype=value.dtype) for name, value in results.items()}
 
     def validate_inputs(self, arrays: Mapping[str, Any]) -> Dict[str, np.ndarray]:
         """Check and convert ``arrays`` by the input rules (class docstring)."""
@@ -214,8 +237,38 @@ class Model:
         return feeds
 
 
+class _Capsule:
+    """A DLPack capsule as numpy.from_dlpack takes it (MXNet 1.9 has no ``__dlpack__``)."""
+
+    def __init__(self, capsule: Any):
+        self.capsule = capsule
+
+    def __dlpack__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.capsule
+
+    def __dlpack_device__(self) -> Tuple[int, int]:
+        return (1, 0)  # kDLCPU: only CPU NDArrays come here
+
+
 def _check_array(name: str, value: Any, spec: TensorSpec) -> np.ndarray:
-    """``value`` checked against ``spec`` and converted by the input rules (Model's docstring)."""
+    """``value`` checked against ``spec`` and converted by the input rules (Model's docstring).
+
+    An MXNet NDArray (``mx.nd`` or ``mx.np``) is read as numpy first, without importing MXNet
+    here: a CPU NDArray in the default layout as a read-only zero-copy view (DLPack); one in
+    oneDNN's internal layout (e.g. a convolution's output, which MXNet cannot export), on a GPU
+    (on the CPU path) or in pinned memory through one copy, ``asnumpy()``.
+    """
+    if type(value).__module__.split(".")[0] == "mxnet" and hasattr(value, "asnumpy"):
+        if getattr(value, "stype", "default") != "default":
+            raise InputError(f"input '{name}': a sparse MXNet NDArray ({value.stype}); pass "
+                             "x.tostype('default')")
+        view = None
+        if getattr(getattr(value, "context", None), "device_type", None) == "cpu":
+            try:
+                view = np.from_dlpack(_Capsule(value.to_dlpack_for_read()))
+            except Exception:  # oneDNN layout ("We can't generate TBlob for MKLDNN data")
+                view = None
+        value = view if view is not None else value.asnumpy()
     if not isinstance(value, np.ndarray) or isinstance(value, np.ma.MaskedArray):
         kind = f"{type(value).__module__}.{type(value).__name__}"
         raise InputError(f"input '{name}': expected a numpy.ndarray of shape {spec.shape} "

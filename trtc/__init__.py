@@ -1,7 +1,8 @@
 """trtc: compile Apache MXNet models into TensorRT bundles (.trtb) and run them.
 
 This file stays light: ``import trtc.runtime`` runs it first, so it imports no MXNet, onnx or
-typer. ``trtc.compile`` is loaded on first use.
+typer. ``trtc.compile`` (trtc/api.py: a Gluon HybridBlock, a Symbol + params, a params path or a
+CompileSettings) is loaded on first use.
 """
 
 from typing import Any
@@ -15,7 +16,7 @@ __all__ = ["__version__", "compile", "CompileSettings", "TrtcError"]
 
 def __getattr__(name: str) -> Any:
     if name == "compile":
-        from .compiler import compile
+        from .api import compile
 
         return compile
     raise AttributeError(f"module 'trtc' has no attribute {name!r}")

@@ -176,6 +176,10 @@ def _provenance() -> Iterator[Dict[str, Any]]:
     handler = _Collect()
     root = logging.getLogger()
     with _PATCH_LOCK:
+        root_level = root.level
+        # converters warn through the root logger; make sure those records exist (restored after)
+        if root.getEffectiveLevel() > logging.WARNING:
+            root.setLevel(logging.WARNING)
         newest = onnx.defs.onnx_opset_version
         saved_opsets = dict(onnx.checker.DEFAULT_CONTEXT.opset_imports)
         MXNetGraph.convert_layer = staticmethod(tagged)
@@ -194,6 +198,7 @@ def _provenance() -> Iterator[Dict[str, Any]]:
             onnx.defs.onnx_opset_version = newest
             onnx.checker.DEFAULT_CONTEXT.opset_imports = saved_opsets
             root.removeHandler(handler)
+            root.setLevel(root_level)
 
 
 def _benign_warning(graph: Graph, idx: int) -> bool:
@@ -258,7 +263,6 @@ def _export_symbol(graph: Graph, segment: Segment
     if not data_names:
         raise ExportError("segment has no tensor inputs (only constants); it is kept in MXNet")
 
-    logging.getLogger().setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="trtc-export-") as tmp, _provenance() as state:
         path = os.path.join(tmp, "segment.onnx")
         try:

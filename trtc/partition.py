@@ -334,6 +334,9 @@ class PartitionReport:
             "fp32_layers": dict(self.fp32_layers),
         }
 
+    def __str__(self) -> str:
+        return self.to_text()
+
     def to_text(self) -> str:
         lines = [f"partition: {self.engine_ops}/{self.total_ops} MXNet ops in "
                  f"{len(self.engine_segments)} TensorRT engine(s), {self.residual_ops} in MXNet"]

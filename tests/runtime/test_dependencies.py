@@ -71,3 +71,56 @@ def test_residual_bundle_without_mxnet_says_what_to_install(compiled):
     )
     assert proc.returncode == 0, proc.stderr
     assert "residual stages that run in MXNet" in proc.stdout and "pip install" in proc.stdout
+
+
+def test_import_trtc_loads_neither_mxnet_nor_the_compile_api():
+    proc = _run(
+        """
+        import trtc, trtc.runtime
+        assert trtc.CompileSettings and trtc.TrtcError
+        bad = [m for m in sys.modules if m.split('.')[0] in BLOCKED or m in ("trtc.api", "trtc.compiler")]
+        assert not bad, bad
+        print("ok")
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+def test_output_mxnet_without_mxnet_says_what_to_install(r18_bundle):
+    proc = _run(
+        f"""
+        import numpy as np, trtc.runtime as rt
+        m = rt.load({str(r18_bundle)!r}, device="cpu")
+        try:
+            m(data=np.zeros((1, 3, 224, 224), np.float32), output="mxnet")
+        except rt.UsageError as e:
+            print("UsageError:", e)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "output='mxnet' needs MXNet" in proc.stdout and "pip install mxnet" in proc.stdout
+
+
+def test_mxnet_is_imported_only_for_ndarrays_in_or_out(r18_bundle):
+    """MXNet importable: an engine-only bundle run on numpy still never imports it; passing an
+    NDArray (the caller imported MXNet to make it) or asking for output='mxnet' is what does."""
+    code = textwrap.dedent(
+        f"""
+        import sys, numpy as np, trtc.runtime as rt
+        m = rt.load({str(r18_bundle)!r}, device="cpu")
+        x = np.random.rand(1, 3, 224, 224).astype("float32")
+        out = m(data=x)
+        assert "mxnet" not in sys.modules, "numpy in, numpy out imported mxnet"
+        y = m(data=x, output="mxnet")
+        import mxnet as mx
+        assert all(isinstance(v, mx.nd.NDArray) for v in y.values())
+        z = m(data=mx.nd.array(x))
+        for name in out:
+            assert np.array_equal(out[name], z[name]) and np.array_equal(out[name], y[name].asnumpy())
+        print("ok")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from models import tiny
-from trtc.runtime import InputError, Model, load
+from trtc.runtime import InputError, Model, UsageError, load
 
 
 @pytest.fixture(scope="module")
@@ -131,11 +131,66 @@ def test_non_numpy_arrays_are_refused(one: Model, value: Any) -> None:
     assert f"got {type(value).__module__}.{type(value).__name__}" in text
 
 
-def test_mxnet_ndarray_on_the_cpu_path_is_refused_with_a_hint(one: Model, x: np.ndarray) -> None:
+# ----------------------------------------------------------------------------------------------
+# MXNet NDArrays: accepted like numpy arrays (CPU path here; GPU NDArrays: test_gpu_dlpack.py)
+# ----------------------------------------------------------------------------------------------
+def test_mxnet_ndarrays_are_accepted_like_numpy(one: Model, x: np.ndarray) -> None:
     import mxnet as mx
 
-    text = _refused(one, data=mx.nd.array(x))
-    assert "got mxnet.ndarray.ndarray.NDArray" in text and "numpy.asarray" in text
+    expected = _only(one(data=x))
+    for given in (mx.nd.array(x), mx.np.array(x), mx.nd.array(x, dtype="float64"),
+                  mx.nd.array(x, dtype="float16")):
+        np.testing.assert_allclose(_only(one(data=given)), _only(one(data=given.asnumpy())))
+    np.testing.assert_array_equal(_only(one(data=mx.nd.array(x))), expected)
+
+
+def test_a_default_layout_cpu_ndarray_is_read_without_a_copy(one: Model, x: np.ndarray) -> None:
+    import mxnet as mx
+
+    from trtc.runtime.dlpack import is_device_array
+    from trtc.runtime.model import _check_array
+
+    given = mx.nd.array(x)
+    assert not is_device_array(given)  # a CPU NDArray takes the host path, also on the GPU
+    view = _check_array("data", given, one.inputs["data"])
+    given[:] = 7.0  # written through MXNet: the view sees it, so it is the NDArray's memory
+    given.wait_to_read()
+    assert (view == 7.0).all() and not view.flags.writeable
+
+
+def test_a_onednn_layout_ndarray_is_copied(one: Model, x: np.ndarray) -> None:
+    """A convolution's output lives in oneDNN's layout, which DLPack cannot export: asnumpy()."""
+    import mxnet as mx
+
+    conv = mx.gluon.nn.Conv2D(3, 1, in_channels=3)
+    conv.initialize()
+    conv.hybridize()
+    given = conv(mx.nd.array(x))
+    np.testing.assert_array_equal(_only(one(data=given)), _only(one(data=given.asnumpy())))
+
+
+def test_mxnet_ndarrays_follow_the_input_rules(one: Model, x: np.ndarray) -> None:
+    import mxnet as mx
+
+    assert "expected dtype float32, got int32" in _refused(one, data=mx.nd.array(x, dtype="int32"))
+    assert "wrong shape" in _refused(one, data=mx.nd.zeros((2, 3, 16, 16)))
+    sparse = mx.nd.zeros((1, 48)).tostype("csr")
+    assert "sparse MXNet NDArray (csr); pass x.tostype('default')" in _refused(one, data=sparse)
+
+
+def test_output_mxnet_returns_ndarrays(one: Model, two: Model, x: np.ndarray,
+                                       tmp_path_factory: pytest.TempPathFactory) -> None:
+    import mxnet as mx
+
+    out = one(data=mx.nd.array(x), output="mxnet")
+    assert isinstance(_only(out), mx.nd.NDArray) and _only(out).context == mx.cpu()
+    np.testing.assert_array_equal(_only(out).asnumpy(), _only(one(data=x)))
+    residual = load(tiny.bundle("pair", tmp_path_factory, exclude_ops=("BatchNorm",)), device="cpu")
+    feeds = tiny.random_feeds("pair")
+    out = residual.run({n: mx.nd.array(v) for n, v in feeds.items()}, output="mxnet")
+    np.testing.assert_array_equal(_only(out).asnumpy(), _only(residual(**feeds)))
+    with pytest.raises(UsageError, match="'numpy', 'device' or 'mxnet', not 'torch'"):
+        one(data=x, output="torch")
 
 
 def test_read_only_arrays_are_fine_and_inputs_are_not_written(one: Model, x: np.ndarray) -> None:
