@@ -497,26 +497,20 @@ class _Loop:
         self.say(f"  the export error names no op: bisecting {len(nodes)} ops")
         while len(nodes) > 1:
             half = len(nodes) // 2
-            first, second = nodes[:half], nodes[half:]
-            try:
-                with self.timer.span("export"):
-                    export_nodes(self.graph, first).close()
-            except ExportError as exc:
-                named = [self.by_name[n] for n in exc.nodes if self.by_name.get(n) in set(first)]
-                if named:
-                    return named[0]
-                nodes = first
-                continue
-            try:
-                with self.timer.span("export"):
-                    export_nodes(self.graph, second).close()
-            except ExportError as exc:
-                named = [self.by_name[n] for n in exc.nodes if self.by_name.get(n) in set(second)]
-                if named:
-                    return named[0]
-                nodes = second
-                continue
-            return second[0]  # each half exports alone: the failure is at the seam
+            failing = None
+            for part in (nodes[:half], nodes[half:]):
+                try:
+                    with self.timer.span("export"):
+                        export_nodes(self.graph, part).close()
+                except ExportError as exc:
+                    named = [self.by_name[n] for n in exc.nodes if self.by_name.get(n) in set(part)]
+                    if named:
+                        return named[0]
+                    failing = part
+                    break
+            if failing is None:
+                return nodes[half]  # each half exports alone: the failure is at the seam
+            nodes = failing
         return nodes[0]
 
     def segment_onnx(self, seg: Segment) -> Any:
