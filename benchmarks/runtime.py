@@ -3,7 +3,8 @@
 
     python benchmarks/runtime.py [BUNDLE ...] [--models resnet18_v2,mobilenetv2_1.0,bert] [--batches 1,8]
                                  [--rounds 6] [--warmup 3] [--iterations N] [--device auto|cpu|cuda]
-                                 [--inputs FILE.npz] [--quick] [--json] [--out DIR]
+                                 [--inputs FILE.npz] [--dynamic [1,8,32]] [--dynamic-only]
+                                 [--quick] [--json] [--out DIR]
 
 Without BUNDLE it exports each ``--models`` architecture and compiles one fp32 bundle per
 ``--batches`` entry (bundles have static shapes). A model is a ``trtc.zoo`` architecture (seeded
@@ -12,7 +13,8 @@ random weights) or an issue-10 test model of ``tests/models/families.py`` (``ber
 ordinary initialization, exported at batch 1 only). Inputs are real-looking where random floats
 would not do: a families model's ``verify_inputs_<name>`` (BERT: token ids, token types, valid
 lengths), given to the compile as ``--verify-inputs`` and fed to every contender; a given bundle's
-inputs come from ``--inputs FILE.npz`` (arrays by input name), else from ``bundle_feeds``' rule:
+inputs come from ``--inputs FILE.npz`` (arrays by input name), else from ``bundle_feeds``' rule
+(a dynamic bundle is timed at its opt shape):
 float inputs uniform [0, 1) except inputs named like a length (the full length), integer inputs
 in [0, 2) (valid ids for any table of 2 rows or more). Every contender gets the same input
 arrays and the origin tutorial's loop: warmup calls, then timed calls, each returning
@@ -47,7 +49,18 @@ H2D, execute every engine, D2H, synchronize, copy out, done by hand (goal <= 1.0
 without CUDA graphs. Where TensorRT cannot run (no GPU, no cuda-python, no TensorRT flavor for this
 GPU) the GPU table is skipped with the reason, and the exit status stays 0.
 
-``--quick``: one small model at batch 1, a few calls per round (a smoke test, not a measurement).
+Dynamic table (``--dynamic [BATCHES]``, default batches 1,8,32; CPU path; zoo architectures
+only, since it compiles both kinds from the source model): per model ONE dynamic bundle taking
+batch 1..max(BATCHES) (opt shape: batch ``DYNAMIC_OPT`` = 8, clipped into the range), and per batch
+a static bundle of that batch (the CPU table's own where it has one). At each batch both run the
+same input arrays, alternating as above, with bare ORT on each bundle's ONNX beside them
+(engine-only bundles): "ORT dyn/static" tells how much of a difference is ONNX Runtime's on the
+dynamic ONNX (symbolic batch dimension) rather than trtc's runtime. Goal: dynamic/static <= 1.05
+(issue 12). Outputs of the two bundles are compared (max relative difference on stderr and in
+JSON). ``--dynamic-only``: this table alone (no CPU or GPU table).
+
+``--quick``: one small model at batch 1, a few calls per round (a smoke test, not a measurement);
+it includes the dynamic table at batches 1,2 (a 1..2 bundle).
 """
 
 from __future__ import annotations
@@ -75,6 +88,10 @@ WHOLE_OPSET = 13  # trtc's opset (trtc/_defaults.py ONNX_OPSET)
 GPU_GOAL = 1.03  # trtc / bare execute_async_v3 loop
 DEFAULT_MODELS = ("resnet18_v2", "mobilenetv2_1.0")
 DEFAULT_BATCHES = (1, 8)
+DYNAMIC_GOAL = 1.05  # dynamic bundle / static bundle of the same batch, CPU path (issue 12)
+DYNAMIC_BATCHES = (1, 8, 32)
+DYNAMIC_OPT = 8  # the dynamic bundle's opt batch, clipped into its range
+QUICK_DYNAMIC_BATCHES = (1, 2)
 QUICK_MODEL = "mobilenetv2_0.25"
 ROUND_SECONDS = 1.0  # per contender and round, when --iterations is not given
 MIN_ITERATIONS = 5
@@ -215,23 +232,38 @@ def bundle_case(path: Path, inputs: Optional[Path] = None) -> Case:
     return Case(path.name, bundle_batch(read_bundle(path).manifest), path, feeds=feeds)
 
 
-def bundle_feeds(model: Any) -> Dict[str, np.ndarray]:
-    """Seeded inputs from the bundle's input specs alone: float inputs uniform [0, 1), except
-    one named like a length, which gets the full length (the largest non-batch dimension of the
-    other inputs); integer inputs in [0, 2) (ids valid for any table of 2 rows or more, BERT's
-    token types included)."""
+def feed_shapes(model: Any, batch: Optional[int] = None) -> Dict[str, tuple]:
+    """The shape to feed each input: a static input's shape; a dynamic one's opt shape, with
+    the leading axis set to ``batch`` where that axis varies and ``batch`` is given."""
+    shapes = {}
+    for name, spec in model.inputs.items():
+        dynamic = getattr(spec, "is_dynamic", False)
+        shape = list(spec.opt_shape or spec.shape) if dynamic else list(spec.shape)
+        if dynamic and batch is not None and shape and spec.shape[0] == -1:
+            shape[0] = batch
+        shapes[name] = tuple(shape)
+    return shapes
+
+
+def bundle_feeds(model: Any, batch: Optional[int] = None) -> Dict[str, np.ndarray]:
+    """Seeded inputs from the bundle's input specs alone (shapes: ``feed_shapes``): float
+    inputs uniform [0, 1), except one named like a length, which gets the full length (the
+    largest non-batch dimension of the other inputs); integer inputs in [0, 2) (ids valid for
+    any table of 2 rows or more, BERT's token types included)."""
     rng = np.random.default_rng(0)
     specs = dict(model.inputs)
+    shapes = feed_shapes(model, batch)
     feeds = {}
     for name, spec in specs.items():
         dtype = np.dtype(spec.dtype)
-        others = [o.shape for n, o in specs.items() if n != name and len(o.shape) >= 2]
+        shape = shapes[name]
+        others = [shapes[n] for n in specs if n != name and len(shapes[n]) >= 2]
         if name.lower() in _LENGTH_NAME and others:
-            feeds[name] = np.full(spec.shape, max(max(s[1:]) for s in others), dtype=dtype)
+            feeds[name] = np.full(shape, max(max(s[1:]) for s in others), dtype=dtype)
         elif dtype.kind == "f":
-            feeds[name] = rng.random(spec.shape).astype(dtype)
+            feeds[name] = rng.random(shape).astype(dtype)
         else:
-            feeds[name] = rng.integers(0, 2, size=spec.shape).astype(dtype)
+            feeds[name] = rng.integers(0, 2, size=shape).astype(dtype)
     return feeds
 
 
@@ -368,7 +400,7 @@ def cpu_row(case: Case, rounds: int, warmup: int, iterations: Optional[int]) -> 
     from trtc.runtime.bundle import read_bundle
 
     model = load(case.bundle, device="cpu")
-    feeds = case.feeds if case.feeds is not None else bundle_feeds(model)
+    feeds = case.feeds if case.feeds is not None else bundle_feeds(model, case.batch)
     feeds = {n: np.ascontiguousarray(v, dtype=model.inputs[n].dtype) for n, v in feeds.items()}
     bundle = read_bundle(case.bundle)
     calls: Dict[str, Call] = {"trtc": lambda: model(**feeds)}
@@ -428,6 +460,113 @@ def cpu_row(case: Case, rounds: int, warmup: int, iterations: Optional[int]) -> 
 
 
 # ---------------------------------------------------------------------------------------------
+# dynamic vs static bundles (CPU path)
+
+
+@dataclass
+class DynamicCase:
+    """One model's dynamic bundle and, per batch it is timed at, a static bundle of that batch."""
+
+    name: str
+    dynamic: Path
+    low: int
+    high: int
+    opt: int
+    static: Dict[int, Path]
+
+
+def dynamic_opt(low: int, high: int) -> int:
+    return min(max(DYNAMIC_OPT, low), high)
+
+
+def dynamic_cases(models: Sequence[str], batches: Sequence[int], out_dir: Path,
+                  static: Mapping[tuple, Case]) -> List[DynamicCase]:
+    """Per zoo model: one dynamic bundle of batch 1..max(batches), and a static bundle per batch
+    (reusing ``static``: (model, batch) -> the CPU table's case, where it has one)."""
+    from trtc import CompileSettings, compile
+    from trtc.zoo import default_shape, export_example
+
+    cases = []
+    low, high = 1, max(batches)
+    opt = dynamic_opt(low, high)
+    for name in models:
+        if name in FAMILY_MODELS:
+            _say(f"dynamic {name}: skipped: the issue-10 models are exported at batch 1 only")
+            continue
+        known = next((c for (m, _), c in static.items() if m == name), None)
+        if known is not None:
+            params = known.params
+        else:
+            _say(f"exporting {name}")
+            _, params = export_example(name, out_dir)
+        shape = default_shape(name, 1)
+        bundle = out_dir / f"{name}-b{low}-{high}.trtb"
+        _say(f"compiling {bundle.name} (opt batch {opt})")
+        compile(CompileSettings(params=params, output=bundle,
+                                inputs={"data": ((low, high),) + tuple(shape[1:])},
+                                opt_shapes={"data": default_shape(name, opt)}))
+        bundles = {}
+        for batch in batches:
+            if (name, batch) in static:
+                bundles[batch] = static[(name, batch)].bundle
+                continue
+            path = out_dir / f"{name}-b{batch}.trtb"
+            _say(f"compiling {path.name}")
+            compile(CompileSettings(params=params, output=path,
+                                    inputs={"data": default_shape(name, batch)}))
+            bundles[batch] = path
+        cases.append(DynamicCase(name, bundle, low, high, opt, bundles))
+    return cases
+
+
+def dynamic_rows(case: DynamicCase, rounds: int, warmup: int,
+                 iterations: Optional[int]) -> List[Dict[str, Any]]:
+    """One row per batch: the dynamic bundle vs the static one of that batch, on the same
+    inputs, with bare ORT on each bundle's ONNX beside them where both are engine-only."""
+    from trtc.runtime import load
+    from trtc.runtime.bundle import read_bundle
+
+    dynamic = load(case.dynamic, device="cpu")
+    dynamic_ort = bare_ort(read_bundle(case.dynamic))
+    rows = []
+    for batch, path in sorted(case.static.items()):
+        static = load(path, device="cpu")
+        feeds = {n: np.ascontiguousarray(v, dtype=static.inputs[n].dtype)
+                 for n, v in bundle_feeds(static).items()}
+        want = static(**feeds)
+        got = dynamic(**feeds)
+        diff = [_max_relative(got[n], want[n]) for n in static.outputs]
+        _say(f"dynamic {case.name} batch {batch}: dynamic vs static outputs, max relative "
+             "difference: " + ", ".join(f"{d:.2g}" for d in diff))
+        calls: Dict[str, Call] = {"static": lambda: static(**feeds),
+                                  "dynamic": lambda: dynamic(**feeds)}
+        static_ort = bare_ort(read_bundle(path))
+        if static_ort is not None and dynamic_ort is not None:
+            calls["static ORT"] = lambda: static_ort(feeds)
+            calls["dynamic ORT"] = lambda: dynamic_ort(feeds)
+        n = iterations_per_round(calls, iterations)
+        _say(f"dynamic {case.name} batch {batch}: {rounds} rounds of "
+             + ", ".join(f"{count} {name}" for name, count in n.items()) + " calls")
+        medians = interleaved_medians(calls, rounds, warmup, n)
+        static_ms = statistics.median(medians["static"])
+        dynamic_ms = statistics.median(medians["dynamic"])
+        row: Dict[str, Any] = {
+            "model": case.name, "batch": batch, "range": f"{case.low}..{case.high}",
+            "opt_batch": case.opt, "rounds": rounds, "iterations": n,
+            "static_ms": static_ms, "dynamic_ms": dynamic_ms,
+            "static_samples_per_s": batch * 1e3 / static_ms,
+            "dynamic_samples_per_s": batch * 1e3 / dynamic_ms,
+            "dynamic_vs_static": paired_ratio(medians["dynamic"], medians["static"]),
+            "ort_dynamic_vs_static": None, "dynamic_vs_static_max_rel": diff,
+        }
+        if "dynamic ORT" in medians:
+            row["ort_dynamic_vs_static"] = paired_ratio(medians["dynamic ORT"],
+                                                        medians["static ORT"])
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
 # GPU path
 
 
@@ -450,7 +589,13 @@ def gpu_unavailable_reason(bundle_path: Optional[Path]) -> Optional[str]:
 
 
 class BareLoop:
-    """The engines of a bundle run by hand: buffers bound once, nothing else per call."""
+    """The engines of a bundle run by hand: buffers bound once, nothing else per call.
+
+    A dynamic bundle's engines have -1 on the axes that vary: buffers are sized for the
+    manifest's ``max_shape`` of each tensor (what trtc's GPU path does too), and each context's
+    input shapes are set once, here, to those of ``feeds`` (every call of a timing gets the same
+    arrays; trtc sets them only when they change, so neither side pays per call). Copies move
+    the bytes of the actual shapes, read back from the contexts."""
 
     def __init__(self, bundle: Any, feeds: Dict[str, np.ndarray]):
         from trtc.runtime import cuda
@@ -461,43 +606,70 @@ class BareLoop:
         self.contexts: List[Any] = []
         self.device: Dict[str, Any] = {}
         self.host: Dict[str, Any] = {}
+        self.shapes: Dict[str, tuple] = {n: tuple(v.shape) for n, v in feeds.items()}
         self._keep: List[Any] = []
+        specs = _tensor_specs(bundle.manifest)
         for stage in bundle.engine_stages:
             trt = import_backend(stage["backend"])
             logger = trt.Logger(trt.Logger.ERROR)
             runtime = trt.Runtime(logger)
             engine = runtime.deserialize_cuda_engine(bundle.read_member(stage["engine"]))
             context = engine.create_execution_context()
-            for i in range(engine.num_io_tensors):
-                name = engine.get_tensor_name(i)
+            names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+            for name in names:
+                if engine.get_tensor_mode(name) != trt.TensorIOMode.INPUT:
+                    continue
+                shape = self.shapes.get(name) or tuple(specs[name]["shape"])
+                if -1 in tuple(engine.get_tensor_shape(name)):
+                    if not context.set_input_shape(name, shape):
+                        raise RuntimeError(f"the engine refuses shape {shape} for '{name}'")
+            for name in names:
                 if name not in self.device:
-                    shape = tuple(engine.get_tensor_shape(name))
+                    largest = tuple(engine.get_tensor_shape(name))
+                    if -1 in largest:
+                        spec = specs[name]
+                        largest = tuple(spec.get("max_shape") or spec["shape"])
                     dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
-                    self.host[name] = cuda.PinnedBuffer(shape, dtype)
+                    self.host[name] = cuda.PinnedBuffer(largest, dtype)
                     self.device[name] = cuda.DeviceBuffer(self.host[name].nbytes)
+                if engine.get_tensor_mode(name) != trt.TensorIOMode.INPUT:
+                    self.shapes[name] = tuple(int(d) for d in context.get_tensor_shape(name))
                 context.set_tensor_address(name, self.device[name].ptr)
             self._keep += [logger, runtime, engine]
             self.contexts.append(context)
         self.inputs = list(feeds)
         self.outputs = [t["name"] for t in bundle.manifest["outputs"]]
+        self.views = {n: self.host[n].view(self.shapes[n]) for n in [*self.inputs, *self.outputs]}
 
     def numpy_call(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         stream = self.stream
+        views = self.views
         for name in self.inputs:
-            host = self.host[name]
-            np.copyto(host.array, feeds[name])
-            stream.copy_h2d(self.device[name].ptr, host.ptr, host.nbytes)
+            view = views[name]
+            np.copyto(view, feeds[name])
+            stream.copy_h2d(self.device[name].ptr, self.host[name].ptr, view.nbytes)
         self.device_call()
         for name in self.outputs:
-            stream.copy_d2h(self.host[name].ptr, self.device[name].ptr, self.host[name].nbytes)
+            stream.copy_d2h(self.host[name].ptr, self.device[name].ptr, views[name].nbytes)
         stream.synchronize()
-        return {name: self.host[name].array.copy() for name in self.outputs}
+        return {name: views[name].copy() for name in self.outputs}
 
     def device_call(self, sync: bool = False) -> None:
         for context in self.contexts:
             context.execute_async_v3(self.stream.ptr)
         if sync:
             self.stream.synchronize()
+
+
+def _tensor_specs(manifest: Mapping[str, Any]) -> Dict[str, Mapping[str, Any]]:
+    """Every tensor of a manifest (model inputs and outputs, stage tensors) by name."""
+    specs: Dict[str, Mapping[str, Any]] = {}
+    for stage in manifest.get("stages", []):
+        for t in [*stage.get("inputs", []), *stage.get("outputs", [])]:
+            specs.setdefault(t["name"], t)
+    for t in [*manifest["inputs"], *manifest["outputs"]]:
+        specs[t["name"]] = t
+    return specs
 
 
 def gpu_rows(case: Case, rounds: int, warmup: int,
@@ -514,7 +686,7 @@ def gpu_rows(case: Case, rounds: int, warmup: int,
         return []
     graphed = load(case.bundle, device="cuda")
     eager = load(case.bundle, device="cuda", cuda_graph=False)
-    feeds = case.feeds if case.feeds is not None else bundle_feeds(graphed)
+    feeds = case.feeds if case.feeds is not None else bundle_feeds(graphed, case.batch)
     bare = BareLoop(bundle, feeds)
     gpu_feeds = {}
     for name, value in feeds.items():
@@ -557,7 +729,8 @@ def _num(value: Optional[float]) -> str:
 
 def _not_measured(message: str, as_json: bool) -> int:
     if as_json:
-        print(json.dumps({"cpu": [], "gpu": [], "not_measured": message}, indent=1))
+        print(json.dumps({"cpu": [], "gpu": [], "dynamic": [], "not_measured": message},
+                         indent=1))
     else:
         print(f"runtime: not measured: {message}")
     return 0
@@ -588,6 +761,20 @@ def gpu_table(rows: List[Dict[str, Any]]) -> str:
         lines.append(f"{row['model']:<20}{row['batch']:>6}  {row['mode']:<18}"
                      f"{row['bare_ms']:>10.3f}{row['trtc_ms']:>10.3f}{row['ratio']:>8.3f}  "
                      f"{'ok' if row['ratio'] <= GPU_GOAL else 'over'}")
+    return "\n".join(lines)
+
+
+def dynamic_table(rows: List[Dict[str, Any]]) -> str:
+    lines = [f"{'dynamic model':<20}{'batch':>6}{'range':>8}{'static ms':>11}{'dynamic ms':>12}"
+             f"{'static/s':>10}{'dynamic/s':>11}{'dyn/static':>12}{'ORT dyn/static':>16}  "
+             f"goal dyn/static <= {DYNAMIC_GOAL}"]
+    for row in rows:
+        ratio = row["dynamic_vs_static"]
+        lines.append(f"{row['model']:<20}{row['batch']:>6}{row['range']:>8}"
+                     f"{row['static_ms']:>11.3f}{row['dynamic_ms']:>12.3f}"
+                     f"{row['static_samples_per_s']:>10.1f}{row['dynamic_samples_per_s']:>11.1f}"
+                     f"{ratio:>12.3f}{_num(row['ort_dynamic_vs_static']):>16}  "
+                     f"{'ok' if ratio <= DYNAMIC_GOAL else 'over'}")
     return "\n".join(lines)
 
 
@@ -625,37 +812,68 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="cpu: CPU table; cuda: GPU table; auto: both, the GPU one where it "
                              "can run (default)")
+    parser.add_argument("--dynamic", type=_batches, nargs="?", default=None,
+                        const=list(DYNAMIC_BATCHES), metavar="BATCHES",
+                        help="also time one dynamic bundle per zoo model (batch 1..max) against "
+                             "static bundles at these batches (default: "
+                             + ",".join(map(str, DYNAMIC_BATCHES)) + "), on the CPU path")
+    parser.add_argument("--dynamic-only", action="store_true",
+                        help="the dynamic table alone (implies --dynamic)")
     parser.add_argument("--quick", action="store_true",
-                        help=f"smoke test: {QUICK_MODEL}, batch 1, 3 rounds of 3 calls")
+                        help=f"smoke test: {QUICK_MODEL}, batch 1, 3 rounds of 3 calls; the "
+                             "dynamic table at batches "
+                             + ",".join(map(str, QUICK_DYNAMIC_BATCHES)))
     parser.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
     parser.add_argument("--out", type=Path, default=None,
                         help="keep exported models and bundles here (default: a temp directory)")
     args = parser.parse_args(argv)
+    if args.dynamic_only and args.dynamic is None:
+        args.dynamic = list(DYNAMIC_BATCHES)
     if args.quick:
         args.models, args.batches, args.rounds, args.warmup = QUICK_MODEL, [1], 3, 1
         args.iterations = args.iterations or 3
+        if args.dynamic is not None or args.device != "cuda":  # a GPU-only smoke: no table
+            args.dynamic = list(QUICK_DYNAMIC_BATCHES)
+    if args.dynamic_only and args.bundles:
+        parser.error("--dynamic-only compiles zoo models; it takes no BUNDLE")
     if args.rounds < 1 or args.warmup < 0 or (args.iterations is not None and args.iterations < 1):
         parser.error("--rounds and --iterations must be >= 1, --warmup >= 0")
 
-    result: Dict[str, Any] = {"cpu": [], "gpu": [], "gpu_not_measured": None}
+    result: Dict[str, Any] = {"cpu": [], "gpu": [], "gpu_not_measured": None, "dynamic": [],
+                              "dynamic_not_measured": None}
     if not args.bundles and importlib.util.find_spec("mxnet") is None:
         return _not_measured("no bundle given, and MXNet, needed to export and compile the zoo "
                              "models, is not installed", args.json)
     gpu_reason = None
-    if args.device != "cpu":
+    if args.dynamic_only:
+        args.device = "cpu"
+    elif args.device != "cpu":
         gpu_reason = gpu_unavailable_reason(args.bundles[0] if args.bundles else None)
         if gpu_reason and args.device == "cuda":
             return _not_measured(f"GPU path: {gpu_reason}", args.json)
 
     with tempfile.TemporaryDirectory(prefix="trtc-bench-") as tmp:
         out_dir = args.out or Path(tmp)
+        models = [m for m in args.models.split(",") if m]
         if args.bundles:
             cases = [bundle_case(path, args.inputs) for path in args.bundles]
+        elif args.dynamic_only:
+            cases = []
         else:
-            models = [m for m in args.models.split(",") if m]
             cases = zoo_cases(models, args.batches, out_dir)
         if args.device != "cuda":
             result["cpu"] = [cpu_row(c, args.rounds, args.warmup, args.iterations) for c in cases]
+        if args.dynamic and args.bundles:
+            result["dynamic_not_measured"] = ("given bundles: the dynamic table compiles a "
+                                              "dynamic and static bundles from a zoo model")
+            _say(f"dynamic table not measured: {result['dynamic_not_measured']}")
+        elif args.dynamic and args.device == "cuda":
+            result["dynamic_not_measured"] = "the dynamic table times the CPU path"
+        elif args.dynamic:
+            static = {(c.name, c.batch): c for c in cases if c.symbol is not None
+                      and c.name not in FAMILY_MODELS}
+            for dyn in dynamic_cases(models, args.dynamic, out_dir, static):
+                result["dynamic"] += dynamic_rows(dyn, args.rounds, args.warmup, args.iterations)
         if args.device != "cpu" and not gpu_reason:
             for case in cases:
                 reason = gpu_unavailable_reason(case.bundle)
@@ -681,6 +899,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(gpu_table(result["gpu"]))
     elif gpu_reason and args.device != "cpu":
         print(f"GPU path not measured: {gpu_reason}")
+    if result["dynamic"]:
+        print(f"Dynamic vs static bundles, CPU path (ONNX Runtime), fp32: median of "
+              f"{args.rounds} rounds, contenders alternating; ms per call, samples/s; one dynamic "
+              "bundle per model against a static bundle of each batch; ORT dyn/static: bare "
+              "ORT on each bundle's ONNX")
+        print(dynamic_table(result["dynamic"]))
+    elif result["dynamic_not_measured"]:
+        print(f"Dynamic table not measured: {result['dynamic_not_measured']}")
     return 0
 
 
