@@ -29,7 +29,7 @@ import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ._version import __version__
 from .errors import BundleError, IncompatibleError, TrtcError
@@ -345,10 +345,14 @@ def shape_fits(spec: Mapping[str, Any], shape: Tuple[int, ...]) -> bool:
     return all((w == d) if w != -1 else (a <= d <= b) for w, d, a, b in zip(want, shape, lo, hi))
 
 
-def shape_text(spec: Mapping[str, Any]) -> str:
-    """``1..32x3x224x224`` (``1x3x224x224`` for a static tensor)."""
-    lo, hi = spec.get("min_shape") or spec["shape"], spec.get("max_shape") or spec["shape"]
+def range_text(lo: Sequence[int], hi: Sequence[int]) -> str:
+    """``1..32x3x224x224`` from min and max shapes (``1x3x224x224`` when they are equal)."""
     return "x".join(str(a) if a == b else f"{a}..{b}" for a, b in zip(lo, hi))
+
+
+def shape_text(spec: Mapping[str, Any]) -> str:
+    """A tensor spec's shape as ``range_text`` writes it."""
+    return range_text(spec.get("min_shape") or spec["shape"], spec.get("max_shape") or spec["shape"])
 
 
 def call_bytes(manifest: Mapping[str, Any]) -> int:
@@ -635,18 +639,37 @@ def _read_at(fh: Any, offset: int, length: int) -> bytes:
     return b"".join(chunks)
 
 
+_HEAD_BYTES = _LOCAL_HEADER.size + len(MAGIC_MEMBER)
+
+
+def _head_problem(head: bytes) -> Optional[str]:
+    """What is wrong with a file's first bytes for a trtc bundle (a ZIP whose first member is
+    the magic member), or None."""
+    if not head.startswith(_LOCAL_MAGIC):
+        return "not a ZIP archive"
+    if head[_LOCAL_HEADER.size:] != MAGIC_MEMBER.encode() or len(head) < len(_LOCAL_MAGIC) + 26 \
+            or struct.unpack_from("<H", head, 26)[0] != len(MAGIC_MEMBER):
+        return f"no '{MAGIC_MEMBER}' marker"
+    return None
+
+
+def looks_like_bundle(path: "os.PathLike[str] | str") -> bool:
+    """Does the file at ``path`` start like a trtc bundle? (Reads a few bytes; no validation.)"""
+    try:
+        with open(path, "rb") as fh:
+            return _head_problem(fh.read(_HEAD_BYTES)) is None
+    except OSError:
+        return False
+
+
 def _read_bundle_bytes(path: str, fh: Any, size: int) -> bytes:
     """The file's bytes, read only after what its first bytes and its ZIP central directory say
     has passed: a file that is not a bundle, or claims more members than a bundle may hold, is
     refused having read a few kilobytes, whatever its size."""
-    head = _read_at(fh, 0, _LOCAL_HEADER.size + len(MAGIC_MEMBER))
-    if not head.startswith(_LOCAL_MAGIC):
-        raise BundleError(f"{path}: not a trtc bundle (not a ZIP archive); pass a file written by "
+    problem = _head_problem(_read_at(fh, 0, _HEAD_BYTES))
+    if problem:
+        raise BundleError(f"{path}: not a trtc bundle ({problem}); pass a file written by "
                           "`trtc compile`")
-    if head[_LOCAL_HEADER.size:] != MAGIC_MEMBER.encode() or len(head) < len(_LOCAL_MAGIC) + 26 \
-            or struct.unpack_from("<H", head, 26)[0] != len(MAGIC_MEMBER):
-        raise BundleError(f"{path}: not a trtc bundle (no '{MAGIC_MEMBER}' marker); "
-                          "pass a file written by `trtc compile`")
     tail_offset = max(0, size - (_END_RECORD.size + 0xFFFF + 76))
     entries, directory_size, directory_start = _end_record(
         _read_at(fh, tail_offset, size - tail_offset), tail_offset)

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from .bundle import Bundle, execution_paths, read_bundle
+from .bundle import Bundle, execution_paths, range_text, read_bundle
 from .errors import BundleError, IncompatibleError, InputError, UsageError
 
 __all__ = ["Model", "TensorSpec", "load", "select_device"]
@@ -36,8 +36,7 @@ class TensorSpec:
     @property
     def range_text(self) -> str:
         """``1..32x3x224x224`` (``1x3x224x224`` when static)."""
-        lo, hi = self.min_shape or self.shape, self.max_shape or self.shape
-        return "x".join(str(a) if a == b else f"{a}..{b}" for a, b in zip(lo, hi))
+        return range_text(self.min_shape or self.shape, self.max_shape or self.shape)
 
     def accepts(self, shape: Tuple[int, ...]) -> Optional[str]:
         """None if ``shape`` is inside the range, else what is wrong (one clause)."""

@@ -206,8 +206,7 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
 def _dims_text(graph: Graph, name: str) -> str:
     """``1..32x3x224x224 (opt 8x3x224x224)`` for a ranged input, ``1x3x224x224`` for a fixed one."""
     lo, opt, hi = graph.shape_range(name)
-    text = "x".join(str(a) if a == b else f"{a}..{b}" for a, b in zip(lo, hi))
-    return text + (f" (opt {'x'.join(map(str, opt))})" if lo != hi else "")
+    return bundle_format.range_text(lo, hi) + (f" (opt {'x'.join(map(str, opt))})" if lo != hi else "")
 
 
 def _check_settings(settings: CompileSettings) -> None:
@@ -288,7 +287,7 @@ def _output_path(settings: CompileSettings, symbol_path: Path, params_path: Path
     if output.exists():
         if not output.is_file():
             raise UsageError(f"-o {output} exists and is not a regular file; pass a file name")
-        if not _is_bundle(output):
+        if not bundle_format.looks_like_bundle(output):
             raise UsageError(f"-o {output} exists and is not a trtc bundle; trtc only replaces "
                              "bundles: remove it or pass another name")
     return output
@@ -306,16 +305,6 @@ def _gpu_only(manifest: Dict[str, Any], members: Dict[str, bytes]) -> Tuple[Dict
     manifest["paths"] = ["gpu"]
     manifest["requires"].pop("cpu_path", None)
     return manifest, {k: v for k, v in members.items() if k not in dropped}
-
-
-def _is_bundle(path: Path) -> bool:
-    """Does ``path`` start like a trtc bundle (a ZIP whose first member is the magic member)?"""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(30 + len(bundle_format.MAGIC_MEMBER))
-    except OSError:
-        return False
-    return head.startswith(b"PK\x03\x04") and head[30:] == bundle_format.MAGIC_MEMBER.encode()
 
 
 def _resolve_io(graph: Graph, spec: Dict[str, Any]) -> Dict[str, Any]:

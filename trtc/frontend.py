@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .runtime.errors import UsageError
+from .runtime.stages.residual import mxnet_error_text
 
 __all__ = ["Node", "Graph", "resolve_model_files", "load_graph", "fold_constants", "parse_input_spec",
            "import_user_modules"]
@@ -504,8 +505,7 @@ def _tensor_ranges(symbol: Any, params: Dict[str, np.ndarray], opt: Dict[str, Tu
         try:  # the _impl call: the public one prints its arguments on stdout on an error
             _, out_shapes, _ = internals._infer_shape_impl(False, **shapes, **fixed)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            first = re.sub(r"^MXNetError: ", "", re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", first))
+            first = mxnet_error_text(exc, 200)
             raise UsageError(f"the model cannot run at the {which} of the --input range "
                              f"({', '.join(f'{n}:' + 'x'.join(map(str, s)) for n, s in shapes.items() if n in input_ranges)}): "
                              f"MXNet says {first}; narrow the range or fix that axis") from None
@@ -533,8 +533,7 @@ def _build_graph(symbol_path: Path, params_path: Path, symbol_json: Dict[str, An
         _, out_shapes, _ = internals._infer_shape_impl(False, **all_shapes)
         _, out_types, _ = internals._infer_type_impl(False, **all_types)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        first = re.sub(r"^MXNetError: ", "", re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", first))
+        first = mxnet_error_text(exc, 300)
         raise UsageError(f"MXNet cannot infer shapes with inputs "
                          f"{ {k: v for k, v in shapes_in.items()} }: {first}; check --input") from None
     if out_shapes is None or any(s is None or 0 in s for s in out_shapes):
@@ -649,8 +648,7 @@ def fold_constants(graph: Graph) -> Graph:
                     out_nodes.append({"op": "null", "name": var_for[(src, out)], "inputs": []})
                 inputs.append([new_index[(src, out)], 0, 0])
             else:
-                target = new_index[(src, 0)] if not graph.nodes[src].is_op else new_index[(src, 0)]
-                inputs.append([target, out, *raw_entry[2:]])
+                inputs.append([new_index[(src, 0)], out, *raw_entry[2:]])
                 if not graph.nodes[src].is_op and graph.nodes[src].param_key:
                     used_params.add(graph.nodes[src].param_key)
         entry = dict(raw)

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Dict, List
 
-from .runtime.bundle import Bundle, execution_paths
+from .runtime.bundle import Bundle, execution_paths, shape_text
 from .runtime.errors import BundleError, UsageError
 from .runtime.signing import signature_info
 
@@ -49,11 +49,10 @@ def summary_json(bundle: Bundle) -> Dict[str, Any]:
 
 def _shape(spec: Dict[str, Any]) -> str:
     """``data 1..32x3x224x224 float32 (opt 8x3x224x224)`` for a ranged tensor."""
-    lo, hi = spec.get("min_shape") or spec["shape"], spec.get("max_shape") or spec["shape"]
-    dims = "x".join(str(a) if a == b else f"{a}..{b}" for a, b in zip(lo, hi))
     opt = spec.get("opt_shape")
-    return (f"{spec['name']} {dims} {spec['dtype']}"
-            + (f" (opt {'x'.join(map(str, opt))})" if opt and lo != hi else ""))
+    dynamic = (spec.get("min_shape") or spec["shape"]) != (spec.get("max_shape") or spec["shape"])
+    return (f"{spec['name']} {shape_text(spec)} {spec['dtype']}"
+            + (f" (opt {'x'.join(map(str, opt))})" if opt and dynamic else ""))
 
 
 def _weight_copies(m: Dict[str, Any]) -> Dict[str, int]:

@@ -25,6 +25,7 @@ import numpy as np
 
 from .frontend import Graph
 from .runtime._native import quiet_native
+from .runtime.bundle import range_text
 from .runtime.errors import UsageError
 
 __all__ = ["OutputCheck", "GateResult", "random_inputs", "gate_inputs", "gate_shapes", "load_verify_inputs",
@@ -277,7 +278,7 @@ def load_verify_inputs(graph: Graph, path: Path, flag: str = "--verify-inputs") 
             counts.add(int(value.shape[0]))
         else:
             lo, _, hi = graph.shape_range(name)
-            want = "x".join(str(a) if a == b else f"{a}..{b}" for a, b in zip(lo, hi))
+            want = range_text(lo, hi)
             raise UsageError(f"{flag} {path.name}: '{name}' has shape {tuple(value.shape)}; "
                              f"expected {want} (one sample) or N x {want}")
         if value.dtype.kind not in "fiub" or (np.dtype(dtype).kind == "f") != (value.dtype.kind == "f") \

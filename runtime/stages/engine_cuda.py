@@ -51,6 +51,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import numpy as np
 
 from .. import cuda
+from ..bundle import range_text
 from ..dlpack import DeviceArray, as_device_array, is_device_array
 from ..errors import BundleError, CudaError, IncompatibleError, InputError
 
@@ -205,8 +206,8 @@ class TensorRTStage:
         low, _, high = (tuple(d) for d in engine.get_tensor_profile_shape(name, 0))
         if len(low) != len(lo) or any(a < b for a, b in zip(lo, low)) or any(
                 a > b for a, b in zip(hi, high)):
-            raise BundleError(f"stage '{self.name}': input '{name}' takes {_span(lo, hi)} in the "
-                              f"manifest but {_span(low, high)} in the engine's optimization "
+            raise BundleError(f"stage '{self.name}': input '{name}' takes {range_text(lo, hi)} in the "
+                              f"manifest but {range_text(low, high)} in the engine's optimization "
                               "profile; recompile the bundle")
 
     @property
@@ -264,7 +265,7 @@ class TensorRTStage:
             if not context.set_input_shape(name, shape):
                 raise BundleError(f"stage '{self.name}': the engine refuses shape {shape} for "
                                   f"input '{name}' (its range: "
-                                  f"{_span(self.min_shapes[name], self.max_shapes[name])}); "
+                                  f"{range_text(self.min_shapes[name], self.max_shapes[name])}); "
                                   "recompile the bundle")
         outputs: Dict[str, Shape] = {}
         for name in self.outputs:
@@ -287,8 +288,6 @@ class TensorRTStage:
         return self._alone.run(feeds, "numpy")
 
 
-def _span(lo: Sequence[int], hi: Sequence[int]) -> str:
-    return "x".join(str(a) if a == b else f"{a}..{b}" for a, b in zip(lo, hi))
 
 
 def _nbytes(shape: Sequence[int], dtype: np.dtype) -> int:
