@@ -281,11 +281,9 @@ def load_verify_inputs(graph: Graph, path: Path, flag: str = "--verify-inputs") 
             want = range_text(lo, hi)
             raise UsageError(f"{flag} {path.name}: '{name}' has shape {tuple(value.shape)}; "
                              f"expected {want} (one sample) or N x {want}")
-        if value.dtype.kind not in "fiub" or (np.dtype(dtype).kind == "f") != (value.dtype.kind == "f") \
-                and value.dtype.kind != "b":
-            if not (np.dtype(dtype).kind == "f" and value.dtype.kind in "iu"):
-                raise UsageError(f"{flag} {path.name}: '{name}' is {value.dtype}; the input "
-                                 f"is {dtype}")
+        have = value.dtype.kind  # numbers only; integers may feed a float input, not the reverse
+        if have not in "fiub" or (have == "f" and np.dtype(dtype).kind != "f"):
+            raise UsageError(f"{flag} {path.name}: '{name}' is {value.dtype}; the input is {dtype}")
     counts.discard(1)
     if len(counts) > 1:
         raise UsageError(f"{flag} {path.name}: inputs hold different numbers of samples "
