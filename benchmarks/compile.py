@@ -1,7 +1,7 @@
 """Compile speed and bundle size: `trtc compile` vs a bare mxnet.onnx export + one TensorRT build.
 
     python benchmarks/compile.py [--models resnet18_v2,resnet50_v1] [--precision fp32,fp16]
-                                 [--repeat 1] [--quick] [--json]
+                                 [--targets all,gpu,cpu,strip] [--repeat 1] [--quick] [--json]
 
 For each model (Gluon zoo architecture, seeded random weights) and precision, measured side by
 side in one process, alternating:
@@ -17,6 +17,12 @@ Table 1 prints the phase split, both totals and the ratio trtc / bare (goal <= 1
 fp16 full compile <= 10 s on a 2-core machine). Table 2 prints the bundle's size split: engine
 plans, stored ONNX, residual params, the source params file, and bundle / source params.
 With --repeat N each side runs N times and the fastest run counts.
+
+Table 3 prints bundle / source params per ``--target`` (issue 15): ``all`` (engines + their ONNX),
+``gpu`` (engines only; goals fp32 <= 1.05, fp16 <= 0.55), ``cpu`` (ONNX only; goal fp32 <= 1.05)
+and ``strip`` (``--target all --strip-weights``: each weight once; goal <= 1.05). A builder that
+cannot strip here (TensorRT-RTX without a GPU) gets its reason in that cell:
+``benchmarks/strip.py`` measures a ``--target cpu`` bundle stripped on a GPU machine instead.
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ RATIO_GOAL = 1.5
 R50_FP16_GOAL_S = 10.0
 DEFAULT_MODELS = ["resnet18_v2", "resnet50_v1", "mobilenetv2_1.0"]
 PHASES = ["load", "export", "partition", "build", "verify", "write"]
+TARGETS = ["all", "gpu", "cpu", "strip"]
+# bundle / source params goals per (target, precision) (issue 15)
+SIZE_GOALS = {("gpu", "fp32"): 1.05, ("gpu", "fp16"): 0.55, ("cpu", "fp32"): 1.05,
+              ("strip", "fp32"): 1.05, ("strip", "fp16"): 1.05}
 
 
 def bare_compile(params: Path, shape: tuple, fp16: bool) -> Dict[str, Any]:
@@ -91,7 +101,31 @@ def trtc_compile(params: Path, out: Path, fp16: bool) -> Dict[str, Any]:
     }
 
 
-def measure(name: str, precisions: List[str], repeat: int, work: Path) -> List[Dict[str, Any]]:
+def target_sizes(params: Path, out: Path, fp16: bool, targets: List[str],
+                 all_bytes: int) -> Dict[str, Any]:
+    """Bundle bytes per target (the ``all`` bundle was just compiled: ``all_bytes``); a target
+    this machine cannot build gets the reason (a string) instead."""
+    from trtc import CompileSettings, compile
+    from trtc.runtime.errors import TrtcError
+
+    sizes: Dict[str, Any] = {}
+    for target in targets:
+        if target == "all":
+            sizes[target] = all_bytes
+            continue
+        settings = CompileSettings(params=params, output=out, fp16=fp16,
+                                   target="all" if target == "strip" else target,
+                                   strip_weights=target == "strip")
+        try:
+            compile(settings)
+            sizes[target] = out.stat().st_size
+        except TrtcError as exc:
+            sizes[target] = str(exc)
+    return sizes
+
+
+def measure(name: str, precisions: List[str], repeat: int, work: Path,
+            targets: List[str] = ("all",)) -> List[Dict[str, Any]]:
     from trtc.zoo import default_shape, export_example
 
     _, params = export_example(name, work)
@@ -106,8 +140,10 @@ def measure(name: str, precisions: List[str], repeat: int, work: Path) -> List[D
             o = trtc_compile(params, work / f"{name}-{precision}.trtb", fp16)
             ours = o if ours is None or o["total"] < ours["total"] else ours
         assert bare is not None and ours is not None
+        sizes = target_sizes(params, work / f"{name}-{precision}-target.trtb", fp16,
+                             list(targets), ours["bundle_bytes"])
         rows.append({"model": name, "precision": precision, "trtc": ours, "bare": bare,
-                     "source_params_bytes": params.stat().st_size,
+                     "source_params_bytes": params.stat().st_size, "target_bytes": sizes,
                      "ratio": ours["total"] / bare["total"] if bare.get("build") else None})
     return rows
 
@@ -146,6 +182,29 @@ def print_tables(rows: List[Dict[str, Any]], out: Any = sys.stdout) -> None:
                           + [f"{r['source_params_bytes'] / 1e6:.1f}",
                              f"{t['bundle_bytes'] / r['source_params_bytes']:.2f}"])
     _table(size_lines, out)
+    targets = [t for t in TARGETS if any(t in r.get("target_bytes", {}) for r in rows)]
+    if targets == ["all"]:
+        return
+    print(file=out)
+    target_lines = [["model", "prec"] + [f"--target {t}" if t != "strip" else "all --strip-weights"
+                                         for t in targets]]
+    for r in rows:
+        cells = []
+        for target in targets:
+            value = r["target_bytes"].get(target)
+            goal = SIZE_GOALS.get((target, r["precision"]))
+            if isinstance(value, int):
+                ratio = value / r["source_params_bytes"]
+                verdict = "" if goal is None else (f" (goal <= {goal}: "
+                                                   + ("met)" if ratio <= goal else "MISSED)"))
+                cells.append(f"{value / 1e6:.1f} MB = {ratio:.2f}x{verdict}")
+            else:
+                cells.append("n/a" if value is None else "n/a here: " + (
+                    "the builder cannot strip without a GPU" if "weight-stripped" in value
+                    else value[:60]))
+        target_lines.append([r["model"], r["precision"]] + cells)
+    print("bundle size per target (bundle / source params)", file=out)
+    _table(target_lines, out)
 
 
 def _table(lines: List[List[str]], out: Any) -> None:
@@ -161,18 +220,25 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
     parser.add_argument("--precision", default="fp32,fp16", help="comma-separated: fp32,fp16")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--targets", default=",".join(TARGETS),
+                        help="comma-separated: all,gpu,cpu,strip (table 3; --quick: all)")
     parser.add_argument("--quick", action="store_true", help="resnet18_v2 fp32 once (CI smoke)")
     parser.add_argument("--json", action="store_true", help="rows as JSON on stdout")
     args = parser.parse_args(argv)
     models = ["resnet18_v2"] if args.quick else [m for m in args.models.split(",") if m]
     precisions = ["fp32"] if args.quick else [p for p in args.precision.split(",") if p]
+    targets = [t for t in args.targets.split(",") if t]
+    if args.quick and "--targets" not in (argv if argv is not None else sys.argv):
+        targets = ["all"]
     if any(p not in ("fp32", "fp16") for p in precisions) or args.repeat < 1:
         parser.error("--precision takes fp32 and/or fp16; --repeat at least 1")
+    if not targets or any(t not in TARGETS for t in targets):
+        parser.error(f"--targets takes some of {','.join(TARGETS)}")
     rows: List[Dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="trtc-bench-") as tmp:
         for name in models:
             print(f"[compile] {name} ({', '.join(precisions)})", file=sys.stderr, flush=True)
-            rows.extend(measure(name, precisions, args.repeat, Path(tmp)))
+            rows.extend(measure(name, precisions, args.repeat, Path(tmp), targets))
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         print()

@@ -168,6 +168,7 @@ def compile_command(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Bundle to write (default PREFIX.trtb)."),
     backend: str = typer.Option("auto", "--backend", help="auto | tensorrt | tensorrt_rtx."),
     target: str = typer.Option("all", "--target", help="all (engines + their ONNX) | gpu (engines only) | cpu (ONNX only, no TensorRT needed)."),
+    strip_weights: bool = typer.Option(False, "--strip-weights", help="Weight-stripped engines refitted at load from the bundle's ONNX: every weight stored once (needs a builder that can: TensorRT-RTX with an NVIDIA GPU present)."),
     exclude_ops: List[str] = typer.Option([], "--exclude-op", help="MXNet op to keep in MXNet. Repeatable."),
     min_segment_size: Optional[int] = typer.Option(None, "--min-segment-size", help="Smaller engine segments stay in MXNet (default 3)."),
     require_full: bool = typer.Option(False, "--require-full", help="Fail if any op would stay in MXNet."),
@@ -212,7 +213,7 @@ def compile_command(
         output=output, fp16=fp16,
         backend=backend, verify_inputs=verify_inputs, allow_nonfinite_weights=allow_nonfinite_weights,
         sign_key=sign_key, keep_fp32=tuple(keep_fp32), int8=int8, calibration=calibration,
-        calibration_method=calibration_method, target=target,
+        calibration_method=calibration_method, target=target, strip_weights=strip_weights,
         exclude_ops=tuple(exclude_ops),
         min_segment_size=_defaults.MIN_SEGMENT_SIZE if min_segment_size is None else min_segment_size,
         require_full=require_full, dry_run=dry_run, verify=not no_verify, tolerance=tolerance,
@@ -253,6 +254,33 @@ def inspect(
         _out(json.dumps(summary_json(opened), indent=1))
     else:
         _out(summary_text(opened))
+
+
+@app.command()
+@_handle_errors
+def strip(
+    bundle: Path = typer.Argument(..., help="A .trtb bundle with each engine's ONNX (--target all or cpu)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Bundle to write (may be BUNDLE itself; only a bundle is replaced)."),
+    backend: str = typer.Option("auto", "--backend", help="auto | tensorrt | tensorrt_rtx: the flavor that built the engines."),
+    compute_capability: List[str] = typer.Option([], "--compute-capability", help="Target GPU for engines a --target cpu bundle lacks (TensorRT-RTX). Repeatable."),
+    sign_key: Optional[Path] = typer.Option(None, "--sign-key", help="Sign the result with this Ed25519 private key (PEM)."),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress output."),
+) -> None:
+    """Rebuild a bundle's engines weight-stripped from its ONNX (no MXNet needed; needs a GPU)."""
+    from .strip import strip_bundle
+
+    _check_compute_capabilities(compute_capability, backend)
+    _signer(sign_key)
+    progress = None if quiet else (lambda line: _err(f"[trtc] {line}"))
+    with _writing(output):
+        result = strip_bundle(bundle, output, backend, tuple(compute_capability), sign_key,
+                              progress)
+    if json_output:
+        _out(json.dumps(result, indent=1))
+    else:
+        _out(f"wrote {output}: {result['bytes_before'] / 1e6:.1f} MB -> "
+             f"{result['bytes'] / 1e6:.1f} MB, {len(result['engines'])} weight-stripped engine(s)")
 
 
 @app.command()

@@ -25,6 +25,7 @@ from .runtime._version import __version__
 from .runtime.errors import BundleError, CompileError, IncompatibleError, TrtcError, UsageError
 from . import _defaults
 from .settings import CompileSettings
+from .strip import check_can_strip, strip_engines
 from .runtime._native import quiet_native
 from .verify import OutputCheck, gate_inputs, gate_shapes, load_verify_inputs, run_gate
 
@@ -138,6 +139,8 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
     else:
         backend = get_backend(settings.backend)
         say(f"builder: {backend.name} {backend.version}")
+        if settings.strip_weights:  # before minutes of work: can this builder strip at all?
+            check_can_strip(backend)
     calibration = None
     if settings.int8:
         from .quantize import load_calibration
@@ -182,9 +185,12 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
         if settings.verify:
             with timer.span("verify"):
                 result.checks = _verify(graph, tmp, settings, parts.segments, samples, report, say)
+        if settings.strip_weights:  # the verified ONNX is what the stripped engines refit from
+            with timer.span("strip"):
+                manifest, members, _ = strip_engines(manifest, members, backend, say)
+                bundle_format.write_bundle(tmp, manifest, members)
         if settings.target == "gpu":  # verified with the ONNX; shipped without it
             manifest, members = _gpu_only(manifest, members)
-            os.unlink(tmp)
             bundle_format.write_bundle(tmp, manifest, members)
             say("--target gpu: the CPU path's ONNX verified, then left out of the bundle")
         if settings.sign_key is not None:
@@ -231,6 +237,10 @@ def _check_settings(settings: CompileSettings) -> None:
         raise UsageError("--calibration applies to int8 engines: add --int8")
     if settings.target not in ("all", "gpu", "cpu"):
         raise UsageError(f"--target {settings.target!r}: choose all (default), gpu or cpu")
+    if settings.strip_weights and settings.target != "all":
+        raise UsageError(f"--strip-weights with --target {settings.target}: stripped engines "
+                         "refit from the ONNX that --target all keeps (--target gpu drops it, "
+                         "--target cpu builds no engine); use --target all --strip-weights")
     if settings.keep_fp32 and not settings.fp16:
         raise UsageError("--keep-fp32 applies to fp16 engines: add --fp16")
     if settings.tolerance is not None and not (0 < settings.tolerance < float("inf")):
@@ -396,7 +406,8 @@ def _assemble(graph: Graph, settings: CompileSettings, segments: List[Segment],
         "trtc_version": __version__,
         "source": {
             "symbol": {"file": graph.symbol_path.name, "sha256": graph.symbol_sha256},
-            "params": {"file": graph.params_path.name, "sha256": graph.params_sha256},
+            "params": {"file": graph.params_path.name, "sha256": graph.params_sha256,
+                       "bytes": graph.params_path.stat().st_size},
         },
         "precision": settings.precision,
         "inputs": [_input_spec(graph, n) for n, _, _ in graph.inputs],

@@ -39,8 +39,9 @@ def summary_json(bundle: Bundle) -> Dict[str, Any]:
         "stages": stages,
         "paths": execution_paths(m),
         "weight_bytes": _weight_copies(m),
+        "engine_weights": "stripped" if _stripped(m) else "included",
         "requires": m["requires"],
-        "bundle_bytes": len(bundle._data),
+        "bundle_bytes": bundle.size,
         "members": {k: v["bytes"] for k, v in m["members"].items()},
         # Who the signature says signed it; checked only by `trtc verify` / load(trusted_keys=).
         "signature": signature_info(bundle),
@@ -64,12 +65,18 @@ def _weight_copies(m: Dict[str, Any]) -> Dict[str, int]:
     return {"gpu": plans, "cpu": onnx, "residual": residual}
 
 
+def _stripped(m: Dict[str, Any]) -> bool:
+    """Are the engines weight-stripped (refitted from their ONNX at load)?"""
+    engines = [s for s in m["stages"] if s["kind"] == "engine" and "engine" in s]
+    return bool(engines) and all(s.get("weights") == "stripped" for s in engines)
+
+
 def summary_text(bundle: Bundle) -> str:
     m = bundle.manifest
     engines = [s for s in m["stages"] if s["kind"] == "engine"]
     lines = [
         f"{bundle.path}: trtc bundle format v{m['format_version']} (trtc {m['trtc_version']}), "
-        f"{len(bundle._data) / 1e6:.1f} MB, {m['precision']}",
+        f"{bundle.size / 1e6:.1f} MB, {m['precision']}",
         f"source: {m['source']['symbol']['file']} (sha256 {m['source']['symbol']['sha256'][:12]}), "
         f"{m['source']['params']['file']} (sha256 {m['source']['params']['sha256'][:12]})",
         "inputs:  " + "; ".join(_shape(s) for s in m["inputs"]),
@@ -78,14 +85,26 @@ def summary_text(bundle: Bundle) -> str:
     ]
     paths = execution_paths(m)
     copies = _weight_copies(m)
+    stripped = _stripped(m)
+    kinds = {"gpu": "weight-stripped engine plans" if stripped else "engine plans",
+             "cpu": "ONNX for ONNX Runtime"}
     lines.insert(4, "paths:   " + ", ".join(
-        f"{p} ({'engine plans' if p == 'gpu' else 'ONNX for ONNX Runtime'}, {copies[p] / 1e6:.1f} MB)"
-        for p in paths) + (f"; residual MXNet params {copies['residual'] / 1e6:.1f} MB"
-                           if copies["residual"] else ""))
+        f"{p} ({kinds[p]}, {copies[p] / 1e6:.1f} MB)" for p in paths)
+        + (f"; residual MXNet params {copies['residual'] / 1e6:.1f} MB" if copies["residual"] else ""))
+    if stripped:
+        weights = (f"stored once, in the ONNX ({copies['cpu'] / 1e6:.1f} MB): the GPU path refits "
+                   "the engines from it at load")
+    elif paths == ["cpu", "gpu"]:
+        weights = (f"stored twice, in the plans and the ONNX; --target gpu|cpu or --strip-weights "
+                   "store them once")
+    else:
+        weights = f"stored once ({paths[0]} path only)"
+    lines.insert(5, f"weights: {weights}")
     for s in m["stages"]:
         if s["kind"] == "engine" and "backend" in s:
             detail = (f"{s['backend']} {s['backend_version']} {s['precision']}, "
-                      f"{s['bytes'] / 1e6:.1f} MB, CC {','.join(s['compute_capabilities']) or '?'}")
+                      f"{s['bytes'] / 1e6:.1f} MB, CC {','.join(s['compute_capabilities']) or '?'}"
+                      + (", weight-stripped" if s.get("weights") == "stripped" else ""))
         elif s["kind"] == "engine":
             detail = f"ONNX Runtime only (--target cpu), {s['precision']}"
         else:

@@ -49,6 +49,9 @@ class CompileSettings:
         target: which execution paths the bundle carries: 'all' (default: engines and their
             ONNX), 'gpu' (engines only; verified on the ONNX first) or 'cpu' (ONNX only; no
             TensorRT needed to compile or run).
+        strip_weights: build weight-stripped engines (TensorRT's ``STRIP_PLAN``): every weight
+            stored once, in the ONNX the CPU path runs, refitted into the engines at load. Needs
+            a builder that can (TensorRT-RTX: an NVIDIA GPU on the build machine).
     """
 
     params: Path
@@ -76,6 +79,7 @@ class CompileSettings:
     calibration: Optional[Path] = None
     calibration_method: str = "minmax"
     target: str = "all"
+    strip_weights: bool = False
 
     @property
     def precision(self) -> str:

@@ -120,10 +120,37 @@ def backend_unavailable_reason(stage: Mapping[str, Any], cc: str) -> Optional[st
     if targets and cc not in targets:
         return (f"engine '{stage['name']}' targets compute capabilities {', '.join(targets)}, "
                 f"this GPU is {cc}; recompile with --compute-capability {cc}")
+    if stage.get("weights") == "stripped" and not hasattr(import_backend(backend),
+                                                          "OnnxParserRefitter"):
+        return (f"engine '{stage['name']}' is weight-stripped and refitting it needs {backend}'s "
+                "ONNX parser (the lean runtime has none); install the full package, or "
+                "recompile without --strip-weights")
     return None
 
 
 Shape = Tuple[int, ...]
+
+
+def _refit(trt: Any, engine: Any, onnx_bytes: bytes, logger: Any, stage: str, member: str) -> None:
+    """Refit a weight-stripped engine with the initializers of the ONNX it was built from, all
+    of them accounted for: a weight the ONNX does not supply is an error, never zeros."""
+    def fail(what: str) -> BundleError:
+        return BundleError(f"stage '{stage}': refitting the weight-stripped engine from {member} "
+                           f"failed ({what}); the bundle is inconsistent: recompile it")
+
+    if not engine.refittable:
+        raise fail("the engine is not refittable")
+    refitter = trt.Refitter(engine, logger)
+    parser_refitter = trt.OnnxParserRefitter(refitter, logger)
+    if not parser_refitter.refit_from_bytes(onnx_bytes):
+        errors = [str(parser_refitter.get_error(i).desc())
+                  for i in range(parser_refitter.num_errors)]
+        raise fail("; ".join(errors[:3]) or "the ONNX parser refused the weights")
+    missing = [name or "<unnamed>" for name in refitter.get_missing_weights()]
+    if missing:
+        raise fail(f"{len(missing)} weight(s) missing: {', '.join(missing[:5])}")
+    if not refitter.refit_cuda_engine():
+        raise fail("refit_cuda_engine returned False")
 
 
 class TensorRTStage:
@@ -138,7 +165,11 @@ class TensorRTStage:
         dynamic: whether any input varies.
     """
 
-    def __init__(self, stage: Mapping[str, Any], engine_bytes: bytes, device: int = 0):
+    def __init__(self, stage: Mapping[str, Any], engine_bytes: bytes, device: int = 0,
+                 refit_onnx: Optional[bytes] = None):
+        """``refit_onnx``: for a weight-stripped engine (``"weights": "stripped"``), the ONNX it
+        was built from, whose initializers are refitted into the engine here, before anything
+        can run it; a stripped stage without it is refused (it would compute with no weights)."""
         trt = import_backend(stage["backend"])
         self._trt = trt
         self.name: str = stage["name"]
@@ -154,6 +185,11 @@ class TensorRTStage:
         if engine is None:
             raise IncompatibleError(f"stage '{self.name}': {stage['backend']} refused to "
                                     "deserialize the engine on this GPU; recompile for it")
+        if stage.get("weights") == "stripped":
+            if refit_onnx is None:
+                raise BundleError(f"stage '{self.name}': a weight-stripped engine needs its ONNX "
+                                  "to refit from; none was given")
+            _refit(trt, engine, refit_onnx, self._logger, self.name, stage["onnx"])
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         if set(names) != set(self.inputs) | set(self.outputs):
             raise BundleError(f"stage '{self.name}': engine IO {sorted(names)} does not match the "

@@ -39,3 +39,16 @@ def test_compile_benchmark_table():
     assert row[0] == "resnet18_v2" and row[1] == "fp32"
     assert all(float(x) >= 0 for x in row[2:12])
     assert any(l.startswith("model") and "bundle / source" in l for l in lines)
+
+
+def test_compile_benchmark_sizes_per_target():
+    """Table 3's numbers: --target gpu and cpu bundles each hold the weights about once."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compile.py"), "--quick",
+                           "--targets", "all,gpu,cpu", "--json"],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = json.loads(done.stdout)
+    sizes, params = row["target_bytes"], row["source_params_bytes"]
+    assert sizes["all"] == row["trtc"]["bundle_bytes"]
+    assert params < sizes["gpu"] < 1.05 * params and params < sizes["cpu"] < 1.05 * params
+    assert sizes["all"] > sizes["gpu"] + sizes["cpu"] - 1_000_000

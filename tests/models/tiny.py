@@ -22,6 +22,7 @@ __all__ = ["MODELS", "export", "bundle", "random_feeds"]
 MODELS: Dict[str, Dict[str, Tuple[int, ...]]] = {
     "tiny": {"data": (1, 3, 16, 16)},
     "pair": {"a": (1, 3, 8, 8), "b": (1, 3, 8, 8)},
+    "wide": {"data": (1, 256)},  # 1 MB of weights: the plan of a weight-stripped engine shows it
 }
 
 _EXPORTED: Dict[Tuple[str, str], Path] = {}
@@ -38,6 +39,11 @@ def _net(name: str) -> Any:
         with net.name_scope():
             net.add(nn.Conv2D(8, 3, padding=1), nn.Activation("relu"),
                     nn.Conv2D(8, 3, padding=1), nn.Activation("relu"), nn.Conv2D(4, 1))
+        return net
+    if name == "wide":
+        net = nn.HybridSequential(prefix="wide_")
+        with net.name_scope():
+            net.add(nn.Dense(512, activation="relu"), nn.Dense(256))
         return net
 
     class Pair(HybridBlock):

@@ -7,7 +7,9 @@ The GPU code names its TensorRT objects by role; this test reads it with ``ast``
 the code calls must be a method, one it reads without calling a property. The calls of the
 dynamic-shape path (``set_input_shape``, ``get_tensor_shape``, ``get_tensor_profile_shape``,
 ``set_optimization_profile_async``, ``USER_MANAGED`` contexts sharing memory) have their
-signatures checked against what the GPU path passes.
+signatures checked against what the GPU path passes, as have the refit calls of weight-stripped
+engines (``Refitter(engine, logger)``, ``OnnxParserRefitter(refitter, logger)``,
+``refit_from_bytes(bytes)``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [ROOT / "runtime" / "stages" / "engine_cuda.py", ROOT / "benchmarks" / "runtime.py"]
 # variable or attribute name -> the TensorRT class of the object it holds
 ROLES = {"engine": "ICudaEngine", "context": "IExecutionContext", "runtime": "Runtime",
-         "_runtime": "Runtime", "logger": "Logger", "_logger": "Logger"}
+         "_runtime": "Runtime", "logger": "Logger", "_logger": "Logger",
+         "refitter": "Refitter", "parser_refitter": "OnnxParserRefitter"}
 # what the GPU path cannot do without: guards against the scan silently finding nothing
 CORE = {("IExecutionContext", "execute_async_v3"), ("IExecutionContext", "set_tensor_address"),
         ("Runtime", "deserialize_cuda_engine"), ("ICudaEngine", "create_execution_context"),
@@ -37,7 +40,11 @@ CORE = {("IExecutionContext", "execute_async_v3"), ("IExecutionContext", "set_te
         ("IExecutionContext", "active_optimization_profile"),
         ("IExecutionContext", "set_device_memory"), ("ICudaEngine", "get_tensor_profile_shape"),
         ("ICudaEngine", "num_optimization_profiles"), ("ICudaEngine", "device_memory_size_v2"),
-        ("module", "ExecutionContextAllocationStrategy")}
+        ("module", "ExecutionContextAllocationStrategy"),
+        # weight-stripped engines refitted at load (issue 15)
+        ("module", "Refitter"), ("module", "OnnxParserRefitter"), ("ICudaEngine", "refittable"),
+        ("OnnxParserRefitter", "refit_from_bytes"), ("OnnxParserRefitter", "num_errors"),
+        ("Refitter", "get_missing_weights"), ("Refitter", "refit_cuda_engine")}
 
 MODULES = [m for m in ("tensorrt_rtx", "tensorrt") if importlib.util.find_spec(m) is not None]
 if not MODULES:
@@ -190,3 +197,28 @@ def test_dynamic_shape_call_shapes(module_name):
     for owner, name in [(engine, "num_optimization_profiles"), (engine, "device_memory_size_v2"),
                         (context, "active_optimization_profile")]:
         assert isinstance(inspect.getattr_static(owner, name), property), name
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_refit_call_shapes(module_name):
+    """The refit of a weight-stripped engine (engine_cuda._refit) passes what the bindings take:
+    ``Refitter(engine, logger)``, ``OnnxParserRefitter(refitter, logger)``, the ONNX as bytes,
+    and reads back the names of missing weights as a list of str."""
+    trt = importlib.import_module(module_name)
+    (make_refitter,) = _signatures(trt.Refitter.__init__)
+    assert "engine:" in make_refitter and "logger:" in make_refitter, make_refitter
+    (make_parser,) = _signatures(trt.OnnxParserRefitter.__init__)
+    assert "refitter:" in make_parser and "logger:" in make_parser, make_parser
+    (from_bytes,) = _signatures(trt.OnnxParserRefitter.refit_from_bytes)
+    assert "model:" in from_bytes and from_bytes.endswith("-> bool"), from_bytes
+    (missing,) = _signatures(trt.Refitter.get_missing_weights)
+    assert missing.endswith("-> list[str]"), missing
+    (refit,) = _signatures(trt.Refitter.refit_cuda_engine)
+    assert refit.endswith("-> bool"), refit
+    (error,) = _signatures(trt.OnnxParserRefitter.get_error)
+    assert callable(getattr(getattr(trt, error.rsplit(".", 1)[-1], trt.ParserError), "desc"))
+    # a Refitter of no engine is refused by the bindings themselves (no GPU needed to see that)
+    with pytest.raises(TypeError):
+        trt.Refitter(None, trt.Logger(trt.Logger.ERROR))
+    for flag in ("STRIP_PLAN", "REFIT_IDENTICAL"):  # the build side of stripping (_trt.py)
+        assert hasattr(trt.BuilderFlag, flag), flag

@@ -113,11 +113,14 @@ class TrtBackend:
 
     def build(self, onnx_bytes: bytes, compute_capabilities: Sequence[str] = (),
               workspace_bytes: Optional[int] = None,
-              profile: Optional[Dict[str, Sequence[Sequence[int]]]] = None) -> BuiltEngine:
+              profile: Optional[Dict[str, Sequence[Sequence[int]]]] = None,
+              strip: bool = False) -> BuiltEngine:
         """Build a serialized engine from ONNX. Raises BuildError when the builder fails.
 
         ``profile``: input name -> (min, opt, max) shapes, one optimization profile covering
-        every dynamic input (required when the ONNX has dynamic dimensions)."""
+        every dynamic input (required when the ONNX has dynamic dimensions).
+        ``strip``: a weight-stripped plan (``STRIP_PLAN`` + ``REFIT_IDENTICAL``): the weights are
+        left out and must be refitted from this same ONNX before the engine runs."""
         trt = self.trt
         builder, network, parser, logger, ok, issues = self._parse_into(onnx_bytes)
         if not ok:
@@ -126,6 +129,8 @@ class TrtBackend:
         if workspace_bytes:
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
         targets = self._configure(config, compute_capabilities)
+        if strip:
+            _set_strip_flags(trt, config)
         if profile:
             opt_profile = builder.create_optimization_profile()
             for i in range(network.num_inputs):
@@ -145,6 +150,38 @@ class TrtBackend:
             io.append(_io_spec(trt, network.get_output(i), "output"))
         return BuiltEngine(plan=bytes(plan), io=io, backend=self.name,
                            backend_version=self.version, compute_capabilities=targets)
+
+
+    def strip_unavailable_reason(self) -> Optional[str]:
+        """Why this builder cannot build weight-stripped engines here, or None. A real probe:
+        a one-layer network built with the strip flags (TensorRT-RTX builds them only with an
+        NVIDIA GPU present; without one its compiler fails a CUDA check)."""
+        trt = self.trt
+        logger = _capturing_logger(trt)
+        builder = trt.Builder(logger)
+        network = builder.create_network(self._network_flags())
+        x = network.add_input("x", trt.float32, (1, 4))
+        weight = network.add_constant((1, 4), trt.Weights(np.ones((1, 4), np.float32)))
+        weight.name = "probe_weight"
+        total = network.add_elementwise(x, weight.get_output(0), trt.ElementWiseOperation.SUM)
+        network.mark_output(total.get_output(0))
+        config = builder.create_builder_config()
+        _set_strip_flags(trt, config)
+        try:
+            plan = builder.build_serialized_network(network, config)
+        except Exception as exc:  # some versions raise instead of returning None
+            plan, logger.messages = None, [*logger.messages, str(exc)]
+        if plan is not None:
+            return None
+        cause = " ".join(logger.messages[-1:]).strip() or "the builder returned no engine"
+        if "CUDA_SUCCESS" in cause or "cuda" in cause.lower():
+            cause = "its compiler needs a CUDA GPU for weight-stripped engines and found none"
+        return f"{self.name} {self.version} cannot build weight-stripped engines on this machine ({cause[:200]})"
+
+
+def _set_strip_flags(trt: Any, config: Any) -> None:
+    config.set_flag(trt.BuilderFlag.STRIP_PLAN)
+    config.set_flag(trt.BuilderFlag.REFIT_IDENTICAL)
 
 
 def _io_spec(trt: Any, tensor: Any, mode: str) -> Dict[str, Any]:

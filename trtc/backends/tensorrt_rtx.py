@@ -18,8 +18,8 @@ class TensorRTRTXBackend(TrtBackend):
     module_name = "tensorrt_rtx"
 
     def _configure(self, config: Any, compute_capabilities: Sequence[str]) -> List[str]:
-        if not compute_capabilities:
-            return list(DEFAULT_COMPUTE_CAPABILITIES)
+        if not compute_capabilities or list(compute_capabilities) == DEFAULT_COMPUTE_CAPABILITIES:
+            return list(DEFAULT_COMPUTE_CAPABILITIES)  # (a rebuild from a bundle's manifest)
         config.num_compute_capabilities = len(compute_capabilities)
         for i, cc in enumerate(compute_capabilities):
             member = "SM" + cc.replace(".", "")
