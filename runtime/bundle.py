@@ -12,13 +12,15 @@ metadata so that the same content gives the same bytes:
 
 The manifest's ``members`` table gives every other member's byte size and sha256; the reader
 refuses a bundle with a member missing, extra, of another size or with another checksum, and
-never hands out bytes it has not verified. Nothing is extracted to disk and nothing is executed.
+never hands out bytes it has not verified. It never reads the file whole: opening reads the ZIP
+directory, the local headers and the manifest, and each member is read when it is asked for and
+hashed on exactly the bytes handed out (``load`` reads only what its execution path needs:
+``path_members``). Nothing is extracted to disk and nothing is executed.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
@@ -28,7 +30,6 @@ import struct
 import tempfile
 import zipfile
 import zlib
-from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ._version import __version__
@@ -41,6 +42,7 @@ __all__ = [
     "MANIFEST_MEMBER",
     "Bundle",
     "read_bundle",
+    "path_members",
     "write_bundle",
     "validate_manifest",
     "sha256_hex",
@@ -283,7 +285,10 @@ def _validate_v1(m: Dict[str, Any]) -> None:
         if stage["kind"] == "engine":
             _check_keys(stage, where, {"precision": str})
             _expect(stage["precision"] in PRECISIONS, f"{where}.precision", "unknown precision")
-            if "cpu" in paths:
+            weights = stage.get("weights", "included")
+            _expect(weights in ("included", "stripped"), f"{where}.weights",
+                    "must be 'included' or 'stripped'")
+            if "cpu" in paths or weights == "stripped":  # a stripped engine refits from its ONNX
                 _check_keys(stage, where, {"onnx": str})
                 _check_member_ref(stage["onnx"], members, f"{where}.onnx")
             if "gpu" not in paths:
@@ -524,29 +529,84 @@ _READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, 
                 zlib.error, NotImplementedError, MemoryError)
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # a zip local file header (APPNOTE 4.3.7)
 _LOCAL_MAGIC = b"PK\x03\x04"
+_CHUNK = 16 * 2**20  # bytes hashed at a time when read_bundle(verify=True) checks a member
 
 
-@dataclass
 class Bundle:
-    """An opened, verified bundle: every member's size and sha256 matched the manifest when it was
-    opened, so :meth:`read_member` hands out only verified bytes."""
+    """An opened bundle: its manifest (checked against the schema) and its file, kept open (one
+    file descriptor, never reopened by path) until :meth:`close`.
 
-    path: str
-    manifest: Dict[str, Any]
-    _data: bytes  # the whole file
-    _spans: Dict[str, Tuple[int, int]]  # member name -> (start, end) of its bytes in _data
+    Opening checked the archive: every member the manifest lists is present, of the manifest's
+    size, where its local header says (and with ``read_bundle(verify=True)``, of the manifest's
+    sha256). :meth:`read_member` reads a member's bytes from the file, hashes exactly those bytes
+    and hands them out only if they match the manifest's sha256: what is used is what was
+    verified, even if the file changes after it was opened. Use it as a context manager or call
+    :meth:`close`; a Bundle that is garbage collected closes its file too.
+    """
+
+    def __init__(self, path: str, manifest: Dict[str, Any], fd: int,
+                 spans: Dict[str, Tuple[int, int]], size: int):
+        self.path = path
+        self.manifest = manifest
+        self._fd: Optional[int] = fd
+        self._spans = spans  # member name -> (start, end) of its bytes in the file
+        self._size = size
+
+    def __repr__(self) -> str:
+        return (f"Bundle({self.path!r}, {len(self.manifest['members'])} members, "
+                f"{'closed' if self.closed else 'open'})")
 
     @property
     def size(self) -> int:
-        """The bundle file's size in bytes."""
-        return len(self._data)
+        """The bundle file's size in bytes (when it was opened)."""
+        return self._size
+
+    @property
+    def closed(self) -> bool:
+        """Has the file been closed (:meth:`close`)?"""
+        return self._fd is None
 
     def read_member(self, name: str) -> bytes:
-        """The bytes of member ``name`` (verified against the manifest when the bundle was opened)."""
+        """The bytes of member ``name``, read from the file and verified against the manifest's
+        sha256 before they are returned.
+
+        Raises:
+            BundleError: no such member; the bundle is closed; or the bytes are not the ones the
+                manifest pins (the file is corrupted, or changed after it was opened).
+        """
         span = self._spans.get(name)
-        if span is None or name not in self.manifest["members"]:
+        entry = self.manifest["members"].get(name)
+        if span is None or entry is None:
             raise BundleError(f"{self.path}: bundle has no member '{name}'; recompile the bundle")
-        return self._data[span[0]:span[1]]
+        fd = self._fd
+        if fd is None:
+            raise BundleError(f"{self.path}: the bundle is closed; open it again to read member "
+                              f"'{name}'")
+        try:
+            data = _read_exact(self.path, fd, span[0], span[1] - span[0])
+        except OSError as exc:
+            raise BundleError(f"{self.path}: cannot read the bundle ({exc.strerror or exc})") from None
+        if sha256_hex(data) != entry["sha256"]:
+            raise _checksum_error(self.path, name)
+        return data
+
+    def close(self) -> None:
+        """Close the file (idempotent). Members cannot be read afterwards."""
+        fd, self._fd = getattr(self, "_fd", None), None
+        if fd is not None:
+            os.close(fd)
+
+    def __enter__(self) -> "Bundle":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # OSError, or a module already torn down at interpreter exit
+            pass
 
     @property
     def engine_stages(self) -> List[Dict[str, Any]]:
@@ -557,15 +617,52 @@ class Bundle:
         return [s for s in self.manifest["stages"] if s["kind"] == "residual"]
 
 
-def read_bundle(path: "os.PathLike[str] | str", max_bytes: Optional[int] = None) -> Bundle:
-    """Open and verify a bundle: magic, manifest schema, member table, every member's sha256.
+def path_members(manifest: Mapping[str, Any], path: str) -> List[str]:
+    """The members execution path ``path`` ('cpu' or 'gpu') of a (valid) manifest reads, in the
+    order ``load`` reads them: each engine stage's ONNX (cpu) or plan (gpu, plus its ONNX when
+    the engine is weight-stripped and refitted from it at load), each residual stage's MXNet
+    symbol and, when there are residual stages, the residual params. ``load`` reads nothing else.
 
-    Nothing is extracted and nothing is deserialized here; an engine's bytes reach TensorRT only
-    later, after this check and the compatibility check (``select_device``) have passed.
+    Raises:
+        ValueError: ``path`` is not 'cpu' or 'gpu'.
+    """
+    if path not in ("cpu", "gpu"):
+        raise ValueError(f"path must be 'cpu' or 'gpu', not {path!r}")
+    names: List[str] = []
+    params = manifest.get("residual_params")
+    for stage in manifest["stages"]:
+        if stage["kind"] == "engine":
+            if path == "gpu":
+                names.append(stage["engine"])
+            if path == "cpu" or stage.get("weights") == "stripped":
+                names.append(stage["onnx"])
+        else:
+            if params:  # read once, before the first residual stage
+                names.append(params)
+                params = None
+            names.append(stage["symbol"])
+    return list(dict.fromkeys(names))
+
+
+def read_bundle(path: "os.PathLike[str] | str", max_bytes: Optional[int] = None,
+                verify: bool = True) -> Bundle:
+    """Open and check a bundle: magic, ZIP directory, manifest schema, member table, each
+    member's local header and size, and (``verify``) every member's sha256.
+
+    The file is never read whole: opening reads its first bytes, its ZIP central directory, the
+    members' local headers and the manifest; ``verify`` streams each member through sha256 in
+    chunks of 16 MiB. The returned :class:`Bundle` keeps the file open for
+    :meth:`Bundle.read_member` (which verifies every member it returns); close it when done
+    (``with read_bundle(path) as bundle:``). Nothing is extracted and nothing is deserialized
+    here; an engine's bytes reach TensorRT only later, after their checksum and the
+    compatibility check (``select_device``) have passed.
 
     Args:
         path: the ``.trtb`` file.
         max_bytes: refuse files larger than this (default: no limit but the disk's).
+        verify: check every member's sha256 now (default: a damaged member is refused whether
+            or not it is ever read). ``load`` passes False and verifies only the members its
+            execution path reads (``path_members``), as it reads them.
 
     Raises:
         BundleError: missing, unreadable, truncated, corrupted or not a trtc bundle.
@@ -587,11 +684,6 @@ def read_bundle(path: "os.PathLike[str] | str", max_bytes: Optional[int] = None)
             kind = _FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
             raise BundleError(f"{path}: is {kind}, not a bundle file; pass the .trtb file "
                               "`trtc compile` wrote")
-        fh = os.fdopen(fd, "rb", buffering=0)
-    except BaseException:
-        os.close(fd)
-        raise
-    with fh:
         size = info.st_size
         if max_bytes is not None and size > max_bytes:
             raise BundleError(f"{path}: {size} bytes is larger than the allowed {max_bytes}")
@@ -599,8 +691,7 @@ def read_bundle(path: "os.PathLike[str] | str", max_bytes: Optional[int] = None)
             raise BundleError(f"{path}: the file is empty; it is not a trtc bundle (compile it "
                               "again)")
         try:
-            data = _read_bundle_bytes(path, fh, size)
-            return _parse(path, data)
+            return _open(path, fd, size, verify)
         except TrtcError:
             raise
         except MemoryError:
@@ -610,6 +701,9 @@ def read_bundle(path: "os.PathLike[str] | str", max_bytes: Optional[int] = None)
         except _READ_ERRORS as exc:
             raise BundleError(f"{path}: not a readable trtc bundle ({_short(exc)}); the file is "
                               "truncated or corrupted: download or compile it again") from None
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 _FILE_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO (named pipe)",
@@ -626,17 +720,43 @@ _FIXED_MEMBERS = 3  # the marker, the manifest and a signature: outside the mani
 _MAX_DIRECTORY_ENTRY = 1024
 
 
-def _read_at(fh: Any, offset: int, length: int) -> bytes:
-    """``length`` bytes at ``offset`` (fewer only at the end of the file)."""
-    fh.seek(offset)
-    chunks, left = [], length
-    while left > 0:
-        chunk = fh.read(min(left, 1 << 24))
+def _read_at(fd: int, offset: int, length: int) -> bytes:
+    """``length`` bytes at ``offset`` of the open file ``fd`` (fewer only at the end of the
+    file), read with pread: the file position is never used, so threads may read at once."""
+    data = os.pread(fd, length, offset)
+    if len(data) == length or not data:
+        return data
+    chunks, got = [data], len(data)  # a short read (over 2 GiB at once, or a signal): go on
+    while got < length:
+        chunk = os.pread(fd, min(length - got, 1 << 30), offset + got)
         if not chunk:
             break
         chunks.append(chunk)
-        left -= len(chunk)
+        got += len(chunk)
     return b"".join(chunks)
+
+
+def _read_exact(path: str, fd: int, offset: int, length: int) -> bytes:
+    """Exactly ``length`` bytes at ``offset``; a file that ends sooner shrank after it was
+    opened."""
+    data = _read_at(fd, offset, length)
+    if len(data) != length:
+        raise BundleError(f"{path}: the file shrank while it was read; the file is truncated: "
+                          "download or compile it again")
+    return data
+
+
+def _member_sha256(path: str, fd: int, start: int, end: int) -> str:
+    """The hex sha256 of the file's bytes [start, end), read _CHUNK bytes at a time."""
+    digest = hashlib.sha256()
+    for offset in range(start, end, _CHUNK):
+        digest.update(_read_exact(path, fd, offset, min(_CHUNK, end - offset)))
+    return digest.hexdigest()
+
+
+def _checksum_error(path: str, name: str) -> BundleError:
+    return BundleError(f"{path}: checksum mismatch in member '{name}'; the file is corrupted: "
+                       "download or compile it again")
 
 
 _HEAD_BYTES = _LOCAL_HEADER.size + len(MAGIC_MEMBER)
@@ -662,31 +782,31 @@ def looks_like_bundle(path: "os.PathLike[str] | str") -> bool:
         return False
 
 
-def _read_bundle_bytes(path: str, fh: Any, size: int) -> bytes:
-    """The file's bytes, read only after what its first bytes and its ZIP central directory say
-    has passed: a file that is not a bundle, or claims more members than a bundle may hold, is
+def _check_directory(path: str, fd: int, size: int) -> None:
+    """Check what the file's first bytes and its ZIP central directory say before anything else
+    is parsed: a file that is not a bundle, or claims more members than a bundle may hold, is
     refused having read a few kilobytes, whatever its size."""
-    problem = _head_problem(_read_at(fh, 0, _HEAD_BYTES))
+    problem = _head_problem(_read_at(fd, 0, _HEAD_BYTES))
     if problem:
         raise BundleError(f"{path}: not a trtc bundle ({problem}); pass a file written by "
                           "`trtc compile`")
-    tail_offset = max(0, size - (_END_RECORD.size + 0xFFFF + 76))
-    entries, directory_size, directory_start = _end_record(
-        _read_at(fh, tail_offset, size - tail_offset), tail_offset)
+    # The end record, first where trtc writes it (last, with no comment; the 76 bytes before
+    # it hold a ZIP64 locator if any), else searched for in the last 64 KiB, as zipfile does.
+    tail_offset = max(0, size - (_END_RECORD.size + 76))
+    tail = _read_at(fd, tail_offset, size - tail_offset)
+    if not (tail[-_END_RECORD.size:-_END_RECORD.size + 4] == _END_MAGIC and tail[-2:] == b"\0\0"):
+        tail_offset = max(0, size - (_END_RECORD.size + 0xFFFF + 76))
+        tail = _read_at(fd, tail_offset, size - tail_offset)
+    entries, directory_size, directory_start = _end_record(tail, tail_offset)
     limit = MAX_MEMBERS + _FIXED_MEMBERS
     if entries > limit or directory_size > limit * _MAX_DIRECTORY_ENTRY:
         raise BundleError(f"{path}: its ZIP directory lists {entries} members in "
                           f"{directory_size} bytes, over the bound of {MAX_MEMBERS} members "
                           "(MAX_MEMBERS); refusing a bundle `trtc compile` did not write")
-    counted = _count_entries(_read_at(fh, directory_start, directory_size), limit)
+    counted = _count_entries(_read_at(fd, directory_start, directory_size), limit)
     if counted > limit:
         raise BundleError(f"{path}: its ZIP directory holds more than {MAX_MEMBERS} members "
                           "(MAX_MEMBERS); refusing a bundle `trtc compile` did not write")
-    data = _read_at(fh, 0, size)
-    if len(data) != size:
-        raise BundleError(f"{path}: the file shrank while it was read; the file is truncated: "
-                          "download or compile it again")
-    return data
 
 
 def _end_record(tail: bytes, tail_offset: int) -> Tuple[int, int, int]:
@@ -742,11 +862,14 @@ def zip_entry_count(data: bytes, limit: int) -> int:
     return _count_entries(data[start:start + size], limit)
 
 
-def _parse(path: str, data: bytes) -> Bundle:
-    if not data.startswith(_LOCAL_MAGIC):
-        raise BundleError(f"{path}: not a trtc bundle (not a ZIP archive); pass a file written by "
-                          "`trtc compile`")
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+def _open(path: str, fd: int, size: int, verify: bool) -> Bundle:
+    """Check the archive's structure and the manifest, reading the file's first bytes, its
+    central directory, the members' local headers and the manifest (with ``verify``, every
+    member's bytes too, a chunk at a time); a Bundle over ``fd``."""
+    _check_directory(path, fd, size)
+    # zipfile reads only the central directory when it opens a file (the position it uses is
+    # this call's own: members are read later with pread)
+    with os.fdopen(fd, "rb", buffering=0, closefd=False) as fh, zipfile.ZipFile(fh) as zf:
         infos = zf.infolist()
     if not infos or infos[0].filename != MAGIC_MEMBER:
         raise BundleError(f"{path}: not a trtc bundle (no '{MAGIC_MEMBER}' marker); "
@@ -765,19 +888,20 @@ def _parse(path: str, data: bytes) -> Bundle:
         if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
             raise BundleError(f"{path}: member '{name}' is compressed or encrypted, which "
                               "`trtc compile` never writes; use a bundle written by trtc")
-        if info.file_size != info.compress_size or info.file_size > len(data):
+        if info.file_size != info.compress_size or info.file_size > size:
             raise BundleError(f"{path}: member '{name}' claims an impossible size "
                               f"({info.file_size} bytes)")
-        spans[name] = _member_span(path, data, info)
-    magic = data[slice(*spans[MAGIC_MEMBER])]
-    if magic != MAGIC_BYTES:
+        spans[name] = _member_span(path, fd, size, info)
+    start, end = spans[MAGIC_MEMBER]
+    if end - start != len(MAGIC_BYTES) or _read_exact(path, fd, start, end - start) != MAGIC_BYTES:
         raise BundleError(f"{path}: bad '{MAGIC_MEMBER}' marker; not a trtc bundle")
     if MANIFEST_MEMBER not in spans:
         raise BundleError(f"{path}: bundle has no manifest; compile it again")
     manifest_info = next(i for i in infos if i.filename == MANIFEST_MEMBER)
     if manifest_info.file_size > MAX_MANIFEST_BYTES:
         raise BundleError(f"{path}: manifest is larger than {MAX_MANIFEST_BYTES} bytes")
-    raw = data[slice(*spans[MANIFEST_MEMBER])]
+    start, end = spans[MANIFEST_MEMBER]
+    raw = _read_exact(path, fd, start, end - start)
     if zlib.crc32(raw) != manifest_info.CRC:  # the manifest has no sha256 of its own
         raise BundleError(f"{path}: manifest fails its CRC check; the file is corrupted: download "
                           "or compile it again")
@@ -799,32 +923,32 @@ def _parse(path: str, data: bytes) -> Bundle:
     if present - listed:
         raise BundleError(f"{path}: unexpected member '{sorted(present - listed)[0]}' not in "
                           "the manifest; refusing a tampered bundle")
-    for name in sorted(listed):  # verify every member now: later reads hand out checked bytes
+    for name in sorted(listed):  # sizes now; checksums now (verify) and whenever read
         entry = manifest["members"][name]
         start, end = spans[name]
         if end - start != entry["bytes"]:
             raise BundleError(f"{path}: member '{name}' has {end - start} bytes, the manifest says "
                               f"{entry['bytes']}; the file is corrupted: download or compile it again")
-        if hashlib.sha256(memoryview(data)[start:end]).hexdigest() != entry["sha256"]:
-            raise BundleError(f"{path}: checksum mismatch in member '{name}'; the file is "
-                              "corrupted: download or compile it again")
-    return Bundle(path=path, manifest=manifest, _data=data, _spans=spans)
+        if verify and _member_sha256(path, fd, start, end) != entry["sha256"]:
+            raise _checksum_error(path, name)
+    return Bundle(path, manifest, fd, spans, size)
 
 
-def _member_span(path: str, data: bytes, info: zipfile.ZipInfo) -> Tuple[int, int]:
-    """Where ``info``'s bytes lie in ``data``, after checking its local header agrees with the
-    central directory (the same checks zipfile.ZipFile.open makes)."""
+def _member_span(path: str, fd: int, size: int, info: zipfile.ZipInfo) -> Tuple[int, int]:
+    """Where ``info``'s bytes lie in the file (of ``size`` bytes), after checking its local
+    header agrees with the central directory (the same checks zipfile.ZipFile.open makes)."""
     offset = info.header_offset
-    if offset < 0 or offset + _LOCAL_HEADER.size > len(data):
+    if offset < 0 or offset + _LOCAL_HEADER.size > size:
         raise BundleError(f"{path}: member '{info.filename}' lies outside the file; the file is "
                           "truncated or corrupted: download or compile it again")
-    header = _LOCAL_HEADER.unpack_from(data, offset)
+    name = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
+    raw = _read_exact(path, fd, offset, min(_LOCAL_HEADER.size + len(name), size - offset))
+    header = _LOCAL_HEADER.unpack_from(raw)
     magic, method, name_length, extra_length = header[0], header[4], header[10], header[11]
     start = offset + _LOCAL_HEADER.size + name_length + extra_length
     end = start + info.file_size
-    if (magic != _LOCAL_MAGIC or method != zipfile.ZIP_STORED or end > len(data)
-            or data[offset + _LOCAL_HEADER.size:offset + _LOCAL_HEADER.size + name_length]
-            != info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")):
+    if (magic != _LOCAL_MAGIC or method != zipfile.ZIP_STORED or end > size
+            or name_length != len(name) or raw[_LOCAL_HEADER.size:_LOCAL_HEADER.size + name_length] != name):
         raise BundleError(f"{path}: member '{info.filename}' has a damaged header; the file is "
                           "corrupted: download or compile it again")
     return start, end

@@ -9,8 +9,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from .bundle import Bundle, execution_paths, range_text, read_bundle
-from .errors import BundleError, IncompatibleError, InputError, UsageError
+from .bundle import Bundle, execution_paths, path_members, range_text, read_bundle
+from .errors import BundleError, IncompatibleError, InputError, TrtcError, UsageError
 
 __all__ = ["Model", "TensorSpec", "load", "select_device"]
 
@@ -300,30 +300,43 @@ def _make_stages(bundle: Bundle, device: str) -> List[Any]:
     try:
         return _stages(bundle, device)
     except (BundleError, IncompatibleError) as exc:  # say which file the stage belongs to
-        raise type(exc)(f"{bundle.path}: {exc}") from None
+        text = str(exc)
+        if text.startswith(f"{bundle.path}: "):  # read_member's own errors name it already
+            raise
+        raise type(exc)(f"{bundle.path}: {text}") from None
 
 
 def _stages(bundle: Bundle, device: str) -> List[Any]:
+    """The stages of ``device``'s path, built from the members ``path_members`` lists for it:
+    each is read (and its sha256 verified) here, and nothing else is read."""
     manifest = bundle.manifest
+    needed = set(path_members(manifest, "gpu" if device == "cuda" else "cpu"))
+
+    def read(name: str) -> bytes:
+        if name not in needed:
+            raise TrtcError(f"internal error: the {device} path read member '{name}', which "
+                            "path_members does not list for it")
+        return bundle.read_member(name)
+
     stages: List[Any] = []
     residual_params: Optional[Dict[str, np.ndarray]] = None
     for stage in manifest["stages"]:
         if stage["kind"] == "engine":
             if device == "cuda":
                 from .stages.engine_cuda import TensorRTStage
-                stages.append(TensorRTStage(stage, bundle.read_member(stage["engine"])))
+                stages.append(TensorRTStage(stage, read(stage["engine"]), refit_onnx=(
+                    read(stage["onnx"]) if stage.get("weights") == "stripped" else None)))
             else:
                 from .stages.engine_cpu import OnnxRuntimeStage
-                stages.append(OnnxRuntimeStage(stage, bundle.read_member(stage["onnx"])))
+                stages.append(OnnxRuntimeStage(stage, read(stage["onnx"])))
         else:
             from .stages.residual import MXNetStage, load_residual_params
             if residual_params is None:
                 member = manifest.get("residual_params")
                 used = dict.fromkeys(key for s in manifest["stages"] if s["kind"] == "residual"
                                      for key in s["params"])
-                residual_params = (load_residual_params(bundle.read_member(member), used)
-                                   if member else {})
-            stages.append(MXNetStage(stage, bundle.read_member(stage["symbol"]), residual_params,
+                residual_params = load_residual_params(read(member), used) if member else {}
+            stages.append(MXNetStage(stage, read(stage["symbol"]), residual_params,
                                      use_gpu=(device == "cuda"),
                                      custom_ops=manifest["requires"].get("custom_ops")))
     return stages
@@ -341,9 +354,14 @@ def load(path: "os.PathLike[str] | str", device: str = "auto", cuda_graph: bool 
             by one on every call).
         trusted_keys: Ed25519 public keys (PEM file paths, PEM bytes or cryptography key
             objects). When given, the bundle must be signed by one of them (``trtc sign``); the
-            signature is checked after the members' checksums and before anything in the bundle
-            is deserialized. None (default): no signature is required or checked, and the
+            signature (of the manifest, which pins every member's sha256) is checked before
+            any member is read. None (default): no signature is required or checked, and the
             checksums only catch accidental damage, not deliberate edits.
+
+    Only the members the chosen path needs are read (``bundle.path_members``), each verified
+    against the manifest's sha256 on the very bytes used; the file is never read whole, and it
+    is closed before this returns. A damaged member the path does not read (a plan, on the CPU
+    path) is not noticed here: ``read_bundle(path)`` (``trtc inspect``) checks every member.
 
     Returns:
         A :class:`Model`; ``model(**arrays)`` returns a dict of numpy arrays.
@@ -355,9 +373,11 @@ def load(path: "os.PathLike[str] | str", device: str = "auto", cuda_graph: bool 
             onnxruntime / MXNet, or cryptography for ``trusted_keys``), with the exact reason.
         UsageError: a trusted key cannot be loaded.
     """
-    bundle = read_bundle(path)
-    if trusted_keys is not None:  # before any member is deserialized
-        from .signing import verify_bundle
-        verify_bundle(bundle, trusted_keys)
-    chosen, reason = select_device(bundle, device)
-    return Model(bundle, chosen, reason, cuda_graph=cuda_graph)
+    # Lazy: opening checks the archive and the manifest; each member the chosen path reads
+    # (path_members) is verified against its sha256 as it is read, and no other is read.
+    with read_bundle(path, verify=False) as bundle:  # the Model keeps no file open
+        if trusted_keys is not None:  # before any member is read
+            from .signing import verify_bundle
+            verify_bundle(bundle, trusted_keys)
+        chosen, reason = select_device(bundle, device)
+        return Model(bundle, chosen, reason, cuda_graph=cuda_graph)

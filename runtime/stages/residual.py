@@ -9,11 +9,16 @@ import ast
 from collections import OrderedDict
 import io
 import json
+import os
 import re
 import struct
 import threading
 import zipfile
 from typing import Any, Collection, Dict, List, Mapping, Optional, Tuple
+
+# MXNet logs "Subgraph backend MKLDNN is activated" on every bind (a residual stage binds once per
+# input shape, at call time); unless the user asked for it, keep that line out of their logs.
+os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
 
 import numpy as np
 

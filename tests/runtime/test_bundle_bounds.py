@@ -1,7 +1,8 @@
 """What a bundle can make the runtime do is bounded, and each bound is named when it is hit:
 ONNX ops outside what trtc's exporter writes (Loop, Scan, If: unbounded work from a few bytes),
 node and member counts, the per-call memory estimate. Files are checked from their first bytes and
-their ZIP directory before being read whole; what is not a regular file is refused at once. The
+their ZIP directory before anything else is read (and are never read whole); what is not a regular
+file is refused at once. The
 compiler's temp file name fits a file name whatever the target's length. Loading and running a
 bundle puts nothing on stdout.
 
@@ -32,16 +33,6 @@ from trtc.runtime.bundle import (MAX_CALL_BYTES, MAX_MEMBERS, MAX_ONNX_NODES, ON
 
 ROOT = Path(__file__).resolve().parents[2]
 ONNX = "onnx/engine0.onnx"
-
-
-@pytest.fixture(scope="module")
-def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny.bundle("tiny", tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def mixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny.bundle("pair", tmp_path_factory, exclude_ops=("BatchNorm",))
 
 
 def _refused(path: Path, *expected: str) -> str:

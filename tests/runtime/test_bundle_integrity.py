@@ -21,17 +21,6 @@ from trtc.runtime import BundleError, IncompatibleError, TrtcError, load
 from trtc.runtime.bundle import FORMAT_VERSION, read_bundle
 
 
-@pytest.fixture(scope="module")
-def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny.bundle("tiny", tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def mixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Engines, a residual MXNet stage and residual params."""
-    return tiny.bundle("pair", tmp_path_factory, exclude_ops=("BatchNorm",))
-
-
 def _write(tmp_path: Path, data: bytes, name: str = "bad.trtb") -> Path:
     path = tmp_path / name
     path.write_bytes(data)
@@ -122,11 +111,36 @@ def test_flipped_bit_in_the_manifest_fails_its_crc(tmp_path: Path, good: Path) -
     assert "manifest" in text and "corrupted" in text
 
 
-def test_flipped_bit_in_an_engine_fails_its_checksum(tmp_path: Path, good: Path) -> None:
-    data = bytearray(good.read_bytes())
-    data[_offset_of(good, "engines/engine0.plan") + 5000] ^= 0x40
-    text = _refused(_write(tmp_path, bytes(data)))
-    assert "checksum mismatch in member 'engines/engine0.plan'" in text
+def _refused_by_reader(path: Path) -> str:
+    """``read_bundle(path)`` (every member's sha256 checked at open) refuses ``path`` with one
+    line naming it."""
+    with pytest.raises(BundleError) as info:
+        read_bundle(path)
+    text = str(info.value)
+    assert "\n" not in text and text.startswith(f"{path}: "), text
+    return text
+
+
+def test_flipped_bit_in_a_member_fails_its_checksum(tmp_path: Path, good: Path) -> None:
+    """A member is verified when it is read: the ONNX the CPU path runs fails load(); a plan
+    the CPU path never reads does not, and the model it loads is intact. read_bundle (what
+    inspect and signing use) checks every member at open."""
+    size = {i.filename: i.file_size for i in zipfile.ZipFile(good).infolist()}
+    for name in ("onnx/engine0.onnx", "engines/engine0.plan"):
+        data = bytearray(good.read_bytes())
+        data[_offset_of(good, name) + size[name] // 2] ^= 0x40
+        path = _write(tmp_path, bytes(data), name.replace("/", "-") + ".trtb")
+        assert f"checksum mismatch in member '{name}'" in _refused_by_reader(path)
+        if name.startswith("onnx/"):
+            text = _refused(path)
+            assert text == (f"{path}: checksum mismatch in member '{name}'; the file is "
+                            "corrupted: download or compile it again")
+            continue
+        feeds = tiny.random_feeds("tiny")
+        expected = load(good, device="cpu")(**feeds)
+        got = load(path, device="cpu")(**feeds)
+        for key in expected:
+            np.testing.assert_array_equal(got[key], expected[key])
 
 
 def test_checksum_mismatch_in_the_table(tmp_path: Path, good: Path) -> None:
@@ -374,13 +388,26 @@ def test_onnx_with_external_data_is_refused(tmp_path: Path, good: Path, where: s
 # ----------------------------------------------------------------------------------------------
 # Order: integrity, then compatibility, then (only then) deserialization
 # ----------------------------------------------------------------------------------------------
-def test_corrupted_engine_fails_its_checksum_before_any_device_check(tmp_path: Path,
-                                                                     good: Path) -> None:
+def test_corrupted_engine_fails_its_checksum_before_tensorrt_sees_it(
+        tmp_path: Path, good: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a GPU simulated, the GPU path reads the plan, finds its checksum wrong and stops:
+    no engine stage is made from the damaged bytes. The CPU path never reads it."""
+    from trtc.runtime import cuda
+    from trtc.runtime.stages import engine_cuda
+
+    made: List[str] = []
+    monkeypatch.setattr(cuda, "gpu_unavailable_reason", lambda device=0: None)
+    monkeypatch.setattr(cuda, "compute_capability", lambda device=0: (8, 6))
+    monkeypatch.setattr(engine_cuda.TensorRTStage, "__init__",
+                        lambda self, *a, **k: made.append("deserialize") or 1 / 0)
     data = bytearray(good.read_bytes())
     data[_offset_of(good, "engines/engine0.plan") + 1000] ^= 0xFF
     path = _write(tmp_path, bytes(data))
-    for device in ("cuda", "auto", "cpu"):
+    for device in ("cuda", "auto"):
         assert "checksum mismatch in member 'engines/engine0.plan'" in _refused(path, device=device)
+    assert made == []
+    assert load(path, device="cpu").device == "cpu"
+    assert "checksum mismatch in member 'engines/engine0.plan'" in _refused_by_reader(path)
 
 
 def test_backend_version_mismatch_is_named(tmp_path: Path, good: Path) -> None:

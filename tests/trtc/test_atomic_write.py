@@ -45,6 +45,22 @@ def _wait_for_partial(proc: subprocess.Popen, directory: Path, timeout: float = 
     raise AssertionError("the compile never started writing")
 
 
+def _wait_until_written(directory: Path, timeout: float = 60) -> None:
+    """Wait until the temp file is complete (its size stable over a few polls): the compile is
+    then verifying it. Returns while the temp file is still there (the rename has not happened)."""
+    deadline, last, stable = time.monotonic() + timeout, -1, 0
+    while time.monotonic() < deadline and stable < 3:
+        names = _partials(directory)
+        assert names, "the temp file was renamed before the gate could be interrupted"
+        try:
+            size = (directory / names[0]).stat().st_size
+        except FileNotFoundError:
+            continue
+        stable = stable + 1 if size == last and size > 0 else 0
+        last = size
+        time.sleep(0.005)
+
+
 @pytest.fixture(scope="module")
 def old_bundle(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """A good bundle's bytes, put at the target before each interrupted compile."""
@@ -64,7 +80,7 @@ def test_sigkill_never_replaces_a_good_bundle(tmp_path: Path, zoo_params, old_bu
         else:
             size = _wait_for_partial(proc, tmp_path)
             if moment == "verify":  # the temp file is complete; the accuracy gate is running
-                time.sleep(0.5)
+                _wait_until_written(tmp_path)
             assert size >= 0
         assert proc.poll() is None, f"the compile finished before the kill ({moment})"
         proc.send_signal(signal.SIGKILL)
