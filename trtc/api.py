@@ -50,7 +50,7 @@ class Report(PartitionReport):
         return self.to_text()
 
 
-@dataclass
+@dataclass(repr=False)
 class CompileResult(compiler.CompileResult):
     """What :func:`compile` produced: a :class:`trtc.compiler.CompileResult` plus the bundle's
     bytes when no ``output`` file was asked for.
@@ -66,6 +66,10 @@ class CompileResult(compiler.CompileResult):
     """
 
     bundle: Optional[bytes] = None
+
+    def __repr__(self) -> str:
+        text = super().__repr__()
+        return text if self.bundle is None else f"{text[:-1]}, bundle={len(self.bundle)} bytes)"
 
     def load(self, device: str = "auto", **kwargs: Any) -> Any:
         """Load the compiled bundle for inference (``output`` or, with ``output=None``, ``bundle``).

@@ -90,11 +90,11 @@ def bench_bundle(path: "str | Path", device: str = "auto", warmup: Optional[int]
     from .runtime.bundle import read_bundle
     from .runtime.model import Model, select_device
 
-    bundle = read_bundle(path)
-    if batch is not None:
-        _check_batch(path, bundle.manifest, batch)
-    chosen, reason = select_device(bundle, device)
-    model = Model(bundle, chosen, reason)
+    with read_bundle(path, verify=False) as bundle:  # like load(): only the path's members, checked
+        if batch is not None:
+            _check_batch(path, bundle.manifest, batch)
+        chosen, reason = select_device(bundle, device)
+        model = Model(bundle, chosen, reason)
     warmup = WARMUP[model.device] if warmup is None else warmup
     iterations = ITERATIONS[model.device] if iterations is None else iterations
     rng = np.random.default_rng(seed)

@@ -43,6 +43,10 @@ class _OneLineErrors(TyperGroup):
              **extra: Any) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        args = list(sys.argv[1:] if args is None else args)
+        if "--debug" in args[1:]:  # `trtc compile ... --debug` works like `trtc --debug compile ...`
+            args.remove("--debug")
+            args.insert(0, "--debug")
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except getattr(_click_errors, "NoArgsIsHelpError", ()) as exc:  # bare `trtc`: the help

@@ -29,12 +29,12 @@ from .strip import check_can_strip, strip_engines
 from .runtime._native import quiet_native
 from .verify import OutputCheck, gate_inputs, gate_shapes, load_verify_inputs, run_gate
 
-__all__ = ["compile", "CompileResult", "Progress"]
+__all__ = ["compile", "CompileResult", "Progress", "check_output_path"]
 
 Progress = Callable[[str], None]
 
 
-@dataclass
+@dataclass(repr=False)
 class CompileResult:
     """What a compilation produced (``output`` is None for --dry-run)."""
 
@@ -44,6 +44,13 @@ class CompileResult:
     checks: List[OutputCheck] = field(default_factory=list)
     timings: Dict[str, float] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:  # not the manifest (thousands of param names) nor bundle bytes
+        report = self.report
+        ok = all(c.ok for c in self.checks) if self.checks else None
+        return (f"{type(self).__name__}(output={str(self.output) if self.output else None!r}, "
+                f"{len(report.engine_segments)} engine(s), {report.residual_ops}/{report.total_ops} "
+                f"ops in MXNet, verified={ok}, {self.timings.get('total', 0.0):.1f} s)")
 
     def to_json(self) -> Dict[str, Any]:
         return {
@@ -108,6 +115,13 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
     symbol_path, params_path = resolve_model_files(settings.params, settings.symbol)
     output = _output_path(settings, symbol_path, params_path)
 
+    if settings.target == "cpu":  # ONNX stages only: no TensorRT needed to compile or to run
+        backend = None
+    else:  # before minutes of work: is there a builder (that can strip, if asked)?
+        backend = get_backend(settings.backend)
+        if settings.strip_weights and not settings.dry_run:
+            check_can_strip(backend)
+
     with timer.span("load"):
         say(f"loading {symbol_path.name} + {params_path.name}")
         with quiet_native():
@@ -133,14 +147,10 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
     samples = (load_verify_inputs(graph, settings.verify_inputs)
                if settings.verify_inputs is not None else None)
 
-    if settings.target == "cpu":  # ONNX stages only: no TensorRT needed to compile or to run
-        backend = None
+    if backend is None:
         say("--target cpu: segments by what mxnet.onnx exports; no TensorRT parser or builder")
     else:
-        backend = get_backend(settings.backend)
         say(f"builder: {backend.name} {backend.version}")
-        if settings.strip_weights:  # before minutes of work: can this builder strip at all?
-            check_can_strip(backend)
     calibration = None
     if settings.int8:
         from .quantize import load_calibration
@@ -185,7 +195,7 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
         if settings.verify:
             with timer.span("verify"):
                 result.checks = _verify(graph, tmp, settings, parts.segments, samples, report, say)
-        if settings.strip_weights:  # the verified ONNX is what the stripped engines refit from
+        if settings.strip_weights and backend is not None:  # refit from the ONNX the gate verified
             with timer.span("strip"):
                 manifest, members, _ = strip_engines(manifest, members, backend, say)
                 bundle_format.write_bundle(tmp, manifest, members)
@@ -240,7 +250,8 @@ def _check_settings(settings: CompileSettings) -> None:
     if settings.strip_weights and settings.target != "all":
         raise UsageError(f"--strip-weights with --target {settings.target}: stripped engines "
                          "refit from the ONNX that --target all keeps (--target gpu drops it, "
-                         "--target cpu builds no engine); use --target all --strip-weights")
+                         "--target cpu builds no engine); use --target all --strip-weights, or "
+                         "compile --target cpu here and run `trtc strip` on a GPU machine")
     if settings.keep_fp32 and not settings.fp16:
         raise UsageError("--keep-fp32 applies to fp16 engines: add --fp16")
     if settings.tolerance is not None and not (0 < settings.tolerance < float("inf")):
@@ -276,6 +287,13 @@ def _output_path(settings: CompileSettings, symbol_path: Path, params_path: Path
         output = params_path.with_name(f"{stem}{'-fp16' if settings.fp16 else ''}.trtb")
     else:
         output = Path(settings.output)
+    return check_output_path(output, {symbol_path: "symbol", params_path: "params"})
+
+
+def check_output_path(output: Path, sources: Dict[Path, str]) -> Path:
+    """``-o``: a writable file name in an existing directory, none of ``sources`` (the command's
+    inputs: path -> what it is) however spelled, and if it exists, a bundle (only a bundle may be
+    replaced). Raises UsageError, else returns ``output``."""
     if str(output).strip() == "":
         raise UsageError("-o is empty; pass a file name like model.trtb")
     name_bytes = len(output.name.encode("utf-8", "surrogateescape"))
@@ -287,11 +305,12 @@ def _output_path(settings: CompileSettings, symbol_path: Path, params_path: Path
         raise UsageError(f"-o {output}: directory {output.parent} does not exist; create it first")
     try:
         resolved = output.resolve()
-        sources = {symbol_path.resolve(): "symbol", params_path.resolve(): "params"}
+        resolved_sources = {Path(p).resolve(): kind for p, kind in sources.items()}
     except (OSError, RuntimeError) as exc:
         raise UsageError(f"-o {output}: cannot resolve the path ({exc})") from None
-    if resolved in sources or any(output.exists() and os.path.samefile(output, p) for p in sources):
-        kind = sources.get(resolved, "model")
+    if resolved in resolved_sources or any(output.exists() and Path(p).exists()
+                                           and os.path.samefile(output, p) for p in sources):
+        kind = resolved_sources.get(resolved, "model")
         raise UsageError(f"-o {output} is the model's {kind} file; trtc never overwrites its input: "
                          "pass another name, like model.trtb")
     if output.exists():

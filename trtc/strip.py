@@ -53,9 +53,9 @@ def check_can_strip(backend: Any, command: str = "--strip-weights") -> None:
         reason = backend.strip_unavailable_reason()
     if reason:
         if command == "--strip-weights":
-            advice = ("build on a machine with an NVIDIA GPU (`trtc strip BUNDLE -o OUT` there "
-                      "strips a bundle compiled here, no MXNet needed), or drop --strip-weights "
-                      "(--target gpu is the smallest bundle without stripping)")
+            advice = ("compile on a machine with an NVIDIA GPU, or compile here with --target "
+                      "all or cpu and run `trtc strip BUNDLE -o OUT` on one (no MXNet needed); "
+                      "without stripping, --target gpu or cpu also store each weight once")
         else:
             advice = ("run it on a machine with an NVIDIA GPU and the same builder (any GPU: "
                       "the engines need not run on it)")
@@ -70,7 +70,8 @@ def check_strippable(manifest: Dict[str, Any]) -> None:
     for stage in engines:
         if "onnx" not in stage:
             raise UsageError(f"engine '{stage['name']}' has no ONNX to refit from (compiled "
-                             "with --target gpu); compile with --target all --strip-weights")
+                             "with --target gpu); strip a bundle compiled with --target all or "
+                             "--target cpu instead")
 
 
 def strip_engines(manifest: Dict[str, Any], members: Dict[str, bytes], backend: Any,
@@ -161,13 +162,12 @@ def strip_bundle(source: Path, output: Path, backend_name: str = "auto",
     """
     from .backends import get_backend
 
+    from .compiler import check_output_path
+
     say = say or (lambda _line: None)
-    output = Path(output)
-    if output.exists() and (not output.is_file() or not bundle_format.looks_like_bundle(output)):
-        raise UsageError(f"-o {output} exists and is not a trtc bundle; trtc only replaces "
-                         "bundles: remove it or pass another name")
-    opened = bundle_format.read_bundle(source)
-    members = {name: opened.read_member(name) for name in opened.manifest["members"]}
+    output = check_output_path(Path(output), {})
+    # Cheap checks first (the manifest, the builder's probe); then every member, verified.
+    opened = bundle_format.read_bundle(source, verify=False)
     try:
         check_strippable(opened.manifest)
     except UsageError as exc:
@@ -175,6 +175,8 @@ def strip_bundle(source: Path, output: Path, backend_name: str = "auto",
     backend = get_backend(backend_name)
     check_can_strip(backend, "trtc strip")
     say(f"builder: {backend.name} {backend.version}")
+    with opened:
+        members = {name: opened.read_member(name) for name in opened.manifest["members"]}
     manifest, members, results = strip_engines(opened.manifest, members, backend, say,
                                                compute_capabilities)
     from .runtime.signing import signature_info

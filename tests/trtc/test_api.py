@@ -132,6 +132,7 @@ def test_output_none_returns_the_bytes_and_leaves_nothing(net: Any, x: Any, tmp_
     result = trtc.compile(net, x, progress=lines.append)
     assert result.output is None and result.bundle[:2] == b"PK"
     assert result.to_json()["bundle_bytes"] == len(result.bundle)
+    assert f"bundle={len(result.bundle)} bytes" in repr(result) and len(repr(result)) < 300
     assert lines[-1].startswith("built the bundle in memory")
     assert os.listdir(tmp_path) == []  # the export and the bundle were temporary
     model = result.load(device="cpu")

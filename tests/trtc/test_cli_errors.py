@@ -433,3 +433,14 @@ def test_a_250_character_output_name_compiles(files: Path, tmp_path: Path) -> No
 def test_input_quirks_are_usage_errors(files: Path, tmp_path: Path, spec: str, phrase: str) -> None:
     _fails(["compile", str(files / "tiny-0000.params"), "--input", spec, "-o",
             str(tmp_path / "m.trtb"), "-q"], 2, phrase)
+
+
+def test_debug_after_the_subcommand(tmp_path, monkeypatch):
+    """`trtc inspect X --debug` works like `trtc --debug inspect X` (the error text says --debug)."""
+    from trtc import cli
+
+    monkeypatch.setitem(cli._STATE, "debug", False)  # restored after: --debug is process-wide
+    monkeypatch.setenv("TRTC_DEBUG", "")
+    result = runner.invoke(app, ["inspect", str(tmp_path / "missing.trtb"), "--debug"])
+    assert result.exit_code == 3, result.output
+    assert "No such option" not in result.output and "no such bundle file" in result.stderr

@@ -145,15 +145,26 @@ def test_strip_refuses_bundles_without_the_onnx_to_refit_from(tmp_path):
     result = runner.invoke(app, ["strip", str(gpu_only), "-o", str(tmp_path / "out.trtb")])
     assert result.exit_code == 2
     line = _error_line(result)
-    assert "no ONNX to refit from" in line and "--target all --strip-weights" in line, line
+    assert "no ONNX to refit from" in line and "--target all or --target cpu" in line, line
 
 
-def test_strip_never_replaces_a_file_that_is_not_a_bundle(tmp_path):
+def test_strip_checks_its_output_before_any_work(tmp_path):
+    """Before reading the bundle or probing the builder: never a file that is not a bundle, a
+    directory or a missing directory (on a GPU machine these would otherwise fail after the build)."""
     precious = tmp_path / "model-0000.params"
     precious.write_bytes(b"weights")
-    result = runner.invoke(app, ["strip", str(ALL), "-o", str(precious)])
-    assert result.exit_code == 2 and "not a trtc bundle" in _error_line(result)
+    for out, phrase in ((precious, "not a trtc bundle"), (tmp_path, "is a directory"),
+                        (tmp_path / "nodir" / "x.trtb", "does not exist")):
+        result = runner.invoke(app, ["strip", str(ALL), "-o", str(out)])
+        assert result.exit_code == 2 and phrase in _error_line(result), result.output
     assert precious.read_bytes() == b"weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model-0000.params"]
+
+
+def test_strip_weights_with_dry_run_reports_without_probing(tiny_params, tmp_path):
+    result = runner.invoke(app, ["compile", str(tiny_params), "--strip-weights", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "partition:" in result.stderr and list(tmp_path.iterdir()) == []
 
 
 # ---------------------------------------------------------------------------------------------
