@@ -144,7 +144,8 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
             warnings.append(f"--exclude-op {op}: the model has no {op} op "
                             f"(ops present: {', '.join(sorted(model_ops))})")
             say(f"warning: {warnings[-1]}")
-    samples = (load_verify_inputs(graph, settings.verify_inputs)
+    conversions: List[str] = []  # integer sample arrays fed to float inputs: said, not silent
+    samples = (load_verify_inputs(graph, settings.verify_inputs, notes=conversions)
                if settings.verify_inputs is not None else None)
 
     if backend is None:
@@ -155,17 +156,21 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
     if settings.int8:
         from .quantize import load_calibration
 
-        calibration = load_calibration(graph, settings.calibration)
+        calibration = load_calibration(graph, settings.calibration, notes=conversions)
         say(f"int8: {len(calibration)} calibration sample(s) from {settings.calibration} "
             f"({settings.calibration_method})")
         if samples is None:
             samples = calibration[:_defaults.INT8_GATE_SAMPLES]
+    for line in dict.fromkeys(conversions):
+        warnings.append(line)
+        say(f"warning: {line}")
     with quiet_native():
         parts = partition_and_build(graph, settings, backend, timer, say, calibration=calibration)
     report = PartitionReport(total_ops=len(graph.op_nodes), segments=parts.segments,
                              decisions=sorted(parts.decisions.values(), key=lambda d: d.node),
                              built=not settings.dry_run, folded=dict(graph.folded), notes=notes,
-                             fp32_layers=dict(parts.fp32_layers))
+                             fp32_layers=dict(parts.fp32_layers),
+                             engine_kind="ONNX Runtime stage" if backend is None else "TensorRT engine")
     if settings.require_full and not report.full:
         raise _with_report(CompileError(
             f"--require-full: {report.residual_ops} of {report.total_ops} ops would stay in MXNet "

@@ -302,6 +302,7 @@ class PartitionReport:
     folded: Dict[str, int] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
     fp32_layers: Dict[str, str] = field(default_factory=dict)  # fp16: MXNet node -> why fp32
+    engine_kind: str = "TensorRT engine"  # "ONNX Runtime stage" for --target cpu (no TensorRT)
 
     @property
     def engine_segments(self) -> List[Segment]:
@@ -339,7 +340,7 @@ class PartitionReport:
 
     def to_text(self) -> str:
         lines = [f"partition: {self.engine_ops}/{self.total_ops} MXNet ops in "
-                 f"{len(self.engine_segments)} TensorRT engine(s), {self.residual_ops} in MXNet"]
+                 f"{len(self.engine_segments)} {self.engine_kind}(s), {self.residual_ops} in MXNet"]
         if self.folded:
             lines.append(f"  folded at compile time (weights only, stored as constants): "
                          f"{sum(self.folded.values())} ops ("

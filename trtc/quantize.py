@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -25,7 +25,8 @@ METHODS = ("minmax", "entropy", "percentile")
 INT8_OPS = ("Conv", "Gemm", "MatMul")
 
 
-def load_calibration(graph: Any, path: Path) -> List[Dict[str, np.ndarray]]:
+def load_calibration(graph: Any, path: Path,
+                     notes: Optional[List[str]] = None) -> List[Dict[str, np.ndarray]]:
     """Calibration samples from ``path``: a directory of ``.npy`` (single-input models, one sample
     each) / ``.npz`` files (arrays by input name; an extra leading axis holds several samples), or
     one ``.npz``. At least one sample; every input present with its shape.
@@ -54,9 +55,10 @@ def load_calibration(graph: Any, path: Path) -> List[Dict[str, np.ndarray]]:
                 raise UsageError(f"--calibration {file.name}: not a readable .npy ({str(exc)[:100]})") from None
             with tempfile.TemporaryDirectory() as tmp:
                 np.savez(os.path.join(tmp, "one.npz"), **{graph.inputs[0][0]: array})
-                samples.extend(load_verify_inputs(graph, Path(tmp) / "one.npz", flag="--calibration"))
+                samples.extend(load_verify_inputs(graph, Path(tmp) / "one.npz", flag="--calibration",
+                                                  notes=notes))
         else:
-            samples.extend(load_verify_inputs(graph, file, flag="--calibration"))
+            samples.extend(load_verify_inputs(graph, file, flag="--calibration", notes=notes))
     return samples
 
 

@@ -241,9 +241,11 @@ def random_inputs(graph: Graph, seed: int) -> Dict[str, np.ndarray]:
     return gate_inputs(graph, seed)[0]
 
 
-def load_verify_inputs(graph: Graph, path: Path, flag: str = "--verify-inputs") -> List[Dict[str, np.ndarray]]:
+def load_verify_inputs(graph: Graph, path: Path, flag: str = "--verify-inputs",
+                       notes: Optional[List[str]] = None) -> List[Dict[str, np.ndarray]]:
     """Samples from ``--verify-inputs FILE.npz``: one array per model input, of the input's shape
-    (one sample) or with one extra leading axis (that many samples).
+    (one sample) or with one extra leading axis (that many samples). ``notes`` receives a line
+    for each conversion made (an integer array feeding a float input: taken as is, unscaled).
 
     Raises:
         UsageError: unreadable file, a missing or unknown input, a wrong shape or dtype kind.
@@ -284,6 +286,11 @@ def load_verify_inputs(graph: Graph, path: Path, flag: str = "--verify-inputs") 
         have = value.dtype.kind  # numbers only; integers may feed a float input, not the reverse
         if have not in "fiub" or (have == "f" and np.dtype(dtype).kind != "f"):
             raise UsageError(f"{flag} {path.name}: '{name}' is {value.dtype}; the input is {dtype}")
+        if have in "iub" and np.dtype(dtype).kind == "f" and notes is not None:
+            span = f"{value.min()}..{value.max()}" if value.size else "empty"
+            notes.append(f"{flag} {path.name}: '{name}' is {value.dtype} (values {span}) for a "
+                         f"{dtype} input: converted as is, not scaled; if the model expects "
+                         "normalized inputs, normalize them in the file")
     counts.discard(1)
     if len(counts) > 1:
         raise UsageError(f"{flag} {path.name}: inputs hold different numbers of samples "

@@ -138,3 +138,19 @@ def test_verify_inputs_file_is_checked(pair, tmp_path):
         load_verify_inputs(graph, tmp_path / "shape.npz")
     with pytest.raises(UsageError, match="no such file"):
         load_verify_inputs(graph, tmp_path / "absent.npz")
+
+
+def test_integer_samples_for_a_float_input_are_said(pair, tmp_path):
+    """uint8 images for a float input are taken as is (unscaled), and the compile says so."""
+    params, _ = pair
+    images = {k: (np.random.default_rng(0).random(v.shape) * 255).astype(np.uint8)
+              for k, v in tiny.random_feeds("pair", 0).items()}
+    np.savez(tmp_path / "u8.npz", **images)
+    notes: list = []
+    (sample,) = load_verify_inputs(load_graph(*resolve_model_files(params)), tmp_path / "u8.npz",
+                                   notes=notes)
+    assert sample["a"].dtype == np.float32 and sample["a"].max() == images["a"].max()
+    assert len(notes) == 2 and "'a' is uint8 (values 0..25" in notes[0] and "not scaled" in notes[0]
+    result = compile(CompileSettings(params=params, output=tmp_path / "m.trtb",
+                                     verify_inputs=tmp_path / "u8.npz"))
+    assert any("converted as is, not scaled" in w for w in result.warnings)
