@@ -169,7 +169,7 @@ def print_tables(rows: List[Dict[str, Any]], out: Any = sys.stdout) -> None:
         lines.append([r["model"], r["precision"]] + [_s(t[k]) for k in PHASES]
                      + [_s(t["total"]), _s(b["export"]), _s(b["build"]), _s(b["total"]),
                         verdict, goal])
-    _table(lines, out)
+    print_aligned(lines, out)
     print(file=out)
     size_head = ["model", "prec", "engines", "bundle MB", "engine plans MB", "ONNX MB",
                  "residual MB", "source params MB", "bundle / source"]
@@ -181,7 +181,7 @@ def print_tables(rows: List[Dict[str, Any]], out: Any = sys.stdout) -> None:
                                                             "onnx_bytes", "residual_bytes")]
                           + [f"{r['source_params_bytes'] / 1e6:.1f}",
                              f"{t['bundle_bytes'] / r['source_params_bytes']:.2f}"])
-    _table(size_lines, out)
+    print_aligned(size_lines, out)
     targets = [t for t in TARGETS if any(t in r.get("target_bytes", {}) for r in rows)]
     if targets == ["all"]:
         return
@@ -204,10 +204,11 @@ def print_tables(rows: List[Dict[str, Any]], out: Any = sys.stdout) -> None:
                     else value[:60]))
         target_lines.append([r["model"], r["precision"]] + cells)
     print("bundle size per target (bundle / source params)", file=out)
-    _table(target_lines, out)
+    print_aligned(target_lines, out)
 
 
-def _table(lines: List[List[str]], out: Any) -> None:
+def print_aligned(lines: List[List[str]], out: Any) -> None:
+    """Rows of cells in left-aligned columns, a dashed rule under the first (the header)."""
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     for n, line in enumerate(lines):
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip(), file=out)

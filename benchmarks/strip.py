@@ -23,6 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from compile import print_aligned  # noqa: E402  (benchmarks/compile.py: one table layout)
+
 GOAL = 1.05
 
 
@@ -56,11 +58,7 @@ def print_table(rows: List[Dict[str, Any]], out: Any = sys.stdout) -> None:
                       _mb(r["source_params_bytes"]), _mb(r["bundle_bytes_before"]),
                       _mb(r["plan_bytes_before"]), _mb(r["plan_bytes"]), _mb(r["bundle_bytes"]),
                       "n/a" if ratio is None else f"{ratio:.3f}", verdict])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    for n, line in enumerate(lines):
-        print("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip(), file=out)
-        if n == 0:
-            print("  ".join("-" * w for w in widths), file=out)
+    print_aligned(lines, out)
 
 
 def _mb(value: Optional[int]) -> str:
@@ -73,11 +71,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--json", action="store_true", help="rows as JSON on stdout")
     args = parser.parse_args(argv)
     from trtc.backends import get_backend
-    from trtc.runtime._native import quiet_native
-
     backend = get_backend("auto")
-    with quiet_native():
-        reason = backend.strip_unavailable_reason()
+    reason = backend.strip_unavailable_reason()
     if reason:
         print(f"cannot measure here: {reason}", file=sys.stderr)
         return 1

@@ -49,8 +49,7 @@ class StrippedEngine:
 
 def check_can_strip(backend: Any, command: str = "--strip-weights") -> None:
     """Raise UsageError (one line) unless ``backend`` can build weight-stripped engines here."""
-    with quiet_native():  # the probe's failure prints a native "Internal Error" line
-        reason = backend.strip_unavailable_reason()
+    reason = backend.strip_unavailable_reason()
     if reason:
         if command == "--strip-weights":
             advice = ("compile on a machine with an NVIDIA GPU, or compile here with --target "

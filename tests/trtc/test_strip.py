@@ -49,10 +49,8 @@ def strip_reason():
     """Why this machine's builder cannot build weight-stripped engines, or None (a real probe)."""
     try:
         from trtc.backends import get_backend
-        from trtc.runtime._native import quiet_native
 
-        with quiet_native():
-            return get_backend("auto").strip_unavailable_reason()
+        return get_backend("auto").strip_unavailable_reason()
     except Exception as exc:  # no builder installed at all
         return f"no TensorRT builder: {exc}"
 

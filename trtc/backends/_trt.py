@@ -167,8 +167,11 @@ class TrtBackend:
         network.mark_output(total.get_output(0))
         config = builder.create_builder_config()
         _set_strip_flags(trt, config)
+        from ..runtime._native import quiet_native
+
         try:
-            plan = builder.build_serialized_network(network, config)
+            with quiet_native():  # a failed probe prints a native "Internal Error" line
+                plan = builder.build_serialized_network(network, config)
         except Exception as exc:  # some versions raise instead of returning None
             plan, logger.messages = None, [*logger.messages, str(exc)]
         if plan is not None:
