@@ -54,6 +54,7 @@ from .. import cuda
 from ..bundle import range_text
 from ..dlpack import DeviceArray, as_device_array, is_device_array
 from ..errors import BundleError, CudaError, IncompatibleError, InputError
+from ..onnx_check import OnnxRefused, check_onnx
 
 __all__ = [
     "TensorRTStage",
@@ -140,6 +141,10 @@ def _refit(trt: Any, engine: Any, onnx_bytes: bytes, logger: Any, stage: str, me
 
     if not engine.refittable:
         raise fail("the engine is not refittable")
+    try:  # TensorRT's parser, like ONNX Runtime, would read external data from the file system
+        check_onnx(onnx_bytes)
+    except OnnxRefused as exc:
+        raise fail(str(exc)) from None
     refitter = trt.Refitter(engine, logger)
     parser_refitter = trt.OnnxParserRefitter(refitter, logger)
     if not parser_refitter.refit_from_bytes(onnx_bytes):

@@ -141,16 +141,16 @@ def test_onnx_op_list_covers_what_mxnet_onnx_can_write() -> None:
 
 
 def test_onnx_node_bound(tmp_path: Path, good: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from trtc.runtime.stages import engine_cpu
+    from trtc.runtime import onnx_check
 
     load(good, device="cpu")
-    monkeypatch.setattr(engine_cpu, "MAX_ONNX_NODES", 3)  # the tiny model has 5
+    monkeypatch.setattr(onnx_check, "MAX_ONNX_NODES", 3)  # the tiny model has 5
     _refused(good, "its ONNX has more than 3 nodes, the bound (MAX_ONNX_NODES)")
     assert MAX_ONNX_NODES >= 100_000
 
 
 def test_bundles_the_compiler_writes_pass_the_onnx_check(mixed: Path, good: Path) -> None:
-    from trtc.runtime.stages.engine_cpu import check_onnx
+    from trtc.runtime.onnx_check import check_onnx
 
     for path in (mixed, good):
         bundle = read_bundle(path)

@@ -385,6 +385,83 @@ def test_onnx_with_external_data_is_refused(tmp_path: Path, good: Path, where: s
     assert "its ONNX refers to tensor data outside the bundle" in _refused(_write(tmp_path, data))
 
 
+def _sparse_from_file(onnx: Any, dense: Any, location: str, size: int) -> Any:
+    """A SparseTensorProto shaped like ``dense`` whose values are read from ``location``."""
+    count = int(np.prod(dense.dims))
+    values = onnx.TensorProto(name=dense.name, data_type=dense.data_type, dims=[count])
+    values.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", location), ("length", str(min(size, 4 * count)))):
+        entry = values.external_data.add()
+        entry.key, entry.value = key, value
+    indices = onnx.numpy_helper.from_array(np.arange(count, dtype=np.int64))
+    return onnx.helper.make_sparse_tensor(values, indices, list(dense.dims))
+
+
+@pytest.mark.parametrize("where", ["sparse_initializer", "sparse_value", "sparse_tensors",
+                                   "sparse_initializer_inline"])
+def test_onnx_with_sparse_tensors_is_refused(tmp_path: Path, good: Path, where: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 21: a sparse initializer, or a Constant's ``sparse_value``, whose values use external
+    data made ONNX Runtime read a file from the working directory and return its bytes as the
+    model's output. trtc never writes sparse tensors: every place one can be is refused, even an
+    inline one (``sparse_initializer_inline``), before ONNX Runtime sees the model."""
+    import onnx
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(bytes(range(256)) * 4096)
+    monkeypatch.chdir(tmp_path)
+    model = onnx.load_from_string(dict(members_of(good))["onnx/engine0.onnx"])
+    dense = model.graph.initializer[0]
+    sparse = _sparse_from_file(onnx, dense, secret.name, secret.stat().st_size)
+    if where == "sparse_initializer_inline":
+        values = onnx.numpy_helper.to_array(dense).reshape(-1)
+        sparse = onnx.helper.make_sparse_tensor(
+            onnx.numpy_helper.from_array(values, dense.name),
+            onnx.numpy_helper.from_array(np.arange(values.size, dtype=np.int64)), list(dense.dims))
+    if where.startswith("sparse_initializer"):
+        model.graph.sparse_initializer.append(sparse)
+    else:
+        node = onnx.helper.make_node("Constant", [], [dense.name])
+        attribute = node.attribute.add()
+        attribute.name = "sparse_value"
+        if where == "sparse_value":
+            attribute.type = onnx.AttributeProto.SPARSE_TENSOR
+            attribute.sparse_tensor.CopyFrom(sparse)
+        else:  # a SPARSE_TENSORS attribute: no standard op takes one, the check must not care
+            attribute.type = onnx.AttributeProto.SPARSE_TENSORS
+            attribute.sparse_tensors.append(sparse)
+        model.graph.node.insert(0, node)
+    del model.graph.initializer[0]
+    data = _with_member(good, "onnx/engine0.onnx", model.SerializeToString())
+    text = _refused(_write(tmp_path, data))
+    assert "which trtc's exporter never writes" in text and "sparse" in text, text
+
+
+def test_sparse_check_covers_what_onnx_runtime_reads() -> None:
+    """The crafted sparse initializer really is read by ONNX Runtime (so the refusal above is
+    what stands between a bundle and the file): checked on a minimal model, outside any bundle."""
+    import onnx
+    import onnxruntime
+
+    from trtc.runtime.onnx_check import OnnxRefused, check_onnx
+    sparse = onnx.helper.make_sparse_tensor(
+        onnx.numpy_helper.from_array(np.array([5.0], np.float32), "w"),
+        onnx.numpy_helper.from_array(np.array([2], np.int64)), [4])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Add", ["x", "w"], ["y"])], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4])],
+        sparse_initializer=[sparse])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    session = onnxruntime.InferenceSession(model.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    result = session.run(None, {"x": np.zeros(4, np.float32)})[0]
+    assert result.tolist() == [0, 0, 5, 0]  # ONNX Runtime uses a sparse initializer's values
+    with pytest.raises(OnnxRefused, match="sparse initializer"):
+        check_onnx(model.SerializeToString())
+
+
 # ----------------------------------------------------------------------------------------------
 # Order: integrity, then compatibility, then (only then) deserialization
 # ----------------------------------------------------------------------------------------------
@@ -476,3 +553,26 @@ def test_the_good_bundles_load_and_run(good: Path, mixed: Path) -> None:
         outputs = model(**tiny.random_feeds(name))
         assert all(np.isfinite(v).all() for v in outputs.values())
         assert json.loads(zipfile.ZipFile(path).read("manifest.json"))["format_version"] == 1
+
+
+def test_refit_checks_the_onnx_before_tensorrt_parses_it(good: Path) -> None:
+    """The GPU path hands a stripped engine's ONNX to TensorRT's parser (refit), which resolves
+    external data too: the same check runs first, and TensorRT is not touched when it refuses."""
+    import onnx
+
+    from trtc.runtime.stages.engine_cuda import _refit
+
+    model = onnx.load_from_string(dict(members_of(good))["onnx/engine0.onnx"])
+    dense = model.graph.initializer[0]
+    model.graph.sparse_initializer.append(_sparse_from_file(onnx, dense, "secret.bin", 64))
+
+    class Untouchable:
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError(f"TensorRT's {name} was used before the ONNX check")
+
+    class Engine:
+        refittable = True
+
+    with pytest.raises(BundleError, match="sparse initializer"):
+        _refit(Untouchable(), Engine(), model.SerializeToString(), None, "engine0",
+               "onnx/engine0.onnx")
