@@ -6,8 +6,9 @@ metadata so that the same content gives the same bytes:
     trtc-bundle                  magic member, always first: b"trtc-bundle\\n"
     manifest.json                the manifest (schema below), always second
     engines/<stage>.plan         serialized TensorRT / TensorRT-RTX engine per engine stage
-    onnx/<stage>.onnx            the ONNX each engine was built from (the CPU path runs it)
-    residual/<stage>-symbol.json MXNet symbol of a residual stage
+    onnx/<stage>.onnx            the ONNX each engine was built from (the CPU path runs it), and
+                                 (format v2) the ONNX of each ONNX Runtime stage (every path)
+    residual/<stage>-symbol.json MXNet symbol of a residual (MXNet) stage
     residual/params.npz          only the params residual stages use (numpy .npz, never pickled)
 
 The manifest's ``members`` table gives every other member's byte size and sha256; the reader
@@ -53,7 +54,10 @@ __all__ = [
 ]
 
 FORMAT_NAME = "trtc-bundle"
-FORMAT_VERSION = 1
+# v1: engine and residual (MXNet) stages. v2 adds "onnx" stages: ops outside the engines run by
+# ONNX Runtime on every path. The compiler writes v1 when a bundle has no ONNX stage, so older
+# runtimes keep reading it; this runtime reads both.
+FORMAT_VERSION = 2
 MAGIC_MEMBER = "trtc-bundle"
 MAGIC_BYTES = b"trtc-bundle\n"
 MANIFEST_MEMBER = "manifest.json"
@@ -103,7 +107,7 @@ _PARAM_KEY = re.compile(r"^(arg|aux):.+$")
 _FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 
 DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int32", "int64", "bool")
-STAGE_KINDS = ("engine", "residual")
+STAGE_KINDS = ("engine", "onnx", "residual")
 BACKENDS = ("tensorrt", "tensorrt_rtx")
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -311,6 +315,10 @@ def _validate_v1(m: Dict[str, Any]) -> None:
                 _check_keys(spec, f"{where}.io[{j}]", {"mode": str})
                 _expect(spec["mode"] in ("input", "output"), f"{where}.io[{j}].mode",
                         "must be input or output")
+        elif stage["kind"] == "onnx":
+            _expect(m["format_version"] >= 2, f"{where}.kind", "'onnx' stages need format v2")
+            _check_keys(stage, where, {"onnx": str})
+            _check_member_ref(stage["onnx"], members, f"{where}.onnx")
         else:
             _check_keys(stage, where, {"symbol": str, "params": list})
             _check_member_ref(stage["symbol"], members, f"{where}.symbol")
@@ -329,7 +337,7 @@ def _validate_v1(m: Dict[str, Any]) -> None:
     requires = m["requires"]
     _check_keys(requires, "manifest.requires", {"mxnet": bool})
     _check_optional(requires, "manifest.requires", {"mxnet_version": str, "cpu_path": str})
-    for key in ("custom_ops", "gpu_path"):
+    for key in ("custom_ops", "gpu_path", "mxnet_ops"):
         if key in requires:
             _check_str_list(requires[key], f"manifest.requires.{key}")
 
@@ -614,14 +622,21 @@ class Bundle:
 
     @property
     def residual_stages(self) -> List[Dict[str, Any]]:
+        """The MXNet stages."""
         return [s for s in self.manifest["stages"] if s["kind"] == "residual"]
+
+    @property
+    def onnx_stages(self) -> List[Dict[str, Any]]:
+        """The ONNX Runtime stages (ops outside engines with an exact ONNX)."""
+        return [s for s in self.manifest["stages"] if s["kind"] == "onnx"]
 
 
 def path_members(manifest: Mapping[str, Any], path: str) -> List[str]:
     """The members execution path ``path`` ('cpu' or 'gpu') of a (valid) manifest reads, in the
     order ``load`` reads them: each engine stage's ONNX (cpu) or plan (gpu, plus its ONNX when
-    the engine is weight-stripped and refitted from it at load), each residual stage's MXNet
-    symbol and, when there are residual stages, the residual params. ``load`` reads nothing else.
+    the engine is weight-stripped and refitted from it at load), each ONNX Runtime stage's ONNX
+    (both paths), each residual stage's MXNet symbol and, when there are residual stages, the
+    residual params. ``load`` reads nothing else.
 
     Raises:
         ValueError: ``path`` is not 'cpu' or 'gpu'.
@@ -636,6 +651,8 @@ def path_members(manifest: Mapping[str, Any], path: str) -> List[str]:
                 names.append(stage["engine"])
             if path == "cpu" or stage.get("weights") == "stripped":
                 names.append(stage["onnx"])
+        elif stage["kind"] == "onnx":
+            names.append(stage["onnx"])
         else:
             if params:  # read once, before the first residual stage
                 names.append(params)

@@ -159,7 +159,8 @@ class Model:
     def __repr__(self) -> str:
         kinds = [s["kind"] for s in self.manifest["stages"]]
         return (f"Model({os.path.basename(self.path)!r}, device={self.device!r}, "
-                f"{kinds.count('engine')} engine + {kinds.count('residual')} residual stages)")
+                f"{kinds.count('engine')} engine + {kinds.count('onnx')} ONNX Runtime + "
+                f"{kinds.count('residual')} MXNet stages)")
 
     def __call__(self, *, output: str = "numpy", **arrays: Any) -> Dict[str, Any]:
         return self.run(arrays, output=output)
@@ -320,6 +321,10 @@ def _stages(bundle: Bundle, device: str) -> List[Any]:
 
     stages: List[Any] = []
     residual_params: Optional[Dict[str, np.ndarray]] = None
+    mxnet_ops = {op for s in manifest["stages"] if s["kind"] == "residual" for op in s.get("op_types", {})}
+    if any(s["kind"] == "residual" for s in manifest["stages"]):  # one line naming the ops, first
+        from .stages.residual import import_mxnet
+        import_mxnet(mxnet_ops)
     for stage in manifest["stages"]:
         if stage["kind"] == "engine":
             if device == "cuda":
@@ -329,6 +334,9 @@ def _stages(bundle: Bundle, device: str) -> List[Any]:
             else:
                 from .stages.engine_cpu import OnnxRuntimeStage
                 stages.append(OnnxRuntimeStage(stage, read(stage["onnx"])))
+        elif stage["kind"] == "onnx":  # ONNX Runtime on every path (on the host, for now)
+            from .stages.engine_cpu import OnnxRuntimeStage
+            stages.append(OnnxRuntimeStage(stage, read(stage["onnx"])))
         else:
             from .stages.residual import MXNetStage, load_residual_params
             if residual_params is None:

@@ -25,3 +25,7 @@ BACKENDS = ("auto", "tensorrt", "tensorrt_rtx")
 INT8_TOLERANCE = 0.15
 INT8_MIN_TOP1 = 0.9
 INT8_GATE_SAMPLES = 16
+
+# Where ops kept out of TensorRT engines run (--residual): ONNX Runtime stages wherever an exact
+# ONNX exists and passes the gate; MXNet stages for the rest (or for all of them: 'mxnet').
+RESIDUAL_EXECUTORS = ("onnxruntime", "mxnet")

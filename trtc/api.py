@@ -177,9 +177,11 @@ def compile(source: Any, *example_inputs: Any, progress: Optional[compiler.Progr
             if isinstance(getattr(exc, "report", None), PartitionReport):
                 exc.report = _printable(exc.report)  # type: ignore[attr-defined]
             raise
-        if built.report.residual_ops:  # the CLI prints the report; here it may go unread
-            say(f"warning: {built.report.residual_ops} of {built.report.total_ops} MXNet ops stay "
-                "in MXNet; print(result.report) says which and why")
+        report = built.report
+        if report.residual_ops:  # the CLI prints the report; here it may go unread
+            say(f"warning: {report.residual_ops} of {report.total_ops} MXNet ops run outside "
+                f"TensorRT engines ({report.ops_in('onnx')} in ONNX Runtime, {report.mxnet_ops} in "
+                "MXNet); print(result.report) says which and why")
         values = {f.name: getattr(built, f.name) for f in dataclasses.fields(built)}
         values["report"] = _printable(built.report)
         if in_memory:

@@ -29,9 +29,40 @@ try:  # typer >= 0.2x vendors click
 except ImportError:  # pragma: no cover - older typer, on the click package
     from click import exceptions as _click_errors  # type: ignore[no-redef]  # noqa: E402
 
-from .runtime.errors import TrtcError, UsageError  # noqa: E402
+from .runtime.errors import IncompatibleError, TrtcError, UsageError  # noqa: E402
 
 __all__ = ["app", "main"]
+
+# This module imports only typer and trtc.runtime's light modules at load time: the runtime
+# commands (inspect, run, bench, keygen, sign, verify, triton-repo) work in a runtime-only
+# install (`pip install 'trtc[cpu]'`, Python 3.11-3.13, numpy 1.x or 2.x). The compile side
+# (MXNet, onnx, onnx-graphsurgeon) is imported inside the commands that need it, after
+# _require_compiler has checked it is there.
+_COMPILER_INSTALL = "pip install 'trtc[compile]' (Python <= 3.11 with numpy < 1.24: MXNet 1.9.1)"
+
+
+def _require_compiler(command: str, modules: Sequence[str] = ("mxnet", "onnx", "onnx_graphsurgeon",
+                                                                "onnxruntime")) -> None:
+    """The compile extra's packages ``modules`` are importable, else one line saying what to
+    install (IncompatibleError, exit 4): ``trtc compile`` in a runtime-only install."""
+    import importlib.util
+
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise IncompatibleError(f"trtc {command} needs the compiler ({', '.join(missing)} not "
+                                f"installed): {_COMPILER_INSTALL}")
+    if "mxnet" in modules:
+        try:
+            import mxnet  # noqa: F401  (numpy >= 1.24 breaks `import mxnet` with AttributeError)
+        except Exception as exc:  # noqa: BLE001
+            import numpy
+
+            detail = str(exc).splitlines()[0][:120] if str(exc) else ""
+            raise IncompatibleError(
+                f"trtc {command} needs the compiler, and MXNet fails to import here "
+                f"({type(exc).__name__}: {detail}; this is Python {sys.version_info[0]}."
+                f"{sys.version_info[1]} with numpy {numpy.__version__}): {_COMPILER_INSTALL}"
+            ) from None
 
 
 class _OneLineErrors(TyperGroup):
@@ -152,6 +183,7 @@ def example(
     if batch < 1:
         raise UsageError("--batch must be at least 1")
     _check_seed(seed)
+    _require_compiler("example", ("mxnet",))
     _err(f"exporting {name} with random weights (seed {seed})")
     symbol, params = zoo.export_example(name, output_dir, batch=batch, seed=seed)
     _out(f"wrote {symbol}\nwrote {params}")
@@ -172,6 +204,7 @@ def compile_command(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Bundle to write (default PREFIX.trtb)."),
     backend: str = typer.Option("auto", "--backend", help="auto | tensorrt | tensorrt_rtx."),
     target: str = typer.Option("all", "--target", help="all (engines + their ONNX) | gpu (engines only) | cpu (ONNX only, no TensorRT needed)."),
+    residual: str = typer.Option("onnxruntime", "--residual", help="Where ops kept out of engines run: onnxruntime (default: ONNX Runtime stages wherever an exact ONNX exists and passes the gate; MXNet only for the rest) | mxnet (all of them in MXNet stages, as before)."),
     strip_weights: bool = typer.Option(False, "--strip-weights", help="Weight-stripped engines refitted at load from the bundle's ONNX: every weight stored once (needs a builder that can: TensorRT-RTX with an NVIDIA GPU present)."),
     exclude_ops: List[str] = typer.Option([], "--exclude-op", help="MXNet op to keep in MXNet. Repeatable."),
     min_segment_size: Optional[int] = typer.Option(None, "--min-segment-size", help="Smaller engine segments stay in MXNet (default 3)."),
@@ -189,6 +222,7 @@ def compile_command(
     sign_key: Optional[Path] = typer.Option(None, "--sign-key", help="Sign the bundle with this Ed25519 private key (PEM; trtc keygen makes one)."),
 ) -> None:
     """Compile an MXNet model into one verified .trtb bundle."""
+    _require_compiler("compile")  # before any argument check: in a runtime-only install, say so
     from . import _defaults
     from .frontend import parse_input_spec
     from .settings import CompileSettings
@@ -218,6 +252,7 @@ def compile_command(
         backend=backend, verify_inputs=verify_inputs, allow_nonfinite_weights=allow_nonfinite_weights,
         sign_key=sign_key, keep_fp32=tuple(keep_fp32), int8=int8, calibration=calibration,
         calibration_method=calibration_method, target=target, strip_weights=strip_weights,
+        residual=residual,
         exclude_ops=tuple(exclude_ops),
         min_segment_size=_defaults.MIN_SEGMENT_SIZE if min_segment_size is None else min_segment_size,
         require_full=require_full, dry_run=dry_run, verify=not no_verify, tolerance=tolerance,

@@ -197,9 +197,22 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
                 bundle_format.write_bundle(tmp, manifest, members)
             except OSError as exc:
                 raise UsageError(f"cannot write {output}: {exc.strerror}") from None
-        if settings.verify:
-            with timer.span("verify"):
-                result.checks = _verify(graph, tmp, settings, parts.segments, samples, report, say)
+        while settings.verify:
+            try:
+                with timer.span("verify"):
+                    result.checks = _verify(graph, tmp, settings, parts.segments, samples,
+                                            report, say)
+                break
+            except _OnnxStagesOff as off:  # those stages run in MXNet instead; verify again
+                _to_mxnet(parts.segments, parts.decisions, off.stages, say)
+                with timer.span("write"):
+                    manifest, members = _assemble(graph, settings, parts.segments, parts.exported,
+                                                  parts.built, notes, parts.fp32_layers)
+                    bundle_format.write_bundle(tmp, manifest, members)
+        mxnet_ops = manifest["requires"].get("mxnet_ops")
+        if mxnet_ops:  # said before the bundle is written, and kept in the manifest
+            warnings.append(_needs_mxnet_text(report, mxnet_ops))
+            say(f"warning: {warnings[-1]}")
         if settings.strip_weights and backend is not None:  # refit from the ONNX the gate verified
             with timer.span("strip"):
                 manifest, members, _ = strip_engines(manifest, members, backend, say)
@@ -222,6 +235,14 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
     result.timings = {**timer.totals, "total": time.perf_counter() - start}
     say(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB) in {result.timings['total']:.1f} s")
     return result
+
+
+def _needs_mxnet_text(report: PartitionReport, ops: List[str]) -> str:
+    """The warning of a bundle that keeps MXNet stages: which ops, why, what that needs."""
+    why = sorted({d.mxnet_reason or d.reason for d in report.mxnet_decisions})
+    return (f"{report.mxnet_ops} op(s) run in {report.stages_of('residual')} MXNet stage(s) "
+            f"({', '.join(ops[:6])}{', ...' if len(ops) > 6 else ''}: {'; '.join(why)[:200]}): "
+            "the bundle needs MXNet 1.9.1 at run time, i.e. Python <= 3.11 with numpy < 1.24")
 
 
 def _dims_text(graph: Graph, name: str) -> str:
@@ -257,6 +278,8 @@ def _check_settings(settings: CompileSettings) -> None:
                          "refit from the ONNX that --target all keeps (--target gpu drops it, "
                          "--target cpu builds no engine); use --target all --strip-weights, or "
                          "compile --target cpu here and run `trtc strip` on a GPU machine")
+    if settings.residual not in _defaults.RESIDUAL_EXECUTORS:
+        raise UsageError(f"--residual {settings.residual!r}: choose onnxruntime (default) or mxnet")
     if settings.keep_fp32 and not settings.fp16:
         raise UsageError("--keep-fp32 applies to fp16 engines: add --fp16")
     if settings.tolerance is not None and not (0 < settings.tolerance < float("inf")):
@@ -411,6 +434,10 @@ def _assemble(graph: Graph, settings: CompileSettings, segments: List[Segment],
                        for t in seg.inputs if graph.dynamic_axes(t)}
             if profile:
                 stages[-1]["profile"] = profile
+        elif seg.kind == "onnx":  # run by ONNX Runtime on every path
+            onnx_member = f"onnx/{seg.name}.onnx"
+            members[onnx_member] = exported[seg.key].onnx_bytes
+            stages.append({**common, "onnx": onnx_member})
         else:
             text, _ = subgraph_symbol_json(graph, seg.nodes, seg.inputs, seg.outputs)
             symbol_member = f"residual/{seg.name}-symbol.json"
@@ -426,7 +453,9 @@ def _assemble(graph: Graph, settings: CompileSettings, segments: List[Segment],
             stages.append({**common, "symbol": symbol_member, "params": keys})
     manifest: Dict[str, Any] = {
         "format": bundle_format.FORMAT_NAME,
-        "format_version": bundle_format.FORMAT_VERSION,
+        # v2 adds ONNX Runtime stages; a bundle without one stays v1, readable by older runtimes
+        "format_version": (bundle_format.FORMAT_VERSION if any(s["kind"] == "onnx" for s in stages)
+                           else 1),
         "trtc_version": __version__,
         "source": {
             "symbol": {"file": graph.symbol_path.name, "sha256": graph.symbol_sha256},
@@ -453,6 +482,8 @@ def _assemble(graph: Graph, settings: CompileSettings, segments: List[Segment],
         manifest["partition"]["renamed_nodes"] = dict(graph.renamed)
     if any(s["kind"] == "residual" for s in stages):
         manifest["requires"]["mxnet_version"] = "1.9.1"
+        manifest["requires"]["mxnet_ops"] = sorted({op for s in stages if s["kind"] == "residual"
+                                                    for op in s["op_types"]})
     if residual_param_keys:
         import io
 
@@ -521,6 +552,13 @@ def _verify(graph: Graph, bundle_path: str, settings: CompileSettings, segments:
     for name, share in gate.top1.items():
         say(f"  output {name}: top-1 agrees with MXNet on {share:.0%} of {gate.samples} sample row(s)")
     failed = gate.failed
+    kinds = {seg.name: seg.kind for seg in segments}
+    off = {}
+    for check in failed:  # an ONNX Runtime stage off on MXNet's own inputs: MXNet runs it instead
+        if check.scope == "local" and kinds.get(check.stage) == "onnx":
+            off[check.stage] = max(off.get(check.stage, 0.0), check.relative)
+    if off:
+        raise _OnnxStagesOff(off)
     if failed:
         raise _with_report(CompileError(_gate_message(failed, settings, segments, graph)), report)
     low = {n: v for n, v in gate.top1.items() if v < _defaults.INT8_MIN_TOP1}
@@ -532,6 +570,33 @@ def _verify(graph: Graph, bundle_path: str, settings: CompileSettings, segments:
             "more representative --calibration data, try --calibration-method entropy or "
             "percentile, or compile with --fp16"), report)
     return checks
+
+
+class _OnnxStagesOff(Exception):
+    """ONNX Runtime stages that failed the gate locally: stage name -> worst relative error."""
+
+    def __init__(self, stages: Dict[str, float]):
+        super().__init__(", ".join(stages))
+        self.stages = stages
+
+
+def _to_mxnet(segments: List[Segment], decisions: Dict[int, Any], stages: Dict[str, float],
+              say: Progress) -> None:
+    """Make the ONNX Runtime segments named in ``stages`` MXNet segments (same boundaries, so no
+    re-partitioning), with the reason on each of their ops; renumber the stage names."""
+    from .partition import renumber_segments
+
+    for seg in segments:
+        if seg.name in stages:
+            text = (f"its ONNX Runtime stage {seg.name} was {stages[seg.name]:.3g} relative off "
+                    "MXNet on MXNet's own inputs (accuracy gate)")
+            say(f"  {seg.name}: {text.split(' was ', 1)[1]}: its {len(seg.nodes)} op(s) run in "
+                "MXNet instead")
+            seg.kind = "residual"
+            for idx in seg.nodes:
+                if idx in decisions:
+                    decisions[idx].runs_in, decisions[idx].mxnet_reason = "mxnet", text
+    renumber_segments(segments)
 
 
 def _gate_message(failed: List[OutputCheck], settings: CompileSettings, segments: List[Segment],

@@ -14,6 +14,7 @@ from .runtime.signing import signature_info
 
 __all__ = ["summary_json", "summary_text", "graph_dot", "render_graph"]
 
+_EXECUTOR = {"engine": "TensorRT", "onnx": "ONNX Runtime", "residual": "MXNet"}
 _ENGINE_KEYS = ("backend", "backend_version", "precision", "compute_capabilities", "bytes", "sha256")
 
 
@@ -24,9 +25,10 @@ def summary_json(bundle: Bundle) -> Dict[str, Any]:
     for s in m["stages"]:
         entry = {"kind": s["kind"], "name": s["name"], "inputs": s["inputs"], "outputs": s["outputs"],
                  "mxnet_ops": s.get("mxnet_ops")}
+        entry["executor"] = _EXECUTOR.get(s["kind"], s["kind"])
         if s["kind"] == "engine":
             entry.update({k: s[k] for k in _ENGINE_KEYS if k in s})
-        else:
+        elif s["kind"] == "residual":
             entry["params"] = len(s["params"])
         stages.append(entry)
     return {
@@ -65,6 +67,10 @@ def _weight_copies(m: Dict[str, Any]) -> Dict[str, int]:
     return {"gpu": plans, "cpu": onnx, "residual": residual}
 
 
+def members_mb(m: Dict[str, Any], member: str) -> str:
+    return f"{m['members'][member]['bytes'] / 1e6:.1f} MB"
+
+
 def _stripped(m: Dict[str, Any]) -> bool:
     """Are the engines weight-stripped (refitted from their ONNX at load)?"""
     engines = [s for s in m["stages"] if s["kind"] == "engine" and "engine" in s]
@@ -81,7 +87,9 @@ def summary_text(bundle: Bundle) -> str:
         f"{m['source']['params']['file']} (sha256 {m['source']['params']['sha256'][:12]})",
         "inputs:  " + "; ".join(_shape(s) for s in m["inputs"]),
         "outputs: " + "; ".join(_shape(s) for s in m["outputs"]),
-        f"stages ({len(engines)} engine, {len(m['stages']) - len(engines)} residual):",
+        f"stages ({len(engines)} engine, "
+        f"{sum(s['kind'] == 'onnx' for s in m['stages'])} ONNX Runtime, "
+        f"{sum(s['kind'] == 'residual' for s in m['stages'])} MXNet):",
     ]
     paths = execution_paths(m)
     copies = _weight_copies(m)
@@ -107,9 +115,14 @@ def summary_text(bundle: Bundle) -> str:
                       + (", weight-stripped" if s.get("weights") == "stripped" else ""))
         elif s["kind"] == "engine":
             detail = f"ONNX Runtime only (--target cpu), {s['precision']}"
+        elif s["kind"] == "onnx":
+            detail = f"ONNX Runtime on every path, {members_mb(m, s['onnx'])}"
         else:
             detail = f"MXNet, {len(s['params'])} params"
         lines.append(f"  {s['name']:<12} {s['kind']:<8} {s.get('mxnet_ops', '?'):>5} ops  {detail}")
+        if s["kind"] != "engine":
+            ops = ", ".join(f"{k} x{v}" if v > 1 else k for k, v in s.get("op_types", {}).items())
+            lines.append(f"      ops: {ops[:200]}")
         lines.append(f"      in: {', '.join(t['name'] for t in s['inputs'])}")
         lines.append(f"      out: {', '.join(t['name'] for t in s['outputs'])}")
     req = m["requires"]
@@ -117,7 +130,13 @@ def summary_text(bundle: Bundle) -> str:
     if req.get("gpu_path"):
         needs.append(" or ".join(req["gpu_path"]) + " + cuda-python (GPU path)")
     if req.get("mxnet"):
-        needs.append(f"mxnet {req.get('mxnet_version', '')}".strip() + " (residual stages)")
+        ops = req.get("mxnet_ops") or sorted({op for s in m["stages"] if s["kind"] == "residual"
+                                              for op in s.get("op_types", {})})
+        needs.append(f"mxnet {req.get('mxnet_version', '')}".strip() + " for the MXNet stages ("
+                     + ", ".join(ops[:6]) + (", ..." if len(ops) > 6 else "")
+                     + "): Python <= 3.11 with numpy < 1.24")
+    else:
+        needs.append("no MXNet")
     if req.get("custom_ops"):
         needs.append("MXNet custom ops registered: " + ", ".join(req["custom_ops"]))
     lines.append("needs: " + "; ".join(needs))
@@ -166,13 +185,16 @@ def _graph_dot(bundle: Bundle) -> str:
         lines.append(f"  {_dot_id(node)} [shape=ellipse, label={_dot_id(_shape(spec))}];")
     edges: List[str] = []
     for stage in m["stages"]:
-        if stage["kind"] == "engine":
+        if stage["kind"] in ("engine", "onnx"):
             node = f"stage:{stage['name']}"
             top = sorted(stage.get("op_types", {}).items(), key=lambda kv: -kv[1])[:3]
-            label = (f"{stage['name']}\\nTensorRT {stage['precision']}\\n{stage.get('mxnet_ops', '?')} "
+            what = (f"TensorRT {stage['precision']}" if stage["kind"] == "engine"
+                    else "ONNX Runtime")
+            label = (f"{stage['name']}\\n{what}\\n{stage.get('mxnet_ops', '?')} "
                      f"ops\\n" + ", ".join(f"{k} x{v}" for k, v in top))
+            color = "#76b900" if stage["kind"] == "engine" else "#4a6fa5"
             lines.append(f"  {_dot_id(node)} [shape=box, style=\"filled,rounded\", "
-                         f"fillcolor=\"#76b900\", fontcolor=white, label=\"{label}\"];")
+                         f"fillcolor=\"{color}\", fontcolor=white, label=\"{label}\"];")
             for spec in stage["inputs"]:
                 edges.append(f"  {_dot_id(producer[spec['name']])} -> {_dot_id(node)};")
             for spec in stage["outputs"]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from .frontend import Graph
 
@@ -25,6 +25,7 @@ __all__ = [
     "PartitionReport",
     "initial_decisions",
     "segment_graph",
+    "renumber_segments",
     "describe_nodes",
     "exportable_ops",
 ]
@@ -41,6 +42,10 @@ class Reason:
     BUILD_FAILED = "build_failed"          # the segment parsed but did not build; split here
     BELOW_MIN_SIZE = "below_min_segment_size"
 
+    # Reasons that leave an exact ONNX of the op (mxnet.onnx's or trtc's own converter): such an
+    # op can run in an ONNX Runtime stage. The others have none, so the op runs in MXNet.
+    HAS_ONNX = frozenset((EXCLUDED, PARSER_REJECTED, BUILD_FAILED, BELOW_MIN_SIZE))
+
     TEXT = {
         EXCLUDED: "excluded by the user (--exclude-op)",
         NO_CONVERTER: "no ONNX converter in mxnet.onnx",
@@ -54,19 +59,25 @@ class Reason:
 
 @dataclass
 class Decision:
-    """Why one MXNet op node stays in MXNet."""
+    """Why one MXNet op node stays out of TensorRT engines, and where it runs instead."""
 
     node: str
     op: str
     reason: str
     message: str = ""
+    runs_in: str = "mxnet"  # 'onnxruntime' (an ONNX stage) | 'mxnet' (a residual MXNet stage)
+    mxnet_reason: str = ""  # runs_in == 'mxnet': why not ONNX Runtime
+
+
+# Segment.kind -> what runs it, as reports say it.
+EXECUTOR_TEXT = {"engine": "TensorRT", "onnx": "ONNX Runtime", "residual": "MXNet"}
 
 
 @dataclass
 class Segment:
     """A cycle-free group of op nodes that runs as one stage."""
 
-    kind: str  # 'engine' | 'residual'
+    kind: str  # 'engine' (TensorRT) | 'onnx' (ONNX Runtime) | 'residual' (MXNet)
     nodes: List[int]  # op node indices, topologically ordered
     inputs: List[str] = field(default_factory=list)  # tensors consumed from outside
     outputs: List[str] = field(default_factory=list)  # tensors used outside or model outputs
@@ -220,22 +231,30 @@ def _topo_order(graph: Graph, clusters: List[List[int]]) -> List[List[int]]:
     return [clusters[i] for i in order]
 
 
-def segment_graph(graph: Graph, decisions: Mapping[int, Decision],
-                  min_segment_size: int) -> Tuple[List[Segment], Dict[int, Decision]]:
-    """Cut the graph into ordered engine and residual segments.
+def segment_graph(graph: Graph, decisions: Mapping[int, Decision], min_segment_size: int,
+                  onnx_ok: Optional[Callable[[int, Decision], bool]] = None
+                  ) -> Tuple[List[Segment], Dict[int, Decision]]:
+    """Cut the graph into ordered engine, ONNX Runtime and MXNet segments.
 
     Args:
         graph: the model.
-        decisions: op nodes that must stay in MXNet (index -> Decision).
-        min_segment_size: engine segments with fewer ops stay in MXNet.
+        decisions: op nodes that stay out of engines (index -> Decision).
+        min_segment_size: engine segments with fewer ops stay out of engines.
+        onnx_ok: which of those ops may run in an ONNX Runtime stage ('onnx' segments); the
+            rest run in MXNet ('residual' segments). None: all of them run in MXNet.
 
     Returns:
         The segments in execution order, and the decisions including the ones added for
         segments below the minimum size.
     """
     decisions = dict(decisions)
+
+    def out_of_engines(idx: int) -> str:
+        return "onnx" if onnx_ok is not None and onnx_ok(idx, decisions[idx]) else "residual"
+
     while True:
-        label = {n.index: ("residual" if n.index in decisions else "engine") for n in graph.op_nodes}
+        label = {n.index: (out_of_engines(n.index) if n.index in decisions else "engine")
+                 for n in graph.op_nodes}
         clusters = _cluster(graph, label)
         small = [c for c in clusters if label[c[0]] == "engine" and len(c) < min_segment_size]
         if not small:
@@ -248,11 +267,20 @@ def segment_graph(graph: Graph, decisions: Mapping[int, Decision],
                                           f"{min_segment_size}")
     ordered = _topo_order(graph, clusters)
     segments = [describe_nodes(graph, nodes, label[nodes[0]]) for nodes in ordered]
-    counts = Counter()
+    renumber_segments(segments)
     for seg in segments:
-        seg.name = f"{'engine' if seg.kind == 'engine' else 'residual'}{counts[seg.kind]}"
-        counts[seg.kind] += 1
+        for idx in seg.nodes:
+            if idx in decisions:
+                decisions[idx].runs_in = "onnxruntime" if seg.kind == "onnx" else "mxnet"
     return segments, decisions
+
+
+def renumber_segments(segments: Sequence[Segment]) -> None:
+    """Name segments by kind and order: engine0, engine1, onnx0, residual0, ..."""
+    counts: Counter = Counter()
+    for seg in segments:
+        seg.name = f"{seg.kind}{counts[seg.kind]}"
+        counts[seg.kind] += 1
 
 
 def describe_nodes(graph: Graph, nodes: List[int], kind: str) -> Segment:
@@ -308,27 +336,49 @@ class PartitionReport:
     def engine_segments(self) -> List[Segment]:
         return [s for s in self.segments if s.kind == "engine"]
 
+    def ops_in(self, kind: str) -> int:
+        """MXNet ops in segments of ``kind`` ('engine', 'onnx', 'residual')."""
+        return sum(len(s.nodes) for s in self.segments if s.kind == kind)
+
+    def stages_of(self, kind: str) -> int:
+        return sum(1 for s in self.segments if s.kind == kind)
+
     @property
     def engine_ops(self) -> int:
-        return sum(len(s.nodes) for s in self.engine_segments)
+        return self.ops_in("engine")
 
     @property
     def residual_ops(self) -> int:
+        """Ops outside engines (in ONNX Runtime or MXNet stages)."""
         return self.total_ops - self.engine_ops
+
+    @property
+    def mxnet_ops(self) -> int:
+        """Ops that run in MXNet stages (the bundle then needs MXNet at run time)."""
+        return self.ops_in("residual")
 
     @property
     def full(self) -> bool:
         return self.residual_ops == 0
+
+    @property
+    def mxnet_decisions(self) -> List[Decision]:
+        return [d for d in self.decisions if d.runs_in == "mxnet"]
 
     def to_json(self) -> Dict[str, Any]:
         return {
             "total_ops": self.total_ops,
             "engine_ops": self.engine_ops,
             "residual_ops": self.residual_ops,
+            "onnxruntime_ops": self.ops_in("onnx"),
+            "mxnet_ops": self.mxnet_ops,
             "engine_segments": len(self.engine_segments),
             "residual_segments": len(self.segments) - len(self.engine_segments),
-            "segments": [{"name": s.name, "kind": s.kind, "ops": len(s.nodes),
-                          "inputs": s.inputs, "outputs": s.outputs} for s in self.segments],
+            "onnxruntime_segments": self.stages_of("onnx"),
+            "mxnet_segments": self.stages_of("residual"),
+            "segments": [{"name": s.name, "kind": s.kind, "executor": EXECUTOR_TEXT[s.kind],
+                          "ops": len(s.nodes), "inputs": s.inputs, "outputs": s.outputs}
+                         for s in self.segments],
             "residual": [asdict(d) for d in self.decisions],
             "folded_ops": dict(self.folded),
             "notes": list(self.notes),
@@ -339,8 +389,11 @@ class PartitionReport:
         return self.to_text()
 
     def to_text(self) -> str:
+        ort, mx = self.stages_of("onnx"), self.stages_of("residual")
         lines = [f"partition: {self.engine_ops}/{self.total_ops} MXNet ops in "
-                 f"{len(self.engine_segments)} {self.engine_kind}(s), {self.residual_ops} in MXNet"]
+                 f"{len(self.engine_segments)} {self.engine_kind}(s); "
+                 f"{self.ops_in('onnx')} in {ort} ONNX Runtime stage(s), "
+                 f"{self.mxnet_ops} in {mx} MXNet stage(s)"]
         if self.folded:
             lines.append(f"  folded at compile time (weights only, stored as constants): "
                          f"{sum(self.folded.values())} ops ("
@@ -348,21 +401,25 @@ class PartitionReport:
         for note in self.notes:
             lines.append(f"  note: {note}")
         for seg in self.segments:
-            lines.append(f"  {seg.name:<12} {seg.kind:<8} {len(seg.nodes):>5} ops  "
+            lines.append(f"  {seg.name:<12} {EXECUTOR_TEXT[seg.kind]:<12} {len(seg.nodes):>5} ops  "
                          f"in: {_short_list(seg.inputs)}  out: {_short_list(seg.outputs)}")
         if self.fp32_layers:
             lines.append(f"layers kept in fp32 inside fp16 engines ({len(self.fp32_layers)}):")
             for name, why in self.fp32_layers.items():
                 lines.append(f"    {name}: {why}")
         if self.decisions:
-            lines.append(f"ops kept in MXNet ({len(self.decisions)}):")
+            on_ort = len(self.decisions) - len(self.mxnet_decisions)
+            lines.append(f"ops kept out of engines ({len(self.decisions)}: "
+                         f"{on_ort} run in ONNX Runtime, {len(self.mxnet_decisions)} in MXNet):")
             by_reason: Dict[str, List[Decision]] = {}
             for d in self.decisions:
                 by_reason.setdefault(d.reason, []).append(d)
             for reason, items in by_reason.items():
                 lines.append(f"  {Reason.TEXT.get(reason, reason)} [{reason}]:")
                 for d in items:
-                    lines.append(f"    {d.node} ({d.op}): {d.message}")
+                    where = ("ONNX Runtime" if d.runs_in == "onnxruntime"
+                             else "MXNet" + (f" ({d.mxnet_reason})" if d.mxnet_reason else ""))
+                    lines.append(f"    {d.node} ({d.op}): {d.message} -> {where}")
         return "\n".join(lines)
 
 
@@ -377,8 +434,9 @@ def _short_list(names: Sequence[str], limit: int = 3) -> str:
 # ----------------------------------------------------------------------------------------------
 @dataclass
 class PartitionResult:
-    """What the loop settled on: segments, every op kept in MXNet with its reason, each engine
-    segment's ONNX (accepted by the parser) and, unless a dry run, its built engine."""
+    """What the loop settled on: segments, every op kept out of engines with its reason (and
+    where it runs), each engine segment's ONNX (accepted by the parser) and, unless a dry run,
+    its built engine, and each ONNX Runtime segment's ONNX."""
 
     segments: List[Segment]
     decisions: Dict[int, Decision]
@@ -404,6 +462,9 @@ class _Loop:
         self.graph, self.settings, self.backend, self.timer, self.say = graph, settings, backend, timer, say
         self.by_name = {n.name: n.index for n in graph.nodes}
         self.decisions: Dict[int, Decision] = initial_decisions(graph, settings.exclude_ops)
+        # ops out of engines that cannot run in ONNX Runtime: index -> why (they run in MXNet)
+        self.no_onnx: Dict[int, str] = {}
+        self.residual = getattr(settings, "residual", "onnxruntime")
         self.exported: Dict[Any, Any] = {}
         self.built: Dict[Any, Any] = {}
         self.whole: Any = None
@@ -430,10 +491,10 @@ class _Loop:
         node = self.graph.nodes[idx]
         self.decisions[idx] = Decision(node.name, node.op, reason, message[:300])
 
-    def moved(self, idxs: Sequence[int], why: str) -> None:
+    def moved(self, idxs: Sequence[int], why: str, where: str = "out of engines") -> None:
         names = [self.graph.nodes[i].name for i in idxs]
         ops = Counter(self.graph.nodes[i].op for i in idxs)
-        self.say(f"  round {self.rounds}: {len(idxs)} op(s) to MXNet ({why}): "
+        self.say(f"  round {self.rounds}: {len(idxs)} op(s) {where} ({why}): "
                  + ", ".join(f"{op} x{n}" if n > 1 else op for op, n in ops.most_common(4))
                  + (f" [{', '.join(names[:3])}{', ...' if len(names) > 3 else ''}]"))
 
@@ -687,6 +748,41 @@ class _Loop:
             self.moved(idxs, f"the build failed: {str(exc)[:100]}")
             return False
 
+    # -- ONNX Runtime stages ----------------------------------------------------------------------
+    def onnx_ok(self, idx: int, decision: Decision) -> bool:
+        """May an op kept out of engines run in an ONNX Runtime stage? Only with an exact ONNX
+        (its reason leaves one) that has not failed to export on its own."""
+        if self.residual != "onnxruntime" or idx in self.no_onnx:
+            decision.mxnet_reason = (self.no_onnx.get(idx, "") if self.residual == "onnxruntime"
+                                     else "--residual mxnet")
+            return False
+        if decision.reason not in Reason.HAS_ONNX:
+            decision.mxnet_reason = "no exact ONNX for it"
+            return False
+        decision.mxnet_reason = ""
+        return True
+
+    def export_onnx_stage(self, seg: Segment) -> bool:
+        """Export an ONNX Runtime stage (fp32, exported alone: its ops were never part of the
+        engine candidates). False when ops of it could not be exported and now run in MXNet."""
+        from .export import ExportError, onnx_from_segment
+
+        self.say(f"exporting {seg.name} ({len(seg.nodes)} ops) to ONNX for ONNX Runtime")
+        try:
+            with self.timer.span("export"):
+                self.exported[seg.key] = onnx_from_segment(self.graph, seg, fp16=False)
+            return True
+        except ExportError as exc:
+            inside = set(seg.nodes)
+            named = {self.by_name[n]: msg for n, msg in exc.nodes.items()
+                     if self.by_name.get(n) in inside}
+            if not named:
+                named = {self.bisect_export(list(seg.nodes)): str(exc)}
+            for idx, msg in named.items():
+                self.no_onnx[idx] = f"its ONNX export failed: {msg}"[:300]
+            self.moved(list(named), "its ONNX export failed", where="to MXNet")
+            return False
+
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> PartitionResult:
         min_size = self.settings.min_segment_size
@@ -694,7 +790,8 @@ class _Loop:
             while True:
                 self.next_round()
                 with self.timer.span("partition"):
-                    segments, all_decisions = segment_graph(self.graph, self.decisions, min_size)
+                    segments, all_decisions = segment_graph(self.graph, self.decisions, min_size,
+                                                            self.onnx_ok)
                 engines = [s for s in segments if s.kind == "engine"]
                 pending = [s for s in engines if s.key not in self.exported]
                 if pending and (self.whole is None or not all(self.whole.covers(s) for s in pending)):
@@ -715,6 +812,11 @@ class _Loop:
                 elif not self.settings.dry_run:
                     for seg in engines:
                         if seg.key not in self.built and not self.build(seg):
+                            changed = True
+                if not changed:
+                    for seg in segments:
+                        if seg.kind == "onnx" and seg.key not in self.exported \
+                                and not self.export_onnx_stage(seg):
                             changed = True
                 if not changed:
                     names = {self.graph.nodes[i].name for s in engines for i in s.nodes}
@@ -752,7 +854,8 @@ def _compare_with_static(graph: Graph, settings: Any, backend: Any, timer: Any, 
     say(f"checking the {len(rejected)} op(s) the parser rejects with dynamic shapes against a static "
         "export at the opt shape")
     quiet = lambda _: None  # noqa: E731
-    static_result = _Loop(static, dataclasses.replace(settings, dry_run=True), backend, timer, quiet,
+    static_result = _Loop(static, dataclasses.replace(settings, dry_run=True, residual="mxnet"),
+                          backend, timer, quiet,
                           max_rounds, time_limit).run()
     for idx, decision in rejected.items():
         if idx not in static_result.decisions:

@@ -52,6 +52,9 @@ class CompileSettings:
         strip_weights: build weight-stripped engines (TensorRT's ``STRIP_PLAN``): every weight
             stored once, in the ONNX the CPU path runs, refitted into the engines at load. Needs
             a builder that can (TensorRT-RTX: an NVIDIA GPU on the build machine).
+        residual: where the ops kept out of engines run: 'onnxruntime' (default: ONNX Runtime
+            stages wherever an exact ONNX exists and passes the accuracy gate, MXNet only for
+            the rest) or 'mxnet' (every such op in MXNet stages, as before).
     """
 
     params: Path
@@ -80,6 +83,7 @@ class CompileSettings:
     calibration_method: str = "minmax"
     target: str = "all"
     strip_weights: bool = False
+    residual: str = "onnxruntime"
 
     @property
     def precision(self) -> str:

@@ -465,15 +465,17 @@ def _merge_worst(into: Dict[Tuple[str, str, str], OutputCheck], checks: List[Out
 def run_gate(graph: Graph, model: Any, segments: Sequence[Any],
              samples: List[Dict[str, np.ndarray]], tolerance: float) -> GateResult:
     """Run ``model`` (a CPU-path trtc.runtime Model of ``segments``) on each sample stage by
-    stage; compare end to end and locally (each engine on MXNet's own inputs) with MXNet."""
+    stage; compare end to end and locally (each engine and ONNX Runtime stage on MXNet's own
+    inputs) with MXNet."""
     outputs = set(graph.outputs)
     stages = list(model.stages)
     by_name = {seg.name: seg for seg in segments}
     produced = [t for stage in stages for t in stage.outputs]
     names = list(dict.fromkeys(graph.outputs + produced))
     after_e2e = discontinuities(graph)
+    judged = ("engine", "onnx")  # stages judged locally: what MXNet runs is the reference itself
     after_local = {seg.name: discontinuities(graph, seg.nodes) for seg in segments
-                   if seg.kind == "engine"}
+                   if seg.kind in judged}
     worst: Dict[Tuple[str, str, str], OutputCheck] = {}
     agree: Dict[str, List[bool]] = {}
     for sample in samples:
@@ -495,7 +497,7 @@ def run_gate(graph: Graph, model: Any, segments: Sequence[Any],
         _merge_worst(worst, e2e)
         for stage in stages:
             seg = by_name.get(stage.name)
-            if seg is None or seg.kind != "engine":
+            if seg is None or seg.kind not in judged:
                 continue
             if all(t not in reference or np.array_equal(tensors[t], reference[t])
                    for t in stage.inputs):

@@ -24,7 +24,9 @@ def import_onnxruntime() -> Any:
 
 
 class OnnxRuntimeStage:
-    """One engine stage run by ONNX Runtime on the CPU. Thread-safe (ORT sessions are)."""
+    """A stage run by ONNX Runtime on the host: an engine stage on the CPU path (the ONNX the
+    engine was built from), or an ONNX stage on any path (ops kept out of engines that have an
+    exact ONNX). Thread-safe (ORT sessions are)."""
 
     def __init__(self, stage: Mapping[str, Any], onnx_bytes: bytes, intra_op_threads: int = 0):
         ort = import_onnxruntime()

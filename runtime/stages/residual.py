@@ -12,6 +12,7 @@ import json
 import os
 import re
 import struct
+import sys
 import threading
 import zipfile
 from typing import Any, Collection, Dict, List, Mapping, Optional, Tuple
@@ -29,17 +30,31 @@ from ..errors import BundleError, IncompatibleError
 __all__ = ["MXNetStage", "import_mxnet", "load_residual_params"]
 
 
-def import_mxnet() -> Any:
-    """Import MXNet or explain why the bundle needs it."""
+def import_mxnet(ops: Collection[str] = ()) -> Any:
+    """Import MXNet or say in one line why the bundle needs it and what that takes (``ops``: the
+    op types its MXNet stages run, named in the message). MXNet 1.9.1 imports only on Python <=
+    3.11 with numpy < 1.24: where that cannot hold, the message never suggests installing it."""
+    what = (f"this bundle runs {', '.join(op[:40] for op in sorted(ops)[:6])}{', ...' if len(ops) > 6 else ''} in "
+            "MXNet stages (`trtc inspect` shows why)" if ops
+            else "this bundle has residual stages that run in MXNet")
+    needs = "MXNet 1.9.1, which runs only on Python <= 3.11 with numpy < 1.24"
+    here = f"Python {sys.version_info[0]}.{sys.version_info[1]} with numpy {np.__version__}"
+    possible = sys.version_info < (3, 12)
     try:
         import mxnet
     except ImportError:
-        raise IncompatibleError("this bundle has residual stages that run in MXNet, which is not "
-                                "installed: pip install mxnet==1.9.1") from None
+        advice = ("pip install mxnet==1.9.1 'numpy<1.24'" if possible else
+                  "run it where Python <= 3.11 is available, or recompile it so that those ops "
+                  "run in ONNX Runtime (the default --residual onnxruntime does wherever an "
+                  "exact ONNX exists)")
+        raise IncompatibleError(f"{what}, and MXNet is not installed: it needs {needs} (this is "
+                                f"{here}); {advice}") from None
     except Exception as exc:  # e.g. numpy >= 1.24 breaks `import mxnet` with AttributeError
-        raise IncompatibleError(f"this bundle has residual stages that run in MXNet, which fails "
-                                f"to import ({type(exc).__name__}: {exc}); MXNet 1.9.1 needs "
-                                "numpy < 1.24") from None
+        advice = ("install numpy<1.24 in this environment" if possible else
+                  "run it in an environment with Python <= 3.11 and numpy < 1.24")
+        raise IncompatibleError(f"{what}, and MXNet fails to import ({type(exc).__name__}: "
+                                f"{str(exc)[:80]}): it needs {needs} (this is {here}); "
+                                f"{advice}") from None
     return mxnet
 
 

@@ -101,15 +101,18 @@ def export(name: str, out_dir: Path) -> Path:
     return _EXPORTED[key]
 
 
-def bundle(name: str, tmp_path_factory: Any, exclude_ops: Tuple[str, ...] = ()) -> Path:
+def bundle(name: str, tmp_path_factory: Any, exclude_ops: Tuple[str, ...] = (),
+           residual: str = "mxnet") -> Path:
     """Compile model ``name`` once per process (real compiler, TensorRT-RTX builder).
 
     Args:
         name: a key of MODELS.
         tmp_path_factory: pytest's session fixture; the first call makes the directory.
-        exclude_ops: MXNet ops kept in MXNet (residual stages).
+        exclude_ops: MXNet ops kept out of engines.
+        residual: where they run: 'mxnet' (MXNet stages: what the residual-stage tests need)
+            or 'onnxruntime' (ONNX Runtime stages, the compiler's default).
     """
-    key = (name, tuple(exclude_ops))
+    key = (name, tuple(exclude_ops), residual)
     if key not in _COMPILED:
         from trtc import CompileSettings, compile
 
@@ -117,9 +120,10 @@ def bundle(name: str, tmp_path_factory: Any, exclude_ops: Tuple[str, ...] = ()) 
             _DIRS["dir"] = Path(tmp_path_factory.mktemp("tiny"))
         out_dir = _DIRS["dir"]
         params = export(name, out_dir)
-        suffix = "-" + "-".join(exclude_ops).lower() if exclude_ops else ""
+        suffix = "-" + "-".join(exclude_ops).lower() + f"-{residual}" if exclude_ops else ""
         out = out_dir / f"{name}{suffix}.trtb"
-        compile(CompileSettings(params=params, output=out, exclude_ops=tuple(exclude_ops)))
+        compile(CompileSettings(params=params, output=out, exclude_ops=tuple(exclude_ops),
+                                residual=residual))
         _COMPILED[key] = out
     return _COMPILED[key]
 

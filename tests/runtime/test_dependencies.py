@@ -59,7 +59,9 @@ def test_load_and_run_engine_only_bundle_without_mxnet(r18_bundle):
 
 
 def test_residual_bundle_without_mxnet_says_what_to_install(compiled):
-    bundle = compiled("resnet18_v2", exclude_ops=("Pooling",))
+    """--residual mxnet: the op runs in an MXNet stage; without MXNet, load() says in one line
+    which ops need it and what MXNet 1.9.1 needs (here, on Python 3.11, the pip line)."""
+    bundle = compiled("resnet18_v2", exclude_ops=("Pooling",), residual="mxnet")
     proc = _run(
         f"""
         import trtc.runtime as rt
@@ -70,7 +72,33 @@ def test_residual_bundle_without_mxnet_says_what_to_install(compiled):
         """
     )
     assert proc.returncode == 0, proc.stderr
-    assert "residual stages that run in MXNet" in proc.stdout and "pip install" in proc.stdout
+    text = proc.stdout.strip()
+    assert text.count("\n") == 0, text
+    assert "Pooling" in text and "in MXNet stages" in text and "MXNet is not installed" in text, text
+    assert "Python <= 3.11 with numpy < 1.24" in text, text
+    if sys.version_info < (3, 12):
+        assert "pip install mxnet==1.9.1 'numpy<1.24'" in text, text
+
+
+def test_ops_out_of_engines_run_without_mxnet_by_default(compiled):
+    """The default (--residual onnxruntime): the same op, kept out of the engine, runs in an ONNX
+    Runtime stage, and the bundle loads and runs with MXNet unimportable."""
+    bundle = compiled("resnet18_v2", exclude_ops=("Pooling",))
+    proc = _run(
+        f"""
+        import numpy as np, trtc.runtime as rt
+        m = rt.load({str(bundle)!r}, device="cpu")
+        kinds = [s["kind"] for s in m.manifest["stages"]]
+        assert "onnx" in kinds and "residual" not in kinds, kinds
+        assert m.manifest["requires"]["mxnet"] is False
+        out = m(data=np.random.rand(1, 3, 224, 224).astype("float32"))
+        bad = [m for m in sys.modules if m.split('.')[0] in BLOCKED]
+        assert not bad, bad
+        print("ok")
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
 
 
 def test_import_trtc_loads_neither_mxnet_nor_the_compile_api():

@@ -53,7 +53,7 @@ def test_require_full_fails_with_report(zoo_params):
     result = runner.invoke(app, ["compile", str(zoo_params("resnet18_v2")), "--dry-run",
                                  "--exclude-op", "Pooling", "--require-full", "-q"])
     assert result.exit_code == 1
-    assert "ops kept in MXNet" in result.output and "error: --require-full" in result.output
+    assert "ops kept out of engines" in result.output and "error: --require-full" in result.output
     assert "Traceback" not in result.output
 
 
