@@ -323,7 +323,7 @@ def test_unreadable_format_version_is_incompatible(tmp_path: Path, good: Path, v
 def test_future_format_with_unknown_fields_is_still_a_version_error(tmp_path: Path,
                                                                     good: Path) -> None:
     def edit(m: Dict[str, Any]) -> Dict[str, Any]:
-        return {"format": "trtc-bundle", "format_version": 2, "graph": {"new": "layout"}}
+        return {"format": "trtc-bundle", "format_version": 3, "graph": {"new": "layout"}}
 
     _refused(_write(tmp_path, _with_manifest(good, edit)), IncompatibleError)
 

@@ -73,7 +73,7 @@ def test_eight_threads_through_a_residual_mxnet_stage(
 
 
 def test_resnet18_with_residual_pooling_from_eight_threads(compiled) -> None:
-    path: Path = compiled("resnet18_v2", exclude_ops=["Pooling"])
+    path: Path = compiled("resnet18_v2", exclude_ops=["Pooling"], residual="mxnet")
     model = load(path, device="cpu")
     assert "residual" in [s["kind"] for s in model.manifest["stages"]]
     rng = np.random.default_rng(0)

@@ -236,11 +236,11 @@ def test_inspect_future_format_is_exit_4(bundle: Path, tmp_path: Path) -> None:
             data = source.read(info)
             if info.filename == "manifest.json":
                 manifest = json.loads(data)
-                manifest["format_version"] = 2
+                manifest["format_version"] = 3
                 data = json.dumps(manifest).encode()
             target.writestr(info.filename, data)
-    _fails(["inspect", str(path)], 4, "format v2", "reads format v1")
-    _fails(["run", str(path), "--device", "cpu"], 4, "format v2")
+    _fails(["inspect", str(path)], 4, "format v3", "reads format v2")
+    _fails(["run", str(path), "--device", "cpu"], 4, "format v3")
 
 
 def test_run_wrong_input_shape_is_exit_5(bundle: Path, tmp_path: Path) -> None:

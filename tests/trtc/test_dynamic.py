@@ -114,11 +114,23 @@ def test_wavenet_dynamic_sequence_length(zoo_params, tmp_path):
     _check(params, result.output, [(1, 1, 1, 256), (1, 1, 1, 600), (1, 1, 1, 1024)])
 
 
+def test_onnx_runtime_stage_runs_every_shape(zoo_params, tmp_path):
+    """The default: the Pooling kept out of the engines runs in an ONNX Runtime stage exported with
+    the same symbolic batch as the engines, at every size of the range."""
+    params = zoo_params("resnet18_v1")
+    result = compile(CompileSettings(params=params, output=tmp_path / "r.trtb",
+                                     inputs={"data": ((1, 4), 3, 224, 224)}, exclude_ops=("Pooling",)))
+    kinds = [s.kind for s in result.report.segments]
+    assert "onnx" in kinds and "residual" not in kinds, kinds
+    _check(params, result.output, [(1, 3, 224, 224), (3, 3, 224, 224), (4, 3, 224, 224)])
+
+
 def test_residual_stage_runs_every_shape(zoo_params, tmp_path):
     """A Pooling kept in MXNet between engines: the MXNet stage rebinds per shape."""
     params = zoo_params("resnet18_v1")
     result = compile(CompileSettings(params=params, output=tmp_path / "r.trtb",
-                                     inputs={"data": ((1, 4), 3, 224, 224)}, exclude_ops=("Pooling",)))
+                                     inputs={"data": ((1, 4), 3, 224, 224)}, exclude_ops=("Pooling",),
+                                     residual="mxnet"))
     assert any(s.kind == "residual" for s in result.report.segments)
     _check(params, result.output, [(1, 3, 224, 224), (2, 3, 224, 224), (4, 3, 224, 224),
                                    (2, 3, 224, 224)])
@@ -154,13 +166,13 @@ def test_segmentation_with_dynamic_height_and_width(zoo_params, tmp_path):
     _check(params, result.output, [(1, 3, 256, 256), (1, 3, 384, 320)])
 
 
-def test_yolo3_batch_range_with_mxnet_stages_between_engines(zoo_params, tmp_path):
+def test_yolo3_batch_range_with_onnx_runtime_stages_between_engines(zoo_params, tmp_path):
     pytest.importorskip("gluoncv")
     params = zoo_params("yolo3_mobilenet1.0_voc")
     result = compile(CompileSettings(params=params, output=tmp_path / "yolo.trtb",
                                      inputs={"data": ((1, 4), 3, 416, 416)}))
     kinds = [s.kind for s in result.report.segments]
-    assert "residual" in kinds and kinds.count("engine") >= 2
+    assert "onnx" in kinds and "residual" not in kinds and kinds.count("engine") >= 2, kinds
     model = load(result.output, device="cpu")
     rng = np.random.default_rng(0)
     for batch in (1, 3):

@@ -35,7 +35,8 @@ def _members(path: Path) -> list:
 @pytest.mark.parametrize("target", ["gpu", "cpu", "all"])
 def test_each_target_holds_what_its_path_needs(pair, tmp_path, target):
     out = tmp_path / f"{target}.trtb"
-    result = compile(CompileSettings(params=pair, output=out, exclude_ops=("BatchNorm",), target=target))
+    result = compile(CompileSettings(params=pair, output=out, exclude_ops=("BatchNorm",), target=target,
+                                     residual="mxnet"))
     names = _members(out)
     manifest = read_bundle(out).manifest
     plans = [n for n in names if n.startswith("engines/")]
