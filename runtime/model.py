@@ -93,10 +93,38 @@ def select_device(bundle: Bundle, device: str) -> Tuple[str, Optional[str]]:
     reason = _gpu_reason(bundle)
     if reason is None:
         return "cuda", None
+    if _engines_on_onnxruntime(bundle, reason):
+        return "cuda", (f"TensorRT cannot run the engines here ({reason}): ONNX Runtime's CUDA "
+                        "execution provider runs each engine's ONNX on the GPU instead")
     if device == "cuda" or "cpu" not in paths:
         extra = "" if "cpu" in paths else " (and the bundle has no CPU path: --target gpu)"
-        raise IncompatibleError(f"device='{device}' cannot be served: {reason}{extra}")
+        raise IncompatibleError(f"device='{device}' cannot be served: {reason}{extra}"
+                                + _onnxruntime_gpu_hint(bundle))
     return "cpu", reason
+
+
+def _onnxruntime_gpu_hint(bundle: Bundle) -> str:
+    """Where a GPU is present and the bundle has its engines' ONNX, how the GPU could still run
+    them: ONNX Runtime's CUDA provider (said only when that is what is missing)."""
+    from . import cuda
+    from .stages.engine_cpu import cuda_provider_unavailable_reason
+
+    if "cpu" not in execution_paths(bundle.manifest) or cuda.gpu_unavailable_reason(0):
+        return ""
+    missing = cuda_provider_unavailable_reason()
+    return f"; nor can ONNX Runtime run them on this GPU: {missing}" if missing else ""
+
+
+def _engines_on_onnxruntime(bundle: Bundle, reason: Optional[str]) -> bool:
+    """On a GPU where no TensorRT flavor can run the bundle's engines (``reason``), can ONNX
+    Runtime's CUDA provider run each engine's ONNX there instead? Needs a GPU, the bundle's ONNX
+    (the CPU path's members) and onnxruntime-gpu."""
+    from . import cuda
+    from .stages.engine_cpu import cuda_provider_unavailable_reason
+
+    return (reason is not None and "cpu" in execution_paths(bundle.manifest)
+            and cuda.gpu_unavailable_reason(0) is None
+            and cuda_provider_unavailable_reason() is None)
 
 
 def _gpu_reason(bundle: Bundle) -> Optional[str]:
@@ -122,7 +150,11 @@ class Model:
         inputs: input name -> TensorSpec.
         outputs: output name -> TensorSpec.
         device: 'cuda' or 'cpu', the execution path in use.
-        device_reason: why the GPU path is not used (None on the GPU path).
+        device_reason: why the GPU path is not used, or on the GPU path why its engines run in
+            ONNX Runtime's CUDA provider rather than TensorRT (None: TensorRT runs them).
+        engine_executor: what runs the engine stages: 'tensorrt' or 'onnxruntime'.
+        executors: stage name -> what runs it ('TensorRT', 'ONNX Runtime (CUDA)',
+            'ONNX Runtime (CPU)', 'MXNet').
         manifest: the bundle's manifest (a dict).
 
     Input rules: every input must be given as a C-contiguous ``numpy.ndarray`` of exactly the
@@ -150,7 +182,12 @@ class Model:
         self.device_reason = device_reason
         self.inputs: Dict[str, TensorSpec] = {t["name"]: _spec(t) for t in bundle.manifest["inputs"]}
         self.outputs: Dict[str, TensorSpec] = {t["name"]: _spec(t) for t in bundle.manifest["outputs"]}
-        self.stages: List[Any] = _make_stages(bundle, device)
+        # what runs the engine stages: TensorRT, or ONNX Runtime (on the CPU; on the GPU where
+        # no TensorRT flavor can run them)
+        self.engine_executor = ("tensorrt" if device == "cuda" and _gpu_reason(bundle) is None
+                                else "onnxruntime")
+        self.stages: List[Any] = _make_stages(bundle, device, self.engine_executor)
+        self.executors: Dict[str, str] = {stage.name: _executor_text(stage) for stage in self.stages}
         self._gpu: Any = None
         if device == "cuda":
             from .stages.engine_cuda import GpuPipeline
@@ -297,9 +334,19 @@ def _check_array(name: str, value: Any, spec: TensorSpec) -> np.ndarray:
                      f"(e.g. x.astype('{want}')) if that is what you mean")
 
 
-def _make_stages(bundle: Bundle, device: str) -> List[Any]:
+def _executor_text(stage: Any) -> str:
+    """'TensorRT', 'ONNX Runtime (CUDA)', 'ONNX Runtime (CPU)' or 'MXNet'."""
+    kind = type(stage).__name__
+    if kind == "TensorRTStage":
+        return "TensorRT"
+    if kind == "OnnxRuntimeStage":
+        return "ONNX Runtime (CUDA)" if stage.cuda_device is not None else "ONNX Runtime (CPU)"
+    return "MXNet"
+
+
+def _make_stages(bundle: Bundle, device: str, engine_executor: str) -> List[Any]:
     try:
-        return _stages(bundle, device)
+        return _stages(bundle, device, engine_executor)
     except (BundleError, IncompatibleError) as exc:  # say which file the stage belongs to
         text = str(exc)
         if text.startswith(f"{bundle.path}: "):  # read_member's own errors name it already
@@ -307,11 +354,18 @@ def _make_stages(bundle: Bundle, device: str) -> List[Any]:
         raise type(exc)(f"{bundle.path}: {text}") from None
 
 
-def _stages(bundle: Bundle, device: str) -> List[Any]:
+def _stages(bundle: Bundle, device: str, engine_executor: str) -> List[Any]:
     """The stages of ``device``'s path, built from the members ``path_members`` lists for it:
-    each is read (and its sha256 verified) here, and nothing else is read."""
+    each is read (and its sha256 verified) here, and nothing else is read. On the GPU, ONNX
+    Runtime stages (and, with ``engine_executor`` 'onnxruntime', the engines' ONNX) run with the
+    CUDA execution provider where onnxruntime-gpu is installed, else on the host."""
     manifest = bundle.manifest
-    needed = set(path_members(manifest, "gpu" if device == "cuda" else "cpu"))
+    plans = device == "cuda" and engine_executor == "tensorrt"
+    needed = set(path_members(manifest, "gpu" if plans else "cpu"))
+    on_gpu: Optional[int] = None
+    if device == "cuda":
+        from .stages.engine_cpu import cuda_provider_unavailable_reason
+        on_gpu = 0 if cuda_provider_unavailable_reason() is None else None
 
     def read(name: str) -> bytes:
         if name not in needed:
@@ -326,17 +380,13 @@ def _stages(bundle: Bundle, device: str) -> List[Any]:
         from .stages.residual import import_mxnet
         import_mxnet(mxnet_ops)
     for stage in manifest["stages"]:
-        if stage["kind"] == "engine":
-            if device == "cuda":
-                from .stages.engine_cuda import TensorRTStage
-                stages.append(TensorRTStage(stage, read(stage["engine"]), refit_onnx=(
-                    read(stage["onnx"]) if stage.get("weights") == "stripped" else None)))
-            else:
-                from .stages.engine_cpu import OnnxRuntimeStage
-                stages.append(OnnxRuntimeStage(stage, read(stage["onnx"])))
-        elif stage["kind"] == "onnx":  # ONNX Runtime on every path (on the host, for now)
+        if stage["kind"] == "engine" and plans:
+            from .stages.engine_cuda import TensorRTStage
+            stages.append(TensorRTStage(stage, read(stage["engine"]), refit_onnx=(
+                read(stage["onnx"]) if stage.get("weights") == "stripped" else None)))
+        elif stage["kind"] in ("engine", "onnx"):  # ONNX Runtime, on the GPU where it can
             from .stages.engine_cpu import OnnxRuntimeStage
-            stages.append(OnnxRuntimeStage(stage, read(stage["onnx"])))
+            stages.append(OnnxRuntimeStage(stage, read(stage["onnx"]), cuda_device=on_gpu))
         else:
             from .stages.residual import MXNetStage, load_residual_params
             if residual_params is None:

@@ -47,17 +47,27 @@ def _require_compiler(command: str, modules: Sequence[str] = ("mxnet", "onnx", "
     install (IncompatibleError, exit 4): ``trtc compile`` in a runtime-only install."""
     import importlib.util
 
-    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    def installed(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            return False
+
+    missing = [name for name in modules if not installed(name)]
     if missing:
         raise IncompatibleError(f"trtc {command} needs the compiler ({', '.join(missing)} not "
                                 f"installed): {_COMPILER_INSTALL}")
     if "mxnet" in modules:
+        import warnings
+
         try:
-            import mxnet  # noqa: F401  (numpy >= 1.24 breaks `import mxnet` with AttributeError)
+            with warnings.catch_warnings():  # its FutureWarnings about numpy, before it fails
+                warnings.simplefilter("ignore")
+                import mxnet  # noqa: F401  (numpy >= 1.24 breaks it with an AttributeError)
         except Exception as exc:  # noqa: BLE001
             import numpy
 
-            detail = str(exc).splitlines()[0][:120] if str(exc) else ""
+            detail = str(exc).splitlines()[0][:120].rstrip(".") if str(exc) else ""
             raise IncompatibleError(
                 f"trtc {command} needs the compiler, and MXNet fails to import here "
                 f"({type(exc).__name__}: {detail}; this is Python {sys.version_info[0]}."

@@ -118,6 +118,8 @@ def _provenance() -> Iterator[Dict[str, Any]]:
     from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
     from onnx import NodeProto
 
+    from .converters import register
+    register()  # trtc's exact converters (box_nms) over mxnet.onnx's
     state: Dict[str, Any] = {"failed": None, "unfaithful": {}, "mx_graph": None, "lookup": None,
                              "invalid": {}}
     original = MXNetGraph.__dict__["convert_layer"]

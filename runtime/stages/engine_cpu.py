@@ -1,8 +1,11 @@
-"""CPU execution of an engine stage: ONNX Runtime runs the very ONNX the engine was built from."""
+"""ONNX Runtime stages: the very ONNX an engine was built from (the CPU path, or the GPU path where
+no TensorRT flavor can run the engine), and the ONNX stages of ops kept out of engines (every
+path). On the host with the CPU execution provider, or on a GPU with the CUDA execution provider
+(``onnxruntime-gpu``), whose inputs and outputs stay on the device (I/O binding)."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -10,7 +13,7 @@ from ..bundle import shape_fits, shape_text
 from ..errors import BundleError, IncompatibleError, InputError
 from ..onnx_check import OnnxRefused, check_onnx
 
-__all__ = ["OnnxRuntimeStage", "import_onnxruntime", "check_onnx"]
+__all__ = ["OnnxRuntimeStage", "import_onnxruntime", "check_onnx", "cuda_provider_unavailable_reason"]
 
 
 def import_onnxruntime() -> Any:
@@ -23,13 +26,35 @@ def import_onnxruntime() -> Any:
     return onnxruntime
 
 
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+def cuda_provider_unavailable_reason() -> Optional[str]:
+    """Why ONNX Runtime cannot run stages on the GPU here, or None (the CUDA execution provider
+    of ``onnxruntime-gpu`` is installed; whether its CUDA libraries load shows when a session is
+    made, which then fails with its own reason)."""
+    try:
+        ort = import_onnxruntime()
+    except IncompatibleError as exc:
+        return str(exc)
+    if CUDA_PROVIDER not in ort.get_available_providers():
+        return (f"ONNX Runtime {ort.__version__} has no CUDA execution provider: pip install "
+                "'trtc[cuda]' (onnxruntime-gpu) for it")
+    return None
+
+
 class OnnxRuntimeStage:
     """A stage run by ONNX Runtime on the host: an engine stage on the CPU path (the ONNX the
     engine was built from), or an ONNX stage on any path (ops kept out of engines that have an
     exact ONNX). Thread-safe (ORT sessions are)."""
 
-    def __init__(self, stage: Mapping[str, Any], onnx_bytes: bytes, intra_op_threads: int = 0):
+    def __init__(self, stage: Mapping[str, Any], onnx_bytes: bytes, intra_op_threads: int = 0,
+                 cuda_device: Optional[int] = None):
+        """``cuda_device``: run on that GPU with ONNX Runtime's CUDA execution provider (nodes it
+        has no kernel for run on the host, as ONNX Runtime places them), else on the CPU."""
         ort = import_onnxruntime()
+        self._ort = ort
+        self.cuda_device = cuda_device
         self.name: str = stage["name"]
         self.inputs = [t["name"] for t in stage["inputs"]]
         self.outputs = [t["name"] for t in stage["outputs"]]
@@ -49,12 +74,18 @@ class OnnxRuntimeStage:
         try:
             # enable_fallback=0: on a failure ORT's Python layer would otherwise print an
             # "EP Error" banner on stdout and retry; the failure reaches the user as one line.
+            providers: List[Any] = ["CPUExecutionProvider"]
+            if cuda_device is not None:
+                providers.insert(0, (CUDA_PROVIDER, {"device_id": cuda_device}))
             self._session = ort.InferenceSession(onnx_bytes, sess_options=options,
-                                                 providers=["CPUExecutionProvider"],
-                                                 enable_fallback=0)
+                                                 providers=providers, enable_fallback=0)
         except Exception as exc:  # ORT raises its own exception types for bad models
             raise BundleError(f"stage '{self.name}': ONNX Runtime cannot load its ONNX "
                               f"({_first_line(exc)}); recompile the bundle") from None
+        if cuda_device is not None and CUDA_PROVIDER not in self._session.get_providers():
+            raise IncompatibleError(f"stage '{self.name}': ONNX Runtime's CUDA execution provider "
+                                    "did not load (its CUDA, cuDNN or cuBLAS libraries are "
+                                    "missing or do not match); use device='cpu'")
         if hasattr(self._session, "disable_fallback"):
             self._session.disable_fallback()  # the same banner from run()
         names = {i.name for i in self._session.get_inputs()}
@@ -76,27 +107,73 @@ class OnnxRuntimeStage:
                                   f"{spec['shape']}; recompile the bundle")
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Host arrays in, host arrays out (on a GPU stage, ONNX Runtime copies both ways)."""
         try:
             results = self._session.run(self.outputs, {name: feeds[name] for name in self.inputs})
         except Exception as exc:  # ORT's own exception types; a bundle whose ONNX cannot run
-            text = str(exc)
-            if "out of bounds" in text or "out of data bou" in text:  # Gather/GatherND indices
-                raise InputError(f"stage '{self.name}': an index input is out of range (e.g. a "
-                                 "token id >= the vocabulary size, a token type other than 0/1): "
-                                 f"{_first_line(exc)[-160:]}") from None
-            raise BundleError(f"stage '{self.name}': ONNX Runtime failed to run its ONNX "
-                              f"({_first_line(exc)}); recompile the bundle") from None
+            raise self._run_error(exc) from None
         for (name, spec, dtype), value in zip(self._output_specs, results):
-            if not shape_fits(spec, value.shape) or value.dtype != dtype:
-                raise BundleError(f"stage '{self.name}': output '{name}' came out {value.dtype} "
-                                  f"{value.shape}, the manifest says {dtype} {shape_text(spec)}; "
-                                  "the bundle is inconsistent: recompile it")
+            self._check_output(name, spec, dtype, value.shape, value.dtype)
         return dict(zip(self.outputs, results))
+
+    def run_on_device(self, feeds: Mapping[str, Any]) -> Dict[str, Any]:
+        """A GPU stage's call with its tensors on the device (ONNX Runtime's I/O binding).
+
+        Args:
+            feeds: input name -> a DeviceArray on this stage's GPU, or a numpy array (copied
+                there by ONNX Runtime). The caller has finished any work writing them.
+
+        Returns:
+            Output name -> DeviceArray on this stage's GPU, complete when returned; each owns
+            the ONNX Runtime value holding its memory.
+        """
+        from ..dlpack import DeviceArray
+
+        binding = self._session.io_binding()
+        for name in self.inputs:
+            value = feeds[name]
+            if isinstance(value, np.ndarray):
+                binding.bind_cpu_input(name, value)
+            else:
+                binding.bind_input(name, "cuda", self.cuda_device, value.dtype, list(value.shape),
+                                   value.ptr)
+        for name in self.outputs:
+            binding.bind_output(name, "cuda", self.cuda_device)
+        try:
+            # synchronizes: its inputs before, its outputs after (ORT runs on its own stream)
+            self._session.run_with_iobinding(binding)
+        except Exception as exc:
+            raise self._run_error(exc) from None
+        results: Dict[str, Any] = {}
+        for (name, spec, dtype), value in zip(self._output_specs, binding.get_outputs()):
+            shape = tuple(value.shape())
+            got = np.dtype(_NUMPY_TYPES.get(value.data_type(), "void"))
+            self._check_output(name, spec, dtype, shape, got)
+            results[name] = DeviceArray(value.data_ptr(), shape, dtype, self.cuda_device,
+                                        owner=value)
+        return results
+
+    def _run_error(self, exc: BaseException) -> Exception:
+        text = str(exc)
+        if "out of bounds" in text or "out of data bou" in text:  # Gather/GatherND indices
+            return InputError(f"stage '{self.name}': an index input is out of range (e.g. a "
+                              "token id >= the vocabulary size, a token type other than 0/1): "
+                              f"{_first_line(exc)[-160:]}")
+        return BundleError(f"stage '{self.name}': ONNX Runtime failed to run its ONNX "
+                           f"({_first_line(exc)}); recompile the bundle")
+
+    def _check_output(self, name: str, spec: Mapping[str, Any], dtype: np.dtype,
+                      shape: Tuple[int, ...], got: np.dtype) -> None:
+        if not shape_fits(spec, shape) or got != dtype:
+            raise BundleError(f"stage '{self.name}': output '{name}' came out {got} {shape}, "
+                              f"the manifest says {dtype} {shape_text(spec)}; the bundle is "
+                              "inconsistent: recompile it")
 
 
 # Manifest dtype -> ONNX Runtime's type name inside "tensor(...)".
 _ORT_TYPES = {"float32": "float", "float64": "double", "float16": "float16", "bool": "bool",
               "int8": "int8", "uint8": "uint8", "int32": "int32", "int64": "int64"}
+_NUMPY_TYPES = {f"tensor({ort})": dtype for dtype, ort in _ORT_TYPES.items()}
 
 
 def _first_line(exc: BaseException) -> str:

@@ -5,8 +5,9 @@
 in order on one GPU:
 
 - Tensors between consecutive engines stay on the device: the producer's output buffer is the
-  consumer's input buffer. Residual (MXNet) stages exchange tensors with engines through pinned
-  host memory.
+  consumer's input buffer. ONNX Runtime stages on the GPU (CUDA execution provider) read and
+  write device memory too (I/O binding). Host stages (MXNet, ONNX Runtime on the CPU) exchange
+  tensors with engines through pinned host memory.
 - Inputs are numpy arrays (staged through pinned memory) or GPU arrays (torch, cupy, MXNet,
   :class:`~trtc.runtime.dlpack.DeviceArray`), read in place: bound to the engine directly, or,
   when a CUDA graph is replayed (its addresses are fixed), copied device-to-device into the
@@ -488,11 +489,17 @@ class _Context:
         return evicted if evicted is not None else _Engines(self.pipeline, self)
 
 
+def _on_device(stage: Any) -> bool:
+    """Does ``stage`` run on the GPU with its tensors there (ONNX Runtime's CUDA provider)?"""
+    return getattr(stage, "cuda_device", None) is not None
+
+
 class GpuPipeline:
     """A model's stages run on one GPU (module docstring: data flow, shapes, graphs, threads).
 
     Args:
-        stages: TensorRTStage and residual stage objects, in execution order.
+        stages: TensorRTStage, ONNX Runtime (on this GPU or the host) and MXNet stage objects,
+            in execution order.
         inputs: the model's input names.
         outputs: the model's output names.
         cuda_graph: capture and replay CUDA graphs when every stage is an engine.
@@ -525,7 +532,10 @@ class GpuPipeline:
         self.shared_scratch = self.dynamic and self.cuda_graph
         self.scratch_bytes = (max(stage.scratch_bytes for stage in self.engines)
                               if self.shared_scratch else 0)
-        residual = [s for s in self.stages if not isinstance(s, TensorRTStage)]
+        # stages on the host (MXNet, ONNX Runtime on the CPU) exchange tensors through pinned
+        # memory; ONNX Runtime stages on this GPU read and write device memory directly
+        residual = [s for s in self.stages if not isinstance(s, TensorRTStage)
+                    and not _on_device(s)]
         crossing = {n for s in residual for n in [*s.inputs, *s.outputs]}
         # device tensors that cross to or from the host get a pinned staging buffer
         self.staged: Set[str] = {n for n in self.device_tensors
@@ -606,11 +616,13 @@ class GpuPipeline:
                     self._upload(ctx, name, value, on_device)
 
         if not graphed:
-            engines, index = ctx.eager(), 0
+            engines, index = (ctx.eager() if self.engines else None), 0
             for stage in self.stages:
                 if isinstance(stage, TensorRTStage):
                     self._launch(ctx, engines, index, on_device)
                     index += 1
+                elif _on_device(stage):
+                    self._run_on_device(ctx, stage, host, on_device)
                 else:
                     self._run_residual(ctx, stage, host, on_device)
             return self._outputs(ctx, host, on_device, output)
@@ -675,6 +687,16 @@ class GpuPipeline:
             # a GPU input that only residual stages read has no staging buffer: plain copy
             host[name] = staged[name] if name in staged else on_device[name].numpy()
         return bool(missing)
+
+    def _run_on_device(self, ctx: _Context, stage: Any, host: Dict[str, np.ndarray],
+                       on_device: Dict[str, DeviceArray]) -> None:
+        """An ONNX Runtime stage on this GPU: device inputs bound in place (host ones copied by
+        ONNX Runtime), outputs left on the device for the stages after it."""
+        if any(name in on_device for name in stage.inputs):
+            ctx.stream.synchronize()  # ONNX Runtime runs on its own stream: our writes first
+        feeds = {name: on_device[name] if name in on_device else host[name]
+                 for name in stage.inputs}
+        on_device.update(stage.run_on_device(feeds))
 
     def _run_residual(self, ctx: _Context, stage: Any, host: Dict[str, np.ndarray],
                       on_device: Dict[str, DeviceArray]) -> None:

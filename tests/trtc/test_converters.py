@@ -1,0 +1,351 @@
+"""trtc's own converters (trtc/converters.py) against real MXNet and real ONNX Runtime.
+
+Each test builds a tiny MXNet symbol, exports the op through trtc's export path
+(``onnx_from_segment`` on a ``trtc.frontend`` Graph, which installs the converters), runs the
+ONNX in ONNX Runtime and compares with MXNet's forward. box_nms is compared bit for bit, ties
+included: MXNet sorts scores with a stable sort, the ONNX reproduces that order."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from trtc.export import ExportError, onnx_from_segment
+from trtc.frontend import load_graph
+from trtc.partition import describe_nodes
+
+mx = pytest.importorskip("mxnet")
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+def _export(tmp_path: Path, build: Any, shapes: Dict[str, Any], op: str):
+    """Export the node(s) of ``op`` in ``build(*inputs)`` alone; returns (ExportedSegment,
+    segment). Each input first goes through ``+ w`` (w = 0, a param: trtc's loader wants a params
+    file belonging to the symbol); the segment holds only ``op``, so its inputs are those sums
+    and the ONNX is fed the test arrays directly."""
+    w = mx.sym.var("w", shape=(1,))
+    inputs = [mx.sym.broadcast_add(mx.sym.var(name), w, name=f"pre_{name}") for name in shapes]
+    symbol = build(*inputs)
+    symbol.save(str(tmp_path / "m-symbol.json"))
+    mx.nd.save(str(tmp_path / "m-0000.params"), {"arg:w": mx.nd.zeros((1,))})
+    graph = load_graph(tmp_path / "m-symbol.json", tmp_path / "m-0000.params", dict(shapes))
+    segment = describe_nodes(graph, [n.index for n in graph.op_nodes if n.op == op], "engine")
+    return onnx_from_segment(graph, segment), segment
+
+
+def _run(exported: Any, *arrays: np.ndarray) -> List[np.ndarray]:
+    session = ort.InferenceSession(exported.onnx_bytes, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    return session.run(None, dict(zip(names, arrays)))
+
+
+def _export_nms(tmp_path: Path, shape: Tuple[Any, ...], **attrs: Any):
+    return _export(tmp_path, lambda d: mx.sym.contrib.box_nms(d, name="nms", **attrs),
+                   {"data": shape}, "_contrib_box_nms")[0]
+
+
+def _assert_nms_exact(tmp_path: Path, x: np.ndarray, **attrs: Any) -> np.ndarray:
+    (got,) = _run(_export_nms(tmp_path, x.shape, **attrs), x)
+    want = mx.nd.contrib.box_nms(mx.nd.array(x), **attrs).asnumpy()
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)  # bit for bit (NaN == NaN here)
+    return want
+
+
+def _boxes(rng: np.random.Generator, batch: int, n: int, width: int = 6, coord_start: int = 2,
+           score_index: int = 1, id_index: int = 0, classes: int = 3, levels: int = 0,
+           extent: float = 20.0) -> np.ndarray:
+    """Random rows [.. id .. score .. x1 y1 x2 y2 ..]; ``levels`` > 0 quantizes the scores (ties);
+    about a tenth of the boxes are inverted (x2 < x1 or y2 < y1)."""
+    x = rng.random((batch, n, width)).astype(np.float32)
+    corner = (rng.random((batch, n, 2)) * extent - extent / 4).astype(np.float32)
+    size = (rng.random((batch, n, 2)) * extent / 3).astype(np.float32)
+    size[rng.random((batch, n)) < 0.1] *= -1
+    x[..., coord_start:coord_start + 2] = corner
+    x[..., coord_start + 2:coord_start + 4] = corner + size
+    scores = rng.random((batch, n)).astype(np.float32)
+    x[..., score_index] = np.round(scores * levels) / levels if levels else scores
+    if id_index >= 0:  # about a tenth with id -1 (GluonCV's "no class", MXNet's background_id)
+        x[..., id_index] = np.where(rng.random((batch, n)) < 0.1, -1,
+                                    rng.integers(0, classes, (batch, n)))
+    return x
+
+
+# ----------------------------------------------------------------------------------------------
+# registration
+# ----------------------------------------------------------------------------------------------
+def test_register_overrides_mxnet_converters_idempotently():
+    from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
+
+    from trtc import _defaults
+    from trtc.converters import BOX_NMS_OPS, convert_box_nms, register
+
+    register()
+    table = MXNetGraph.registry_[_defaults.ONNX_OPSET]
+    assert all(table[op] is convert_box_nms for op in BOX_NMS_OPS)
+    wrapped = {op: table[op] for op in ("_contrib_ROIAlign", "topk")}
+    register()
+    assert {op: table[op] for op in wrapped} == wrapped  # not wrapped twice
+
+
+def test_box_nms_is_no_longer_unfaithful(tmp_path):
+    """Through `_provenance()`, as every trtc export: mxnet.onnx's converter warned (per-class
+    NMS ignored) and trtc kept the op in MXNet; trtc's converter does not warn."""
+    import mxnet.onnx as mx_onnx
+
+    from trtc.export import _provenance
+
+    symbol = mx.sym.contrib.box_nms(mx.sym.var("data"), id_index=0, force_suppress=False,
+                                    background_id=0, topk=10, name="nms")
+    with _provenance() as state:
+        mx_onnx.export_model(symbol, {}, in_shapes=[(1, 20, 6)], in_types=[np.float32],
+                             onnx_file_path=str(tmp_path / "nms.onnx"))
+    assert state["unfaithful"] == {} and state["failed"] is None
+
+
+def test_emitted_ops_are_in_the_runtime_allowlist(tmp_path):
+    from trtc.converters import ONNX_OPS_USED
+    from trtc.runtime.bundle import ONNX_OPS
+
+    assert ONNX_OPS_USED <= ONNX_OPS
+    exported = _export_nms(tmp_path, (2, 30, 6), id_index=0, topk=10, out_format="center")
+    assert {n.op_type for n in exported.model.graph.node} <= ONNX_OPS_USED
+
+
+# ----------------------------------------------------------------------------------------------
+# box_nms: exact against MXNet
+# ----------------------------------------------------------------------------------------------
+NMS_CASES = {
+    # GluonCV SSD / YOLOv3 / CenterNet: per-class NMS, topk before NMS, background -1 dropped
+    "gluoncv_ssd": dict(overlap_thresh=0.45, valid_thresh=0.01, topk=40, id_index=0,
+                        score_index=1, coord_start=2, force_suppress=False),
+    # GluonCV Faster R-CNN RPN: [score, x1, y1, x2, y2], all classes together
+    "rpn": dict(overlap_thresh=0.7, topk=-1, coord_start=1, score_index=0, id_index=-1,
+                force_suppress=True),
+    "defaults": dict(),
+    "force_suppress_with_ids": dict(id_index=0, force_suppress=True, overlap_thresh=0.3),
+    "background_class": dict(id_index=0, background_id=1, overlap_thresh=0.4),
+    "topk_larger_than_n": dict(id_index=0, topk=1000),
+    "topk_one": dict(topk=1),
+    "topk_zero_is_identity": dict(topk=0, id_index=0),
+    "out_center": dict(id_index=0, out_format="center"),
+    "zero_threshold": dict(overlap_thresh=0.0, id_index=0),
+    "threshold_one_suppresses_nothing": dict(overlap_thresh=1.0),
+    "negative_valid_thresh": dict(valid_thresh=-1.0, id_index=0),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NMS_CASES))
+def test_box_nms_exact(tmp_path, case):
+    attrs = NMS_CASES[case]
+    rng = np.random.default_rng(sorted(NMS_CASES).index(case))
+    layout = {k: attrs[k] for k in ("coord_start", "score_index") if k in attrs}
+    width = 5 if attrs.get("coord_start") == 1 else 6
+    # scores in 8 levels: many exact ties, decided by MXNet's stable sort (row index)
+    x = _boxes(rng, 3, 60, width=width, id_index=attrs.get("id_index", -1), levels=8, **layout)
+    _assert_nms_exact(tmp_path, x, **attrs)
+
+
+def test_box_nms_other_layout_and_rank(tmp_path):
+    """coord_start/score_index/id_index elsewhere in an 8-wide row; 4-D input (batch dims
+    flattened by MXNet)."""
+    rng = np.random.default_rng(1)
+    x = _boxes(rng, 6, 40, width=8, coord_start=3, score_index=0, id_index=7, levels=4)
+    _assert_nms_exact(tmp_path, x.reshape(2, 3, 40, 8), coord_start=3, score_index=0,
+                      id_index=7, topk=25, overlap_thresh=0.35, background_id=2)
+
+
+def test_box_nms_nothing_valid(tmp_path):
+    rng = np.random.default_rng(2)
+    x = _boxes(rng, 2, 30)
+    x[..., 1] = np.minimum(x[..., 1], 0.5)
+    want = _assert_nms_exact(tmp_path, x, valid_thresh=0.5, id_index=0)
+    assert (want == -1).all()
+    x[..., 0] = -1  # every row is background
+    _assert_nms_exact(tmp_path, x, id_index=0)
+
+
+def test_box_nms_single_class_and_mixed_batch(tmp_path):
+    """One class; one batch item with no valid row, the other with several."""
+    rng = np.random.default_rng(3)
+    x = _boxes(rng, 2, 50, classes=1)
+    x[0, :, 1] = 0
+    want = _assert_nms_exact(tmp_path, x, id_index=0, valid_thresh=0.1)
+    assert (want[0] == -1).all() and (want[1, 0] != -1).all()
+
+
+def test_box_nms_iou_at_the_threshold_and_odd_boxes(tmp_path):
+    """Integer boxes give IoUs of exactly 1/3, 1/2, ...: MXNet suppresses only above the
+    threshold. Inverted and empty boxes, NaN coordinates and scores, ids that truncate to the
+    same int (MXNet compares static_cast<int>(id)): all as MXNet."""
+    rng = np.random.default_rng(4)
+    x = np.zeros((2, 60, 6), np.float32)
+    corner = rng.integers(0, 4, (2, 60, 2))
+    x[..., 2:4] = corner
+    x[..., 4:6] = corner + rng.integers(-1, 4, (2, 60, 2))
+    x[..., 1] = rng.integers(1, 5, (2, 60)) / 4
+    x[..., 0] = rng.choice([0.2, -0.5, 0.7, 1.5, 1.2, 2.0], (2, 60))
+    x[0, :5, 2] = np.nan
+    x[1, :3, 1] = np.nan
+    for thresh in (0.5, 1 / 3, 0.25):
+        _assert_nms_exact(tmp_path, x, overlap_thresh=thresh, id_index=0)
+        _assert_nms_exact(tmp_path, x, overlap_thresh=thresh, id_index=0, force_suppress=True)
+
+
+def test_box_nms_out_center_skips_negative_x(tmp_path):
+    """MXNet converts a row to center format only when its first coordinate is not negative."""
+    x = np.array([[[0, 0.9, -2, 0, 2, 2], [1, 0.8, 5, 5, 9, 7], [0, 0.7, 10, 10, 12, 11]]],
+                 np.float32)
+    want = _assert_nms_exact(tmp_path, x, id_index=0, out_format="center")
+    np.testing.assert_array_equal(want[0, 0], x[0, 0])  # left in corner format by MXNet
+
+
+def test_box_nms_many_boxes_is_fast(tmp_path):
+    """N=5000 per item, 4 score levels (heavy ties), every row taking part (topk=-1)."""
+    rng = np.random.default_rng(5)
+    x = _boxes(rng, 2, 5000, levels=4, classes=5, extent=500.0)
+    exported = _export_nms(tmp_path, x.shape, id_index=0, overlap_thresh=0.5)
+    session = ort.InferenceSession(exported.onnx_bytes, providers=["CPUExecutionProvider"])
+    session.run(None, {session.get_inputs()[0].name: x})
+    start = time.perf_counter()
+    (got,) = session.run(None, {session.get_inputs()[0].name: x})
+    elapsed = time.perf_counter() - start
+    want = mx.nd.contrib.box_nms(mx.nd.array(x), id_index=0, overlap_thresh=0.5).asnumpy()
+    np.testing.assert_array_equal(got, want)
+    assert elapsed < 2.0, f"ONNX Runtime took {elapsed:.2f}s"
+
+
+def test_box_nms_dynamic_batch_and_boxes(tmp_path):
+    """Batch and N symbolic in the ONNX (trtc's dynamic export): one model, several shapes."""
+    attrs = dict(id_index=0, topk=20, valid_thresh=0.1, overlap_thresh=0.45)
+    exported = _export_nms(tmp_path, ((1, 4), (10, 200), 6), **attrs)
+    dims = exported.model.graph.input[0].type.tensor_type.shape.dim
+    assert not dims[0].HasField("dim_value") and not dims[1].HasField("dim_value")
+    rng = np.random.default_rng(6)
+    session = ort.InferenceSession(exported.onnx_bytes, providers=["CPUExecutionProvider"])
+    for batch, n in ((1, 10), (4, 200), (3, 57)):
+        x = _boxes(rng, batch, n, levels=8)
+        (got,) = session.run(None, {session.get_inputs()[0].name: x})
+        np.testing.assert_array_equal(got, mx.nd.contrib.box_nms(mx.nd.array(x), **attrs).asnumpy())
+
+
+def test_box_nms_center_input_without_suppression_is_exported(tmp_path):
+    """in_format='center' with overlap_thresh >= 1: no IoU is computed, so it is exact."""
+    rng = np.random.default_rng(7)
+    x = _boxes(rng, 2, 30)
+    _assert_nms_exact(tmp_path, x, in_format="center", out_format="corner", overlap_thresh=1.0,
+                      topk=12)
+
+
+@pytest.mark.parametrize("attrs, shape, dtype", [
+    (dict(in_format="center", out_format="center"), (1, 20, 6), "float32"),
+    (dict(in_format="center", out_format="corner"), (1, 20, 6), "float32"),
+    (dict(overlap_thresh=-0.1), (1, 20, 6), "float32"),
+    (dict(), (1, 20, 6), "float16"),
+])
+def test_box_nms_inexact_cases_stay_in_mxnet(tmp_path, attrs, shape, dtype):
+    """What ONNX cannot compute exactly raises in the converter: trtc keeps the op in MXNet."""
+    data = mx.sym.var("data", dtype=dtype)
+    symbol = mx.sym.contrib.box_nms(mx.sym.broadcast_add(data, mx.sym.var("w", dtype=dtype),
+                                                         name="pre"), name="nms", **attrs)
+    symbol.save(str(tmp_path / "m-symbol.json"))
+    mx.nd.save(str(tmp_path / "m-0000.params"), {"arg:w": mx.nd.zeros((1,), dtype=dtype)})
+    graph = load_graph(tmp_path / "m-symbol.json", tmp_path / "m-0000.params", {"data": shape},
+                       {"data": dtype})
+    segment = describe_nodes(graph, [n.index for n in graph.op_nodes if n.name == "nms"],
+                             "engine")
+    with pytest.raises(ExportError) as err:
+        onnx_from_segment(graph, segment)
+    assert err.value.node == "nms" and "NotImplementedError" in str(err.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# ROIAlign, topk, argsort: mxnet.onnx's converters (with trtc's fixes) against MXNet
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sample_ratio", [2, 0, -1])
+def test_roi_align_exact(tmp_path, sample_ratio):
+    """GluonCV's R-CNNs use sample_ratio=2; -1 is MXNet's default (adaptive, as 0), which ONNX
+    Runtime refused as mxnet.onnx wrote it. Rois partly or wholly outside the map, tiny and
+    inverted ones; batch indices >= 0 (MXNet 1.9.1's CPU kernel mishandles negative ones)."""
+    rng = np.random.default_rng(8)
+    feat = rng.standard_normal((2, 4, 20, 24)).astype(np.float32)
+    rois = np.zeros((30, 5), np.float32)
+    rois[:, 0] = rng.integers(0, 2, 30)
+    corner = rng.random((30, 2)) * 200 - 20
+    rois[:, 1:3] = corner
+    rois[:, 3:5] = corner + rng.random((30, 2)) * 120
+    rois[:4, 3:5] = rois[:4, 1:3] + 0.3
+    rois[4:8, 3:5] = rois[4:8, 1:3] - 5
+    attrs = dict(pooled_size=(7, 7), spatial_scale=1 / 8, sample_ratio=sample_ratio)
+    exported, _ = _export(tmp_path, lambda f, r: mx.sym.contrib.ROIAlign(f, r, name="roi", **attrs),
+                          {"f": feat.shape, "r": rois.shape}, "_contrib_ROIAlign")
+    (got,) = _run(exported, feat, rois)
+    want = mx.nd.contrib.ROIAlign(mx.nd.array(feat), mx.nd.array(rois), **attrs).asnumpy()
+    np.testing.assert_array_equal(got, want)
+
+
+def _ties_agree(x: np.ndarray, got: np.ndarray, want: np.ndarray, axis: int = -1) -> None:
+    """Index outputs may differ among equal values (MXNet's CPU order is std::sort's): they
+    must select equal values, position by position."""
+    np.testing.assert_array_equal(np.take_along_axis(x, got.astype(np.int64), axis),
+                                  np.take_along_axis(x, want.astype(np.int64), axis))
+
+
+@pytest.mark.parametrize("attrs", [
+    dict(k=5, ret_typ="both"),  # CenterNet: topk over the flattened heatmap, 'both'
+    dict(k=5, ret_typ="value", is_ascend=True),
+    dict(k=400, ret_typ="indices", dtype="int32"),
+    dict(k=2, ret_typ="both", axis=0, dtype="int64"),
+])
+def test_topk(tmp_path, attrs):
+    rng = np.random.default_rng(9)
+    distinct = rng.permutation(3 * 1000).reshape(3, 1000).astype(np.float32) / 7
+    ties = np.round(rng.random((3, 1000)) * 8).astype(np.float32)
+    exported, _ = _export(tmp_path, lambda d: mx.sym.topk(d, name="tk", **attrs),
+                          {"d": (3, 1000)}, "topk")
+    axis = attrs.get("axis", -1)
+    for x in (distinct, ties):
+        got = _run(exported, x)
+        want = mx.nd.topk(mx.nd.array(x), **attrs)
+        want = [w.asnumpy() for w in (want if isinstance(want, list) else [want])]
+        assert [g.dtype for g in got] == [w.dtype for w in want]
+        if x is distinct:
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(g, w)
+        elif attrs["ret_typ"] == "value":
+            np.testing.assert_array_equal(got[0], want[0])
+        else:
+            _ties_agree(x, got[-1], want[-1], axis)
+            if attrs["ret_typ"] == "both":
+                np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_topk_k0_stays_in_mxnet(tmp_path):
+    """MXNet's topk with k < 1 sorts the whole axis; mxnet.onnx's TopK would return nothing."""
+    with pytest.raises(ExportError, match="NotImplementedError"):
+        _export(tmp_path, lambda d: mx.sym.topk(d, k=0, name="tk"), {"d": (2, 50)}, "topk")
+
+
+@pytest.mark.parametrize("attrs", [dict(), dict(is_ascend=False, dtype="int64"),
+                                   dict(axis=0, dtype="int32")])
+def test_argsort(tmp_path, attrs):
+    rng = np.random.default_rng(10)
+    distinct = rng.permutation(3 * 500).reshape(3, 500).astype(np.float32)
+    ties = np.round(rng.random((3, 500)) * 8).astype(np.float32)
+    exported, _ = _export(tmp_path, lambda d: mx.sym.argsort(d, name="as", **attrs),
+                          {"d": (3, 500)}, "argsort")
+    for x in (distinct, ties):
+        (got,) = _run(exported, x)
+        want = mx.nd.argsort(mx.nd.array(x), **attrs).asnumpy()
+        assert got.dtype == want.dtype
+        if x is distinct:
+            np.testing.assert_array_equal(got, want)
+        else:
+            _ties_agree(x, got, want, attrs.get("axis", -1))

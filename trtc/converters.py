@@ -1,0 +1,410 @@
+"""trtc's own mx2onnx converters: exact ONNX for ops whose mxnet.onnx converter is not.
+
+``register()`` installs them in mxnet.onnx's converter table (``MXNetGraph.registry_``) at the
+opset trtc exports at, over mxnet.onnx's own. trtc/export.py calls it before every export.
+
+* ``_contrib_box_nms`` (and its aliases): a new, exact converter (below);
+* ``_contrib_ROIAlign``: mxnet.onnx's, with a negative ``sample_ratio`` passed as 0 (both mean
+  adaptive; ONNX Runtime refuses a negative one);
+* ``topk``: mxnet.onnx's, refusing ``k < 1`` (MXNet: the whole axis; mxnet.onnx: nothing).
+
+``_contrib_box_nms`` (GluonCV's detection post-processing: SSD, YOLOv3, Faster R-CNN, CenterNet).
+mxnet.onnx's converter ignores ``id_index``/``force_suppress=False`` (it suppresses across
+classes, and warns that this differs), refuses ``background_id`` and ``in_format != out_format``,
+and applies ``topk`` after NMS instead of before. This one computes what MXNet 1.9.1's CPU kernel
+(src/operator/contrib/bounding_box-inl.h, bounding_box-common.h) computes, element for element:
+
+* rows are flattened to (B, N, K); a row is *valid* when ``score > valid_thresh`` (strictly; NaN
+  is not) and, when ``id_index >= 0``, ``id != background_id`` (a float compare);
+* valid rows are ordered by score, descending, ties by row index (MXNet sorts with a stable
+  sort; ONNX TopK breaks ties by the lower index: the same order, ties included);
+* only the first ``topk`` of them (per batch item) take part: MXNet's ``topk`` is applied
+  *before* NMS;
+* greedy NMS over that order: a row is suppressed when its IoU with an earlier kept row is
+  ``> overlap_thresh``; with ``id_index >= 0`` and not ``force_suppress`` only rows whose ids
+  truncate to the same int (MXNet compares ``static_cast<int>(id)``) suppress each other;
+* kept rows, whole and in that order, fill the output from its first row; every other row is -1;
+  ``topk = 0`` returns the input unchanged (MXNet's early return);
+* ``out_format`` conversion of the 4 coordinates of every output row whose first coordinate is
+  not negative (MXNet skips rows with ``x < 0``: the -1 rows, but also real boxes with a
+  negative first coordinate, which therefore stay in the input format).
+
+The NMS itself is ONNX ``NonMaxSuppression``, fed so that its decisions are MXNet's:
+
+* IoU: ONNX Runtime computes ``inter / (area1 + area2 - inter)`` with the same float32
+  operations as MXNet's corner-format kernel (no +1 in widths). Boxes MXNet gives zero area and
+  lets suppress nothing (``x2 < x1`` or ``y2 < y1``, NaN extents) would be *normalized* by ONNX
+  Runtime (corners swapped): they are replaced by an all-zero box, which overlaps nothing;
+* scores: NonMaxSuppression re-sorts by score (its tie order is its own), so it gets synthetic
+  scores ``T, T-1, ..., 1`` in MXNet's order (distinct, exact in float32 below 2**24) and 0 for
+  rows that must not take part, with ``score_threshold`` 0.5;
+* per-class suppression uses NonMaxSuppression's class axis: one class per integer id between
+  the smallest and the largest id among the candidates (so memory grows with B x id range x
+  topk: fine for class indices, not for ids spread over millions);
+* ``max_output_boxes_per_class`` is unbounded (MXNet's ``topk`` is applied before).
+
+Not exported (the converter raises, and trtc keeps the op in MXNet):
+
+* ``in_format='center'`` with ``overlap_thresh < 1``: MXNet's IoU then takes areas as
+  ``width * height``, ONNX NonMaxSuppression (either box encoding) as
+  ``(x2 - x1) * (y2 - y1)`` of the corners it computes, which can differ in the last bit and
+  flip a decision at the threshold; an exact greedy NMS needs a Loop, which trtc's runtime
+  refuses (runtime/onnx_check.py: no subgraphs);
+* ``overlap_thresh < 0`` (ONNX Runtime refuses thresholds outside [0, 1]; for thresholds >= 1
+  nothing is suppressed, as in MXNet, whose float32 IoU never exceeds 1);
+* inputs other than float32 (NonMaxSuppression takes float32 only; MXNet computes fp16/fp64
+  in that type).
+
+Every op used is in trtc's runtime ONNX allowlist (runtime/bundle.py ``ONNX_OPS``); the graph is
+shape-generic (Shape ops, no size baked in), so batch and N may be dynamic.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from . import _defaults
+
+__all__ = ["register", "BOX_NMS_OPS", "ONNX_OPS_USED"]
+
+# Every name MXNet 1.9.1 knows box_nms by. A symbol JSON written by MXNet (Gluon's export,
+# sym.tojson) always holds the canonical '_contrib_box_nms'; the aliases are registered too in
+# case a hand-written JSON uses one (mxnet.onnx looks the op up by the JSON's name).
+BOX_NMS_OPS = ("_contrib_box_nms", "box_nms", "_contrib_box_non_maximum_suppression",
+               "box_non_maximum_suppression")
+
+# The ONNX ops the converters here emit (kept in step with runtime/bundle.py's allowlist; a test
+# checks it).
+ONNX_OPS_USED = frozenset("""
+    Add And Cast Concat ConstantOfShape Div Equal Gather GatherND Greater Identity Less Min
+    NonMaxSuppression Not Pad Range ReduceMax ReduceMin ReduceSum Reshape ScatterND Shape Slice
+    Squeeze Sub TopK Unsqueeze Where
+""".split())
+
+_REGISTERED = False
+_INT64_MAX = np.iinfo(np.int64).max
+_NO_CLASS = 1 << 40  # sentinel id range bound (ids are truncated to int; far from int64 limits)
+
+
+def register() -> None:
+    """Install trtc's converters in mxnet.onnx (idempotent; a flag check after the first call).
+
+    mxnet.onnx picks a converter from ``MXNetGraph.registry_[opset][op]``, from the export's
+    opset down to 12; registering at trtc's opset (13) overrides mxnet.onnx's opset-13 entry.
+    """
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    # mxnet.onnx registers its own converters when its translation modules are imported: import
+    # them first, so that ours are the ones left in the table.
+    import mxnet.onnx  # noqa: F401
+    from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
+
+    opset = _defaults.ONNX_OPSET
+    for op in BOX_NMS_OPS:
+        MXNetGraph.register(op, opset_version=opset)(convert_box_nms)
+    # wrappers around mxnet.onnx's own converters (found as convert_layer would find them)
+    for op, wrapper in (("_contrib_ROIAlign", _roi_align_wrapper), ("topk", _topk_wrapper)):
+        original = _mxnet_converter(MXNetGraph.registry_, op, opset)
+        if original is not None:
+            MXNetGraph.register(op, opset_version=opset)(wrapper(original))
+    _REGISTERED = True
+
+
+def _mxnet_converter(registry: Dict[int, Dict[str, Any]], op: str, opset: int) -> Any:
+    """The converter mx2onnx would use for ``op`` at ``opset`` (it falls back to older opsets)."""
+    for version in range(opset, 11, -1):
+        if op in registry.get(version, {}):
+            return registry[version][op]
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Fixes around mxnet.onnx's ROIAlign and topk converters
+# ----------------------------------------------------------------------------------------------
+def _roi_align_wrapper(original: Any) -> Any:
+    """mxnet.onnx's ``_contrib_ROIAlign`` converter is exact (bit for bit against MXNet's CPU
+    kernel, rois with batch index >= 0), except that it passes a negative ``sample_ratio``
+    (MXNet's own default, -1: adaptive) to ONNX RoiAlign, which ONNX Runtime refuses (its
+    adaptive value is 0). Clamp it to 0; the rest is mxnet.onnx's (it refuses ``aligned`` and
+    ``position_sensitive``, which ONNX opset 13 cannot express)."""
+
+    def convert_roi_align(node: Dict[str, Any], **kwargs: Any) -> Any:
+        attrs = node.get("attrs", {})
+        if int(float(attrs.get("sample_ratio", 0))) < 0:
+            node = dict(node, attrs=dict(attrs, sample_ratio="0"))
+        return original(node, **kwargs)
+
+    return convert_roi_align
+
+
+def _topk_wrapper(original: Any) -> Any:
+    """mxnet.onnx's ``topk`` converter is exact for distinct values (among equal values MXNet's
+    CPU order is std::sort's, ONNX TopK's the lower index first: not reproducible), but for
+    ``k < 1`` MXNet sorts the whole axis while the ONNX returns nothing: refuse that (the op
+    stays in MXNet)."""
+
+    def convert_topk(node: Dict[str, Any], **kwargs: Any) -> Any:
+        k = int(float(node.get("attrs", {}).get("k", 1)))
+        if k < 1:
+            raise NotImplementedError(f"topk k={k}: MXNet sorts the whole axis, mxnet.onnx's "
+                                      "TopK would return no element")
+        return original(node, **kwargs)
+
+    return convert_topk
+
+
+# ----------------------------------------------------------------------------------------------
+# A tiny graph builder over mx2onnx's converter kwargs
+# ----------------------------------------------------------------------------------------------
+class _Builder:
+    """Collects the ONNX nodes of one converted MXNet node; tensor names ``<node>__<n>``.
+
+    Constants go to mx2onnx's initializer list (``kwargs['initializer']``), as its own
+    converters do."""
+
+    def __init__(self, name: str, kwargs: Dict[str, Any]):
+        self.name = name
+        self.initializer = kwargs["initializer"]
+        self.nodes: List[Any] = []
+        self._count = 0
+
+    def _fresh(self, hint: str) -> str:
+        self._count += 1
+        return f"{self.name}__{hint}{self._count}"
+
+    def const(self, value: Any, dtype: Any, hint: str = "c") -> str:
+        """An initializer holding ``value`` (a scalar stays rank 0); returns its name."""
+        from onnx import numpy_helper
+
+        name = self._fresh(hint)
+        self.initializer.append(numpy_helper.from_array(np.array(value, dtype=dtype), name))
+        return name
+
+    def ints(self, *values: int) -> str:
+        """A 1-D int64 initializer."""
+        return self.const(list(values), np.int64, "i")
+
+    def op(self, op_type: str, inputs: Sequence[str], outputs: int = 1,
+           out: Optional[str] = None, **attrs: Any) -> Any:
+        """Append one node; returns its output name (or the list of them, ``outputs > 1``)."""
+        from onnx import helper
+
+        names = [out] if out else [self._fresh(op_type.lower()) for _ in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), names, **attrs))
+        return names[0] if outputs == 1 else names
+
+
+# ----------------------------------------------------------------------------------------------
+# box_nms
+# ----------------------------------------------------------------------------------------------
+def _box_nms_params(attrs: Dict[str, str]) -> Dict[str, Any]:
+    """box_nms's attributes with MXNet's defaults (symbol JSON stores them as strings)."""
+
+    def flag(value: str) -> bool:
+        return str(value).strip().lower() in ("true", "1")
+
+    return {
+        "overlap_thresh": float(attrs.get("overlap_thresh", 0.5)),
+        "valid_thresh": float(attrs.get("valid_thresh", 0)),
+        "topk": int(attrs.get("topk", -1)),
+        "coord_start": int(attrs.get("coord_start", 2)),
+        "score_index": int(attrs.get("score_index", 1)),
+        "id_index": int(attrs.get("id_index", -1)),
+        "background_id": int(attrs.get("background_id", -1)),
+        "force_suppress": flag(attrs.get("force_suppress", "False")),
+        "in_format": str(attrs.get("in_format", "corner")),
+        "out_format": str(attrs.get("out_format", "corner")),
+    }
+
+
+def convert_box_nms(node: Dict[str, Any], **kwargs: Any) -> List[Any]:
+    """mx2onnx converter for ``_contrib_box_nms``: MXNet's exact output 0 (see module doc).
+
+    The output is named ``<node>0``: the op has two outputs (the second, a backward record, is
+    hidden), so MXNet names the visible one ``<node>_output0`` and mx2onnx looks for ``<node>0``.
+
+    Raises:
+        NotImplementedError: parameters or dtypes ONNX cannot reproduce exactly (module doc).
+    """
+    from mxnet.onnx.mx2onnx._op_translations._op_translations_opset13 import (
+        get_input_dtypes, get_inputs)
+
+    name, inputs, attrs = get_inputs(node, kwargs)
+    p = _box_nms_params(attrs)
+    dtype = np.dtype(get_input_dtypes(node, kwargs)[0])
+    if dtype != np.float32:
+        raise NotImplementedError(f"box_nms on {dtype} data: ONNX NonMaxSuppression takes "
+                                  "float32 only, MXNet computes in the data's type")
+    for key in ("in_format", "out_format"):
+        if p[key] not in ("corner", "center"):
+            raise NotImplementedError(f"box_nms {key}={p[key]!r}")
+    if p["overlap_thresh"] < 0:
+        raise NotImplementedError("box_nms overlap_thresh < 0: ONNX Runtime's "
+                                  "NonMaxSuppression takes thresholds in [0, 1] only")
+    suppresses = p["overlap_thresh"] < 1  # MXNet's float32 IoU is never above 1
+    if suppresses and p["in_format"] == "center":
+        raise NotImplementedError(
+            "box_nms in_format='center': MXNet's IoU takes areas as width*height, ONNX "
+            "NonMaxSuppression from the corners it computes (the last bit can differ and flip "
+            "a decision at the threshold); kept in MXNet")
+
+    b = _Builder(name, kwargs)
+    out = f"{name}0"
+    if p["topk"] == 0:  # MXNet returns its input unchanged
+        b.op("Identity", [inputs[0]], out=out)
+        return b.nodes
+    _box_nms_graph(b, inputs[0], p, suppresses, out)
+    return b.nodes
+
+
+def _box_nms_graph(b: _Builder, data: str, p: Dict[str, Any], suppresses: bool,
+                   out: str) -> None:
+    """The ONNX graph of box_nms from input ``data`` to output ``out`` (module doc)."""
+    f32 = np.float32
+    shape = b.op("Shape", [data])
+    n_k = b.op("Slice", [shape, b.ints(-2), b.ints(_INT64_MAX)])
+    x = b.op("Reshape", [data, b.op("Concat", [b.ints(-1), n_k], axis=0)])  # (B, N, K)
+    n = b.op("Slice", [shape, b.ints(-2), b.ints(-1)])  # (1,)
+
+    # valid rows: score > valid_thresh [and id != background_id]
+    score = b.op("Gather", [x, b.const(p["score_index"], np.int64)], axis=2)  # (B, N)
+    valid = b.op("Greater", [score, b.const(p["valid_thresh"], f32)])
+    if p["id_index"] >= 0:
+        ids = b.op("Gather", [x, b.const(p["id_index"], np.int64)], axis=2)
+        background = b.op("Equal", [ids, b.const(p["background_id"], f32)])
+        valid = b.op("And", [valid, b.op("Not", [background])])
+    neg_inf = b.const(-np.inf, f32)
+    masked = b.op("Where", [valid, score, neg_inf])
+
+    # the first topk valid rows in MXNet's order (score descending, ties by index)
+    t = n if p["topk"] < 0 else b.op("Min", [n, b.ints(p["topk"])])  # (1,)
+    top_score, top_index = b.op("TopK", [masked, t], outputs=2, axis=1, largest=1, sorted=1)
+    cand = b.op("GatherND", [x, b.op("Unsqueeze", [top_index, b.ints(2)])], batch_dims=1)
+    cand_valid = b.op("Greater", [top_score, neg_inf])  # (B, T); valid scores are > -inf
+    position = b.op("Range", [b.const(0, np.int64), b.op("Squeeze", [t, b.ints(0)]),
+                              b.const(1, np.int64)])  # (T,)
+
+    if suppresses:
+        keep = _nms_keep(b, cand, cand_valid, t, position, p)
+    else:
+        keep = cand_valid
+    rows = _compact_rows(b, cand, keep, position)  # (B, T, K)
+    if p["in_format"] != p["out_format"]:
+        rows = _convert_format(b, rows, p["coord_start"], p["out_format"])
+    if p["topk"] >= 0:  # T may be < N: -1 rows after
+        pads = b.op("Concat", [b.ints(0, 0, 0, 0), b.op("Sub", [n, t]), b.ints(0)], axis=0)
+        rows = b.op("Pad", [rows, pads, b.const(-1, f32)], mode="constant")
+    b.op("Reshape", [rows, shape], out=out)
+
+
+def _nms_keep(b: _Builder, cand: str, cand_valid: str, t: str, position: str,
+              p: Dict[str, Any]) -> str:
+    """(B, T) bool: which candidates MXNet's greedy NMS keeps (ONNX NonMaxSuppression)."""
+    f32 = np.float32
+    cs = p["coord_start"]
+    boxes = b.op("Slice", [cand, b.ints(cs), b.ints(cs + 4), b.ints(2)])  # (B, T, 4)
+    # MXNet: area 0 when x2 - x1 < 0 or y2 - y1 < 0, and such a box (or one with a NaN extent)
+    # overlaps nothing. ONNX Runtime would swap its corners: give it an all-zero box instead.
+    low = b.op("Slice", [boxes, b.ints(0), b.ints(2), b.ints(2)])
+    high = b.op("Slice", [boxes, b.ints(2), b.ints(4), b.ints(2)])
+    extent = b.op("Sub", [high, low])  # (B, T, 2)
+    proper = b.op("Not", [b.op("Less", [extent, b.const(0, f32)])])
+    proper = b.op("And", [proper, b.op("Equal", [extent, extent])])  # and not NaN
+    proper = b.op("And", [b.op("Slice", [proper, b.ints(0), b.ints(1), b.ints(2)]),
+                          b.op("Slice", [proper, b.ints(1), b.ints(2), b.ints(2)])])  # (B, T, 1)
+    boxes = b.op("Where", [proper, boxes, b.const(0, f32)])
+
+    # synthetic scores T, T-1, ..., 1 in MXNet's order; 0 (below the threshold) for invalid rows
+    rank = b.op("Sub", [b.op("Cast", [t], to=_ONNX_FLOAT),
+                        b.op("Cast", [position], to=_ONNX_FLOAT)])  # (T,)
+    synthetic = b.op("Where", [cand_valid, rank, b.const(0, f32)])  # (B, T)
+    if p["id_index"] >= 0 and not p["force_suppress"]:
+        scores = _per_class_scores(b, cand, cand_valid, synthetic, p["id_index"])
+    else:
+        scores = b.op("Unsqueeze", [synthetic, b.ints(1)])  # (B, 1, T)
+    selected = b.op("NonMaxSuppression", [
+        boxes, scores, b.ints(_INT64_MAX), b.const([p["overlap_thresh"]], f32),
+        b.const([0.5], f32)], center_point_box=0)  # (M, 3): batch, class, candidate
+    where = b.op("Gather", [selected, b.ints(0, 2)], axis=1)  # (M, 2)
+    zeros = b.op("ConstantOfShape", [b.op("Shape", [synthetic])],
+                 value=_tensor(np.zeros(1, f32)))
+    ones = b.op("ConstantOfShape", [b.op("Slice", [b.op("Shape", [selected]), b.ints(0),
+                                                   b.ints(1)])],
+                value=_tensor(np.ones(1, f32)))
+    marked = b.op("ScatterND", [zeros, where, ones])  # (B, T): 1 where kept
+    return b.op("Greater", [marked, b.const(0, f32)])
+
+
+def _per_class_scores(b: _Builder, cand: str, cand_valid: str, synthetic: str,
+                      id_index: int) -> str:
+    """(B, C, T) scores for NonMaxSuppression's class axis: candidate j's synthetic score under
+    class c = (smallest id) + c when int(id_j) is that class, else 0. MXNet compares ids as
+    ``static_cast<int>``: truncation, which is what Cast(float -> int64) does."""
+    ids = b.op("Cast", [b.op("Gather", [cand, b.const(id_index, np.int64)], axis=2)],
+               to=_ONNX_INT64)  # (B, T)
+    lowest = b.op("ReduceMin", [b.op("Where", [cand_valid, ids, b.const(_NO_CLASS, np.int64)])],
+                  keepdims=0)
+    highest = b.op("ReduceMax", [b.op("Where", [cand_valid, ids,
+                                                b.const(-_NO_CLASS, np.int64)])], keepdims=0)
+    # no valid candidate: Range(2**40, -2**40 + 1) is empty, so is the class axis
+    classes = b.op("Range", [lowest, b.op("Add", [highest, b.const(1, np.int64)]),
+                             b.const(1, np.int64)])  # (C,)
+    member = b.op("Equal", [b.op("Unsqueeze", [ids, b.ints(1)]),
+                            b.op("Unsqueeze", [classes, b.ints(1)])])  # (B, C, T)
+    return b.op("Where", [member, b.op("Unsqueeze", [synthetic, b.ints(1)]),
+                          b.const(0, np.float32)])
+
+
+def _compact_rows(b: _Builder, cand: str, keep: str, position: str) -> str:
+    """(B, T, K): the kept candidate rows first, in order, then -1 rows (MXNet's nms_assign)."""
+    f32 = np.float32
+    pos = b.op("Cast", [position], to=_ONNX_FLOAT)  # (T,), exact below 2**24
+    t = b.op("Cast", [b.op("Shape", [position])], to=_ONNX_FLOAT)
+    key = b.op("Where", [keep, pos, b.op("Add", [pos, t])])  # kept first, each group in order
+    _, order = b.op("TopK", [key, b.op("Shape", [position])], outputs=2, axis=1, largest=0,
+                    sorted=1)
+    rows = b.op("GatherND", [cand, b.op("Unsqueeze", [order, b.ints(2)])], batch_dims=1)
+    count = b.op("ReduceSum", [b.op("Cast", [keep], to=_ONNX_FLOAT), b.ints(1)],
+                 keepdims=1)  # (B, 1)
+    live = b.op("Unsqueeze", [b.op("Less", [pos, count]), b.ints(2)])  # (B, T, 1)
+    return b.op("Where", [live, rows, b.const(-1, f32)])
+
+
+def _convert_format(b: _Builder, rows: str, cs: int, out_format: str) -> str:
+    """MXNet's corner_to_center / center_to_corner on the 4 coordinates at ``cs``, skipped for
+    rows whose first coordinate is < 0 (as MXNet does: meant for the -1 rows)."""
+    f32 = np.float32
+
+    def column(i: int) -> str:
+        return b.op("Slice", [rows, b.ints(cs + i), b.ints(cs + i + 1), b.ints(2)])
+
+    c0, c1, c2, c3 = (column(i) for i in range(4))
+    two = b.const(2, f32)
+    if out_format == "center":  # from corners: ((l + r) / 2, (t + b) / 2, r - l, b - t)
+        new = [b.op("Div", [b.op("Add", [c0, c2]), two]),
+               b.op("Div", [b.op("Add", [c1, c3]), two]),
+               b.op("Sub", [c2, c0]), b.op("Sub", [c3, c1])]
+    else:  # from centers: w = width / 2, h = height / 2: (x - w, y - h, x + w, y + h)
+        half_w, half_h = b.op("Div", [c2, two]), b.op("Div", [c3, two])
+        new = [b.op("Sub", [c0, half_w]), b.op("Sub", [c1, half_h]),
+               b.op("Add", [c0, half_w]), b.op("Add", [c1, half_h])]
+    skip = b.op("Less", [c0, b.const(0, f32)])  # (B, T, 1)
+    coords = b.op("Concat", [b.op("Where", [skip, old, new_])
+                             for old, new_ in zip((c0, c1, c2, c3), new)], axis=2)
+    before = b.op("Slice", [rows, b.ints(0), b.ints(cs), b.ints(2)])
+    after = b.op("Slice", [rows, b.ints(cs + 4), b.ints(_INT64_MAX), b.ints(2)])
+    return b.op("Concat", [before, coords, after], axis=2)
+
+
+# ONNX TensorProto data types (onnx.TensorProto.FLOAT, ...), without importing onnx here
+_ONNX_FLOAT, _ONNX_INT64 = 1, 7
+
+
+def _tensor(array: np.ndarray) -> Any:
+    """An ONNX TensorProto (for ConstantOfShape's ``value``)."""
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(array)
