@@ -17,10 +17,17 @@ Each is compiled at fp32 with the Python API, accuracy gate on. Every model runs
 large model is released before the next, and a crash (segfault) or a hang is reported as that
 model's failure instead of ending the run. Failures are listed with their error, never hidden.
 
-Per model: MXNet ops in total, in TensorRT engines and left in MXNet, the number of engines, why
-ops stayed in MXNet (reason codes of the partition report, with the op types), the worst fp32
-error against MXNet's forward on the model outputs and on the tensors crossing a stage boundary,
-compile time and bundle size. The table is printed as it goes (progress on stderr) and written as
+Each is compiled with the default ``residual="onnxruntime"`` (``--residual onnxruntime``): ops
+TensorRT's engines cannot take run in ONNX Runtime stages wherever they have an exact ONNX, and
+only the rest in MXNet stages.
+
+Per model: MXNet ops in total, in TensorRT engines, in ONNX Runtime stages and in MXNet stages,
+the number of engines, whether the bundle needs MXNet at run time (the manifest's
+``requires.mxnet``; the goal is "no" for every model), why ops stayed out of engines (reason codes
+of the partition report, with the op types and where they run: ``-> ORT`` or ``-> MXNet``), the
+worst fp32 error against MXNet's forward on the model outputs and on the tensors crossing a stage
+boundary, compile time and bundle size; below the table, every op that runs in MXNet with the
+compiler's reason why not in ONNX Runtime. The table is printed as it goes (progress on stderr) and written as
 markdown to ``--out``; ``--json`` prints the rows as JSON instead of the table.
 
 ``--quick``: two small models (a smoke test for CI, under a minute).
@@ -93,9 +100,16 @@ COLUMNS = (
     ("input", "input shapes (batch 1), with the dtype where it is not float32"),
     ("ops", "MXNet op nodes in the model"),
     ("in engines", "op nodes compiled into TensorRT engines"),
-    ("in MXNet", "op nodes left to MXNet (residual stages)"),
+    ("in ONNX Runtime", "op nodes kept out of engines that run in ONNX Runtime stages (their "
+                        "exact ONNX, on the CPU and GPU paths alike)"),
+    ("in MXNet", "op nodes that run in MXNet stages (no exact ONNX for them, or their ONNX "
+                 "Runtime stage failed the accuracy gate)"),
     ("engines", "TensorRT engine segments"),
-    ("kept in MXNet because", "reason codes of the partition report: count, reason (op types)"),
+    ("runtime needs MXNet", "the bundle's `requires.mxnet`: whether `trtc.runtime` imports MXNet "
+                            "to run it (goal: no for every model)"),
+    ("kept out of engines because", "reason codes of the partition report: count, reason (op "
+                                    "types) and where those ops run: `-> ORT` (an ONNX Runtime "
+                                    "stage) or `-> MXNet` (an MXNet stage)"),
     ("output err", "worst fp32 error on the model outputs: max |trtc - MXNet| / max |MXNet|, "
                    "CPU path (ONNX Runtime running each engine's ONNX) against MXNet's forward, "
                    "end to end; `s` after it: an output downstream of a discontinuous op "
@@ -133,15 +147,32 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {line}" if line else type(error).__name__
 
 
+EXECUTOR = {"onnxruntime": "ORT", "mxnet": "MXNet"}  # Decision.runs_in -> the table's word
+
+
 def reasons_summary(decisions: Sequence[Any]) -> str:
-    """'3 parser_rejected (tile), 1 onnx_export_differs (_contrib_box_nms)' from the report's
-    decisions, the most frequent reason first."""
-    counts: Counter = Counter(d.reason for d in decisions)
-    ops: Dict[str, set] = {}
+    """'3 parser_rejected (tile, where) -> ORT, 1 onnx_export_differs (_contrib_box_nms) -> MXNet'
+    from the report's decisions: one entry per reason code and executor, the most frequent
+    first."""
+    def key(d: Any) -> tuple:
+        return d.reason, getattr(d, "runs_in", "mxnet")
+
+    counts: Counter = Counter(key(d) for d in decisions)
+    ops: Dict[tuple, set] = {}
     for d in decisions:
-        ops.setdefault(d.reason, set()).add(d.op)
-    return ", ".join(f"{n} {reason} ({', '.join(sorted(ops[reason]))})"
-                     for reason, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        ops.setdefault(key(d), set()).add(d.op)
+    return ", ".join(
+        f"{n} {reason} ({', '.join(sorted(ops[(reason, runs_in)]))}) -> "
+        f"{EXECUTOR.get(runs_in, runs_in)}"
+        for (reason, runs_in), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def mxnet_ops_detail(decisions: Sequence[Any]) -> List[Dict[str, str]]:
+    """Every op that runs in an MXNet stage: node, op type, reason code and why not in ONNX
+    Runtime (the compiler's words)."""
+    return [{"node": d.node, "op": d.op, "reason": d.reason,
+             "why_not_onnxruntime": getattr(d, "mxnet_reason", "") or ""}
+            for d in decisions if getattr(d, "runs_in", "mxnet") == "mxnet"]
 
 
 def _worst(values: List[float]) -> Optional[float]:
@@ -257,6 +288,9 @@ def measure(name: str, work_dir: Path) -> Dict[str, Any]:
     if manifest.get("inputs"):
         row["input"] = [i["shape"] for i in manifest["inputs"]]
         row["input_dtypes"] = [i.get("dtype", "float32") for i in manifest["inputs"]]
+    requires = manifest.get("requires") or {}
+    row["needs_mxnet"] = bool(requires.get("mxnet", row["mxnet_ops"] > 0))
+    row["mxnet_op_types"] = list(requires.get("mxnet_ops") or [])
     row.update(_check_columns(result.checks, manifest))
     try:
         row["input_independent"] = outputs_ignore_input(name, output)
@@ -328,10 +362,14 @@ def _report_columns(report: Any) -> Dict[str, Any]:
     return {
         "total_ops": report.total_ops,
         "engine_ops": report.engine_ops,
-        "residual_ops": report.residual_ops,
+        "residual_ops": report.residual_ops,  # outside engines: ONNX Runtime + MXNet
+        "onnx_ops": report.ops_in("onnx"),
+        "mxnet_ops": report.ops_in("residual"),
         "engines": len(report.engine_segments),
-        "residual_stages": len(report.segments) - len(report.engine_segments),
+        "onnx_stages": report.stages_of("onnx"),
+        "mxnet_stages": report.stages_of("residual"),
         "reasons": reasons_summary(report.decisions),
+        "mxnet_decisions": mxnet_ops_detail(report.decisions),
     }
 
 
@@ -430,14 +468,23 @@ def _model_cell(row: Dict[str, Any]) -> str:
 def table_header() -> str:
     names = [c for c, _ in COLUMNS]
     return "| " + " | ".join(names) + " |\n|" + "|".join(
-        "---:" if c in ("ops", "in engines", "in MXNet", "engines", "output err", "boundary err",
-                        "engine err", "compile s", "bundle MB") else "---" for c in names) + "|"
+        "---:" if c in ("ops", "in engines", "in ONNX Runtime", "in MXNet", "engines",
+                        "output err", "boundary err", "engine err", "compile s", "bundle MB")
+        else "---" for c in names) + "|"
+
+
+def _needs_mxnet(row: Dict[str, Any]) -> str:
+    if not row.get("needs_mxnet"):
+        return "no"
+    ops = row.get("mxnet_op_types") or sorted({d["op"] for d in row.get("mxnet_decisions", [])})
+    return "**yes**" + (f" ({', '.join(ops)})" if ops else "")
 
 
 def table_row(row: Dict[str, Any]) -> str:
     cells = [_model_cell(row), row["family"], _shape(row.get("input"), row.get("input_dtypes")),
-             str(row["total_ops"]), str(row["engine_ops"]), str(row["residual_ops"]),
-             str(row["engines"]), row["reasons"] or "-", _output_err(row),
+             str(row["total_ops"]), str(row["engine_ops"]), str(row["onnx_ops"]),
+             str(row["mxnet_ops"]), str(row["engines"]), _needs_mxnet(row),
+             row["reasons"] or "-", _output_err(row),
              _err(row["boundary_err"]) + (" ties" if row.get("boundary_ties") else ""),
              _err(row.get("engine_err")),
              f"{row['compile_s']:.1f}", f"{row['bundle_mb']:.1f}"]
@@ -448,7 +495,9 @@ def failure_line(row: Dict[str, Any]) -> str:
     counts = ""
     if "total_ops" in row:
         counts = (f" (partition: {row['engine_ops']}/{row['total_ops']} ops in "
-                  f"{row['engines']} engine(s); {row['reasons'] or 'nothing kept in MXNet'})")
+                  f"{row['engines']} engine(s), {row.get('onnx_ops', 0)} in ONNX Runtime, "
+                  f"{row.get('mxnet_ops', 0)} in MXNet; "
+                  f"{row['reasons'] or 'nothing kept out of engines'})")
     return f"- `{row['model']}` ({row['family']}): {row['error']}{counts}"
 
 
@@ -457,6 +506,9 @@ def totals(rows: List[Dict[str, Any]], wall_s: float) -> Dict[str, Any]:
     total_ops = sum(r["total_ops"] for r in ok)
     engine_ops = sum(r["engine_ops"] for r in ok)
     return {
+        "onnx_ops": sum(r.get("onnx_ops", 0) for r in ok),
+        "mxnet_ops": sum(r.get("mxnet_ops", 0) for r in ok),
+        "models_needing_mxnet": [r["model"] for r in ok if r.get("needs_mxnet")],
         "models_ok": len(ok),
         "models_failed": sum(1 for r in rows if not r.get("ok") and not r.get("skipped")),
         "models_skipped": sum(1 for r in rows if r.get("skipped")),
@@ -471,10 +523,32 @@ def totals(rows: List[Dict[str, Any]], wall_s: float) -> Dict[str, Any]:
 def totals_line(t: Dict[str, Any]) -> str:
     pct = "n/a" if t["engine_ops_pct"] is None else f"{t['engine_ops_pct']:.1f}%"
     skipped = f", {t['models_skipped']} skipped" if t["models_skipped"] else ""
+    needing = t["models_needing_mxnet"]
     return (f"**Totals:** {t['models_ok']} models ok, {t['models_failed']} failed{skipped}; "
-            f"{t['engine_ops']} of {t['ops']} MXNet ops in TensorRT engines ({pct}, models ok); "
-            f"compile time {t['compile_s']:.1f} s (whole run {t['wall_s']:.0f} s with export "
-            f"and process start-up)")
+            f"{t['engine_ops']} of {t['ops']} MXNet ops in TensorRT engines ({pct}, models ok), "
+            f"{t['onnx_ops']} in ONNX Runtime stages, {t['mxnet_ops']} in MXNet stages; "
+            f"models needing MXNet at run time: {len(needing)} of {t['models_ok']}"
+            + (f" ({', '.join(needing)})" if needing else "")
+            + f"; compile time {t['compile_s']:.1f} s (whole run {t['wall_s']:.0f} s with "
+            f"export and process start-up)")
+
+
+def mxnet_section(rows: List[Dict[str, Any]]) -> List[str]:
+    """Markdown lines: every op of the table's models that runs in MXNet, with why."""
+    lines = ["## Ops that run in MXNet", ""]
+    found = [(r, d) for r in rows if r.get("ok") for d in r.get("mxnet_decisions", [])]
+    if not found:
+        return lines + ["None: no bundle in the table needs MXNet at run time."]
+    for row, d in found:
+        why = d["why_not_onnxruntime"] or "no reason given"
+        lines.append(f"- `{row['model']}`: {d['node']} (`{d['op']}`), {d['reason']}; not in "
+                     f"ONNX Runtime because: {why}")
+    stray = [r["model"] for r in rows if r.get("ok") and r.get("needs_mxnet")
+             and not r.get("mxnet_decisions")]
+    if stray:
+        lines.append("- needing MXNet with no op in an MXNet stage (residual params only): "
+                     + ", ".join(f"`{m}`" for m in stray))
+    return lines
 
 
 def machine() -> Dict[str, str]:
@@ -517,7 +591,7 @@ def markdown(rows: List[Dict[str, Any]], command: str, started: datetime.datetim
         "# Model coverage",
         "",
         f"Produced by `{command}` on {started:%Y-%m-%d} (UTC): trtc {__version__}, "
-        f"{m['builder']}, fp32, accuracy gate on; machine: {m['cpus']} CPU cores "
+        f"{m['builder']}, fp32, `--residual onnxruntime` (the default), accuracy gate on; machine: {m['cpus']} CPU cores "
         f"({m['cpu']}), {m['gpu']}, Python {m['python']}.",
         "",
         "Every model is compiled with `trtc.compile()` at fp32, each in a fresh process, from "
@@ -527,8 +601,8 @@ def markdown(rows: List[Dict[str, Any]], command: str, started: datetime.datetim
         " `tests/models/families.py`: GluonNLP BERT, GluonCV detectors and video nets with "
         "ordinary `Xavier()` initialization (BERT: `Normal(0.02)`), hand-written blocks): "
         "what a user gets from `net.initialize()`, not rescaled. The errors are the accuracy "
-        "gate's: trtc's CPU path (ONNX Runtime running each engine's ONNX, MXNet running the "
-        "residual stages) against MXNet's own forward pass, on one seeded random input, except "
+        "gate's: trtc's CPU path (ONNX Runtime running each engine's ONNX and the ONNX Runtime "
+        "stages, MXNet the MXNet stages, if any) against MXNet's own forward pass, on one seeded random input, except "
         "where the model has real-looking inputs (`verify_inputs_NAME` of families.py, given as "
         "`--verify-inputs`: " + (", ".join(f"`{r['model']}`" for r in rows
                                          if r.get("verify_inputs") == "real-looking") or "none")
@@ -543,11 +617,15 @@ def markdown(rows: List[Dict[str, Any]], command: str, started: datetime.datetim
               "its converter raised; `onnx_export_differs` mxnet.onnx warns its ONNX computes "
               "something else; `parser_rejected` TensorRT's ONNX parser refused it; "
               "`build_failed` its segment did not build; `below_min_segment_size` its engine "
-              "segment was smaller than `--min-segment-size`; `excluded` `--exclude-op`.", ""]
+              "segment was smaller than `--min-segment-size`; `excluded` `--exclude-op`. "
+              "The first three leave no exact ONNX of the op: it runs in MXNet (`-> MXNet`); "
+              "the other four leave one: it runs in an ONNX Runtime stage (`-> ORT`) unless "
+              "that stage fails the accuracy gate.", ""]
     ok = [r for r in rows if r.get("ok")]
     if ok:
         lines += [table_header()] + [table_row(r) for r in ok] + [""]
     lines += [totals_line(t), ""]
+    lines += mxnet_section(rows) + [""]
     failed = [r for r in rows if not r.get("ok") and not r.get("skipped")]
     lines += ["## Failures", ""]
     lines += [failure_line(r) for r in failed] or ["None."]
@@ -623,7 +701,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 shutil.rmtree(work_dir, ignore_errors=True)
             if row.get("ok"):
                 _say(f"[{i}/{len(models)}] {name}: {row['engine_ops']}/{row['total_ops']} ops in "
-                     f"{row['engines']} engine(s), compiled in {row['compile_s']:.1f} s")
+                     f"{row['engines']} engine(s), {row['onnx_ops']} in ONNX Runtime, "
+                     f"{row['mxnet_ops']} in MXNet (runtime needs MXNet: "
+                     f"{'yes' if row['needs_mxnet'] else 'no'}), compiled in "
+                     f"{row['compile_s']:.1f} s")
                 if not args.json:
                     print(table_row(row), flush=True)
             elif row.get("skipped"):

@@ -4,6 +4,7 @@
     python benchmarks/runtime.py [BUNDLE ...] [--models resnet18_v2,mobilenetv2_1.0,bert] [--batches 1,8]
                                  [--rounds 6] [--warmup 3] [--iterations N] [--device auto|cpu|cuda]
                                  [--inputs FILE.npz] [--dynamic [1,8,32]] [--dynamic-only]
+                                 [--residual-compare [MODELS]] [--residual-only]
                                  [--quick] [--json] [--out DIR]
 
 Without BUNDLE it exports each ``--models`` architecture and compiles one fp32 bundle per
@@ -59,8 +60,21 @@ dynamic ONNX (symbolic batch dimension) rather than trtc's runtime. Goal: dynami
 (issue 12). Outputs of the two bundles are compared (max relative difference on stderr and in
 JSON). ``--dynamic-only``: this table alone (no CPU or GPU table).
 
+Residual table (``--residual-compare [MODELS]``, default the detectors ``RESIDUAL_MODELS``:
+YOLOv3 MobileNet, SSD-300 VGG16, CenterNet ResNet-18 and Faster R-CNN; CPU path, batch 1): each
+model exported once and compiled twice, everything else equal: with ``residual="onnxruntime"``
+(the default: ops kept out of engines run in ONNX Runtime stages wherever they have an exact
+ONNX) and with ``residual="mxnet"`` (all of them in MXNet stages, as before). Both bundles run the
+same inputs, alternating as above; ORT/MX is the median of the per-round ratios, with their
+range. Goal: ORT/MX <= 1.0 (``RESIDUAL_GOAL``; "noise" when the median is over but some round is
+within it). Beside it, each bundle's time in its non-engine stages (timed stage by stage, not
+interleaved: an explanation, not a contender) and the largest difference between the two
+bundles' outputs. ``--residual-only``: this table alone.
+
 ``--quick``: one small model at batch 1, a few calls per round (a smoke test, not a measurement);
-it includes the dynamic table at batches 1,2 (a 1..2 bundle).
+it includes the dynamic table at batches 1,2 (a 1..2 bundle). With ``--residual-compare`` or
+``--residual-only``, the residual table is that model's, its ``Flatten`` excluded from its engine
+(``--exclude-op``) so that each bundle has a non-engine stage.
 """
 
 from __future__ import annotations
@@ -93,6 +107,13 @@ DYNAMIC_BATCHES = (1, 8, 32)
 DYNAMIC_OPT = 8  # the dynamic bundle's opt batch, clipped into its range
 QUICK_DYNAMIC_BATCHES = (1, 2)
 QUICK_MODEL = "mobilenetv2_0.25"
+# --residual-compare: the detectors whose non-engine ops (box_nms, tile, gather_nd, ROIAlign...)
+# run in ONNX Runtime stages by default, against the same models with --residual mxnet
+RESIDUAL_MODELS = ("yolo3_mobilenet1.0_voc", "ssd_300_vgg16_atrous_voc",
+                   "center_net_resnet18_v1b_voc", "faster_rcnn")
+RESIDUAL_SETTINGS = ("onnxruntime", "mxnet")
+RESIDUAL_GOAL = 1.0  # ORT-stage bundle / MXNet-stage bundle, CPU path (issue 20)
+QUICK_RESIDUAL_EXCLUDE = ("Flatten",)  # --quick: the quick model's last op out of its engine
 ROUND_SECONDS = 1.0  # per contender and round, when --iterations is not given
 MIN_ITERATIONS = 5
 MAX_ITERATIONS = 2000
@@ -567,6 +588,176 @@ def dynamic_rows(case: DynamicCase, rounds: int, warmup: int,
 
 
 # ---------------------------------------------------------------------------------------------
+# ONNX Runtime stages vs MXNet stages for the ops kept out of engines (CPU path)
+
+
+@dataclass
+class ResidualCase:
+    """One model compiled twice: ops kept out of engines in ONNX Runtime stages (the default,
+    ``residual="onnxruntime"``) and in MXNet stages (``residual="mxnet"``)."""
+
+    name: str
+    ort: Path
+    mxnet: Path
+    feeds: Optional[Dict[str, np.ndarray]] = None
+    compile_s: Optional[Dict[str, float]] = None
+
+
+def residual_cases(models: Sequence[str], out_dir: Path,
+                   exclude_ops: Sequence[str] = ()) -> List[ResidualCase]:
+    """Export each model once (zoo: batch 1, seeded random weights; issue-10 models: their
+    families.py export, gated on real-looking inputs where they have them) and compile it with
+    each ``residual`` setting, everything else equal."""
+    import time
+
+    from trtc import CompileSettings, compile
+    from trtc.zoo import export_example
+
+    cases = []
+    for name in models:
+        _say(f"residual {name}: exporting")
+        feeds = verify = None
+        if name in FAMILY_MODELS:
+            fam = families_module()
+            params = fam.MODELS[name](out_dir)
+            feeds = fam.random_inputs(name, 0)  # verify_inputs_<name> where it exists
+            if getattr(fam, f"verify_inputs_{name}", None) is not None:
+                verify = out_dir / f"{name}-verify.npz"
+                np.savez(verify, **feeds)
+        else:
+            _, params = export_example(name, out_dir)
+        bundles: Dict[str, Path] = {}
+        seconds: Dict[str, float] = {}
+        for residual in RESIDUAL_SETTINGS:
+            bundle = out_dir / f"{name}-residual-{residual}.trtb"
+            _say(f"residual {name}: compiling {bundle.name} (residual={residual})")
+            start = time.perf_counter()
+            compile(CompileSettings(params=params, output=bundle, verify_inputs=verify,
+                                    residual=residual, exclude_ops=tuple(exclude_ops)),
+                    progress=None)
+            seconds[residual] = round(time.perf_counter() - start, 2)
+            bundles[residual] = bundle
+        cases.append(ResidualCase(name, bundles["onnxruntime"], bundles["mxnet"], feeds,
+                                  seconds))
+    return cases
+
+
+def _stage_counts(manifest: Mapping[str, Any]) -> Dict[str, int]:
+    kinds = [s["kind"] for s in manifest.get("stages", [])]
+    return {kind: kinds.count(kind) for kind in ("engine", "onnx", "residual")}
+
+
+def _stages_text(counts: Mapping[str, int]) -> str:
+    """'3E+1O' (3 engine stages, 1 ONNX Runtime stage; M: MXNet stages)."""
+    return "+".join(f"{counts[k]}{letter}" for k, letter in
+                    (("engine", "E"), ("onnx", "O"), ("residual", "M")) if counts.get(k))
+
+
+def stage_split_ms(model: Any, feeds: Dict[str, np.ndarray], calls: int,
+                   warmup: int = 1) -> Optional[Dict[str, float]]:
+    """Where a CPU-path call spends its time: the median over ``calls`` calls of the time in
+    each stage kind ('engine', 'onnx', 'residual'), in ms, timed stage by stage as
+    ``Model.run`` chains them (``model.stages`` in the manifest's order; input validation and
+    output dict not included). Not interleaved: an explanation of the table's totals, not a
+    contender. None where the model's stages cannot be walked (a different runtime layout)."""
+    import time
+
+    try:
+        kinds = [s["kind"] for s in model.manifest["stages"]]
+        stages = list(model.stages)
+        if len(stages) != len(kinds):
+            return None
+        per_kind: Dict[str, List[float]] = {k: [] for k in set(kinds)}
+        for i in range(warmup + calls):
+            tensors: Dict[str, Any] = model.validate_inputs(feeds)
+            spent = dict.fromkeys(per_kind, 0.0)
+            for kind, stage in zip(kinds, stages):
+                start = time.perf_counter()
+                tensors.update(stage.run(tensors))
+                spent[kind] += time.perf_counter() - start
+            if i >= warmup:
+                for kind, seconds in spent.items():
+                    per_kind[kind].append(seconds * 1e3)
+        return {kind: float(np.median(values)) for kind, values in per_kind.items()}
+    except Exception as exc:  # a measurement of ours, not the runtime's: say so, go on
+        _say(f"stage split not measured: {type(exc).__name__}: {str(exc)[:200]}")
+        return None
+
+
+def residual_row(case: ResidualCase, rounds: int, warmup: int,
+                 iterations: Optional[int]) -> Dict[str, Any]:
+    """The two bundles of ``case`` on the CPU path, on the same inputs, alternating round by
+    round: ORT-stage bundle / MXNet-stage bundle, with the time each spends outside engines."""
+    from trtc.runtime import load
+
+    ort_model = load(case.ort, device="cpu")
+    mx_model = load(case.mxnet, device="cpu")
+    feeds = case.feeds if case.feeds is not None else bundle_feeds(ort_model, 1)
+    feeds = {n: np.ascontiguousarray(v, dtype=ort_model.inputs[n].dtype)
+             for n, v in feeds.items()}
+    want = mx_model(**feeds)
+    got = ort_model(**feeds)
+    diff = [_max_relative(got[n], want[n]) for n in mx_model.outputs]
+    _say(f"residual {case.name}: ORT-stage vs MXNet-stage outputs, max relative difference: "
+         + ", ".join(f"{d:.2g}" for d in diff))
+    calls: Dict[str, Call] = {"ORT stages": lambda: ort_model(**feeds),
+                              "MXNet stages": lambda: mx_model(**feeds)}
+    n = iterations_per_round(calls, iterations)
+    _say(f"residual {case.name}: {rounds} rounds of "
+         + ", ".join(f"{count} {name}" for name, count in n.items()) + " calls")
+    medians = interleaved_medians(calls, rounds, warmup, n)
+    ratios = [a / b for a, b in zip(medians["ORT stages"], medians["MXNet stages"])]
+    ratio = paired_ratio(medians["ORT stages"], medians["MXNet stages"])
+    split_calls = max(MIN_ITERATIONS, min(n.values()))
+    ort_split = stage_split_ms(ort_model, feeds, split_calls)
+    mx_split = stage_split_ms(mx_model, feeds, split_calls)
+    ort_counts = _stage_counts(ort_model.manifest)
+    mx_counts = _stage_counts(mx_model.manifest)
+    requires = {which: bool(m.manifest.get("requires", {}).get("mxnet"))
+                for which, m in (("onnxruntime", ort_model), ("mxnet", mx_model))}
+    return {
+        "model": case.name, "batch": 1, "rounds": rounds, "iterations": n,
+        "stages_ort": ort_counts, "stages_mxnet": mx_counts,
+        "ort_needs_mxnet": requires["onnxruntime"], "mxnet_needs_mxnet": requires["mxnet"],
+        "ort_ms": statistics.median(medians["ORT stages"]),
+        "mxnet_ms": statistics.median(medians["MXNet stages"]),
+        "ort_vs_mxnet": ratio, "ort_vs_mxnet_rounds": ratios,
+        "verdict": residual_verdict(ratio, ratios),
+        # time outside engines: ONNX Runtime stages of the one, MXNet stages of the other
+        "ort_split_ms": ort_split, "mxnet_split_ms": mx_split,
+        "outside_ort_ms": None if ort_split is None else ort_split.get("onnx", 0.0)
+        + ort_split.get("residual", 0.0),
+        "outside_mxnet_ms": None if mx_split is None else mx_split.get("onnx", 0.0)
+        + mx_split.get("residual", 0.0),
+        "ort_vs_mxnet_max_rel": diff, "compile_s": case.compile_s,
+    }
+
+
+def residual_verdict(ratio: float, rounds: Sequence[float]) -> str:
+    """'ok': the median ratio is within the goal; 'noise': it is not, but some round's ratio
+    is (the rounds straddle the goal); 'over': every round is over."""
+    if ratio <= RESIDUAL_GOAL:
+        return "ok"
+    return "noise" if min(rounds) <= RESIDUAL_GOAL else "over"
+
+
+def residual_table(rows: List[Dict[str, Any]]) -> str:
+    lines = [f"{'residual model':<30}{'stages ORT':>11}{'stages MX':>11}{'ORT-stage ms':>14}"
+             f"{'MX-stage ms':>13}{'ORT/MX':>8}{'rounds':>14}{'outside ORT':>13}"
+             f"{'outside MX':>12}{'max rel diff':>14}  goal ORT/MX <= {RESIDUAL_GOAL}"]
+    for row in rows:
+        spread = row["ort_vs_mxnet_rounds"]
+        worst = max(row["ort_vs_mxnet_max_rel"]) if row["ort_vs_mxnet_max_rel"] else 0.0
+        lines.append(f"{row['model']:<30}{_stages_text(row['stages_ort']):>11}"
+                     f"{_stages_text(row['stages_mxnet']):>11}{row['ort_ms']:>14.2f}"
+                     f"{row['mxnet_ms']:>13.2f}{row['ort_vs_mxnet']:>8.3f}"
+                     f"{f'{min(spread):.2f}-{max(spread):.2f}':>14}"
+                     f"{_num(row['outside_ort_ms']):>13}{_num(row['outside_mxnet_ms']):>12}"
+                     f"{worst:>14.1e}  {row['verdict']}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
 # GPU path
 
 
@@ -729,8 +920,8 @@ def _num(value: Optional[float]) -> str:
 
 def _not_measured(message: str, as_json: bool) -> int:
     if as_json:
-        print(json.dumps({"cpu": [], "gpu": [], "dynamic": [], "not_measured": message},
-                         indent=1))
+        print(json.dumps({"cpu": [], "gpu": [], "dynamic": [], "residual": [],
+                          "not_measured": message}, indent=1))
     else:
         print(f"runtime: not measured: {message}")
     return 0
@@ -819,10 +1010,21 @@ def main(argv: Optional[List[str]] = None) -> int:
                              + ",".join(map(str, DYNAMIC_BATCHES)) + "), on the CPU path")
     parser.add_argument("--dynamic-only", action="store_true",
                         help="the dynamic table alone (implies --dynamic)")
+    parser.add_argument("--residual-compare", nargs="?", default=None,
+                        const=",".join(RESIDUAL_MODELS), metavar="MODELS",
+                        help="also compile each of these models twice, ops kept out of engines "
+                             "in ONNX Runtime stages (default) and in MXNet stages (--residual "
+                             "mxnet), and time both on the CPU path, alternating (default: "
+                             + ",".join(RESIDUAL_MODELS) + ")")
+    parser.add_argument("--residual-only", action="store_true",
+                        help="the residual table alone (implies --residual-compare)")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke test: {QUICK_MODEL}, batch 1, 3 rounds of 3 calls; the "
                              "dynamic table at batches "
-                             + ",".join(map(str, QUICK_DYNAMIC_BATCHES)))
+                             + ",".join(map(str, QUICK_DYNAMIC_BATCHES)) + "; with "
+                             "--residual-compare/--residual-only: the residual table for "
+                             f"{QUICK_MODEL} with its {', '.join(QUICK_RESIDUAL_EXCLUDE)} "
+                             "excluded from its engine")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
     parser.add_argument("--out", type=Path, default=None,
                         help="keep exported models and bundles here (default: a temp directory)")
@@ -836,16 +1038,27 @@ def main(argv: Optional[List[str]] = None) -> int:
             args.dynamic = list(QUICK_DYNAMIC_BATCHES)
     if args.dynamic_only and args.bundles:
         parser.error("--dynamic-only compiles zoo models; it takes no BUNDLE")
+    if args.residual_only and (args.bundles or args.dynamic_only):
+        parser.error("--residual-only compiles models and prints the residual table alone; it "
+                     "takes no BUNDLE nor --dynamic-only")
+    if args.residual_only and args.residual_compare is None:
+        args.residual_compare = ",".join(RESIDUAL_MODELS)
+    residual_exclude: Sequence[str] = ()
+    if args.quick and args.residual_compare is not None:
+        args.residual_compare, residual_exclude = QUICK_MODEL, QUICK_RESIDUAL_EXCLUDE
+    if args.residual_only:
+        args.dynamic = None
     if args.rounds < 1 or args.warmup < 0 or (args.iterations is not None and args.iterations < 1):
         parser.error("--rounds and --iterations must be >= 1, --warmup >= 0")
 
     result: Dict[str, Any] = {"cpu": [], "gpu": [], "gpu_not_measured": None, "dynamic": [],
-                              "dynamic_not_measured": None}
+                              "dynamic_not_measured": None, "residual": [],
+                              "residual_not_measured": None}
     if not args.bundles and importlib.util.find_spec("mxnet") is None:
         return _not_measured("no bundle given, and MXNet, needed to export and compile the zoo "
                              "models, is not installed", args.json)
     gpu_reason = None
-    if args.dynamic_only:
+    if args.dynamic_only or args.residual_only:
         args.device = "cpu"
     elif args.device != "cpu":
         gpu_reason = gpu_unavailable_reason(args.bundles[0] if args.bundles else None)
@@ -857,7 +1070,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         models = [m for m in args.models.split(",") if m]
         if args.bundles:
             cases = [bundle_case(path, args.inputs) for path in args.bundles]
-        elif args.dynamic_only:
+        elif args.dynamic_only or args.residual_only:
             cases = []
         else:
             cases = zoo_cases(models, args.batches, out_dir)
@@ -874,6 +1087,17 @@ def main(argv: Optional[List[str]] = None) -> int:
                       and c.name not in FAMILY_MODELS}
             for dyn in dynamic_cases(models, args.dynamic, out_dir, static):
                 result["dynamic"] += dynamic_rows(dyn, args.rounds, args.warmup, args.iterations)
+        if args.residual_compare is not None and args.bundles:
+            result["residual_not_measured"] = ("given bundles: the residual table compiles each "
+                                               "model with both --residual settings")
+            _say(f"residual table not measured: {result['residual_not_measured']}")
+        elif args.residual_compare is not None and args.device == "cuda":
+            result["residual_not_measured"] = "the residual table times the CPU path"
+        elif args.residual_compare is not None:
+            names = [m for m in args.residual_compare.split(",") if m]
+            for rc in residual_cases(names, out_dir, residual_exclude):
+                result["residual"].append(residual_row(rc, args.rounds, args.warmup,
+                                                       args.iterations))
         if args.device != "cpu" and not gpu_reason:
             for case in cases:
                 reason = gpu_unavailable_reason(case.bundle)
@@ -907,6 +1131,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(dynamic_table(result["dynamic"]))
     elif result["dynamic_not_measured"]:
         print(f"Dynamic table not measured: {result['dynamic_not_measured']}")
+    if result["residual"]:
+        print(f"ONNX Runtime stages vs MXNet stages for the ops kept out of engines, CPU path, "
+              f"fp32, batch 1: each model compiled with --residual onnxruntime (default) and "
+              f"--residual mxnet; median of {args.rounds} rounds, the two alternating; ms per "
+              "call; ORT/MX: median of the per-round ratios, rounds: their range; stages: E "
+              "engine (its ONNX on ONNX Runtime here), O ONNX Runtime, M MXNet; outside: ms "
+              "per call in the O (ORT bundle) or M (MX bundle) stages, timed stage by stage; "
+              "max rel diff: the two bundles' outputs; ok: ratio <= goal, noise: some round "
+              "within it, over: none")
+        print(residual_table(result["residual"]))
+    elif result["residual_not_measured"]:
+        print(f"Residual table not measured: {result['residual_not_measured']}")
     return 0
 
 

@@ -85,10 +85,14 @@ def select_device(bundle: Bundle, device: str) -> Tuple[str, Optional[str]]:
                                     "or --target cpu")
         return "cpu", "device='cpu' was asked for"
     if "gpu" not in paths:
+        why = "the bundle has no engine plans (--target cpu)"
+        if _engines_on_onnxruntime(bundle, why):
+            return "cuda", (f"{why}: ONNX Runtime's CUDA execution provider runs each engine's "
+                            "ONNX on the GPU")
         if device == "cuda":
             raise IncompatibleError("device='cuda': this bundle has no GPU path (compiled with "
                                     "--target cpu: ONNX only); compile it with --target all or "
-                                    "--target gpu")
+                                    "--target gpu" + _onnxruntime_gpu_hint(bundle))
         return "cpu", "the bundle has no GPU path (--target cpu)"
     reason = _gpu_reason(bundle)
     if reason is None:
@@ -112,7 +116,7 @@ def _onnxruntime_gpu_hint(bundle: Bundle) -> str:
     if "cpu" not in execution_paths(bundle.manifest) or cuda.gpu_unavailable_reason(0):
         return ""
     missing = cuda_provider_unavailable_reason()
-    return f"; nor can ONNX Runtime run them on this GPU: {missing}" if missing else ""
+    return f"; nor can ONNX Runtime run its ONNX on this GPU: {missing}" if missing else ""
 
 
 def _engines_on_onnxruntime(bundle: Bundle, reason: Optional[str]) -> bool:
@@ -184,10 +188,12 @@ class Model:
         self.outputs: Dict[str, TensorSpec] = {t["name"]: _spec(t) for t in bundle.manifest["outputs"]}
         # what runs the engine stages: TensorRT, or ONNX Runtime (on the CPU; on the GPU where
         # no TensorRT flavor can run them)
-        self.engine_executor = ("tensorrt" if device == "cuda" and _gpu_reason(bundle) is None
+        # (select_device: on the GPU path, a reason means TensorRT cannot run the engines)
+        self.engine_executor = ("tensorrt" if device == "cuda" and device_reason is None
                                 else "onnxruntime")
         self.stages: List[Any] = _make_stages(bundle, device, self.engine_executor)
-        self.executors: Dict[str, str] = {stage.name: _executor_text(stage) for stage in self.stages}
+        self.executors: Dict[str, str] = {entry["name"]: _executor_text(stage) for entry, stage
+                                          in zip(bundle.manifest["stages"], self.stages)}
         self._gpu: Any = None
         if device == "cuda":
             from .stages.engine_cuda import GpuPipeline

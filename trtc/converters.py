@@ -22,7 +22,8 @@ and applies ``topk`` after NMS instead of before. This one computes what MXNet 1
   *before* NMS;
 * greedy NMS over that order: a row is suppressed when its IoU with an earlier kept row is
   ``> overlap_thresh``; with ``id_index >= 0`` and not ``force_suppress`` only rows whose ids
-  truncate to the same int (MXNet compares ``static_cast<int>(id)``) suppress each other;
+  truncate to the same int suppress each other (MXNet compares ``static_cast<int>(id)``; on
+  x86 NaN, infinite and out-of-int32 ids all become INT_MIN: one class, reproduced);
 * kept rows, whole and in that order, fill the output from its first row; every other row is -1;
   ``topk = 0`` returns the input unchanged (MXNet's early return);
 * ``out_format`` conversion of the 4 coordinates of every output row whose first coordinate is
@@ -40,7 +41,7 @@ The NMS itself is ONNX ``NonMaxSuppression``, fed so that its decisions are MXNe
   rows that must not take part, with ``score_threshold`` 0.5;
 * per-class suppression uses NonMaxSuppression's class axis: one class per integer id between
   the smallest and the largest id among the candidates (so memory grows with B x id range x
-  topk: fine for class indices, not for ids spread over millions);
+  topk: fine for class indices; ids spread over millions would make ONNX Runtime fail, loudly);
 * ``max_output_boxes_per_class`` is unbounded (MXNet's ``topk`` is applied before).
 
 Not exported (the converter raises, and trtc keeps the op in MXNet):
@@ -56,7 +57,9 @@ Not exported (the converter raises, and trtc keeps the op in MXNet):
   in that type).
 
 Every op used is in trtc's runtime ONNX allowlist (runtime/bundle.py ``ONNX_OPS``); the graph is
-shape-generic (Shape ops, no size baked in), so batch and N may be dynamic.
+shape-generic (Shape ops, no size baked in), so batch and N may be dynamic. Candidate positions
+are float32 (synthetic scores, output order): exact up to 2**24 candidates per batch item
+(min(N, topk); SSD-512 on COCO has 80 x 24564 = 2M rows).
 """
 
 from __future__ import annotations
@@ -78,9 +81,9 @@ BOX_NMS_OPS = ("_contrib_box_nms", "box_nms", "_contrib_box_non_maximum_suppress
 # The ONNX ops the converters here emit (kept in step with runtime/bundle.py's allowlist; a test
 # checks it).
 ONNX_OPS_USED = frozenset("""
-    Add And Cast Concat ConstantOfShape Div Equal Gather GatherND Greater Identity Less Min
-    NonMaxSuppression Not Pad Range ReduceMax ReduceMin ReduceSum Reshape ScatterND Shape Slice
-    Squeeze Sub TopK Unsqueeze Where
+    Add And Cast Concat ConstantOfShape Div Equal Gather GatherND Greater GreaterOrEqual Identity
+    Less Min NonMaxSuppression Not Pad Range ReduceMax ReduceMin ReduceSum Reshape ScatterND Shape
+    Slice Squeeze Sub TopK Unsqueeze Where
 """.split())
 
 _REGISTERED = False
@@ -129,7 +132,11 @@ def _roi_align_wrapper(original: Any) -> Any:
     kernel, rois with batch index >= 0), except that it passes a negative ``sample_ratio``
     (MXNet's own default, -1: adaptive) to ONNX RoiAlign, which ONNX Runtime refuses (its
     adaptive value is 0). Clamp it to 0; the rest is mxnet.onnx's (it refuses ``aligned`` and
-    ``position_sensitive``, which ONNX opset 13 cannot express)."""
+    ``position_sensitive``, which ONNX opset 13 cannot express).
+
+    A roi with a negative batch index gets zeros from the ONNX. MXNet 1.9.1's CPU kernel means
+    to do the same but writes ``top_data[n] = 0`` (one element of roi 0's output, not roi n's
+    block, which it leaves unwritten): no ONNX can reproduce that, nor should."""
 
     def convert_roi_align(node: Dict[str, Any], **kwargs: Any) -> Any:
         attrs = node.get("attrs", {})
@@ -341,10 +348,8 @@ def _nms_keep(b: _Builder, cand: str, cand_valid: str, t: str, position: str,
 def _per_class_scores(b: _Builder, cand: str, cand_valid: str, synthetic: str,
                       id_index: int) -> str:
     """(B, C, T) scores for NonMaxSuppression's class axis: candidate j's synthetic score under
-    class c = (smallest id) + c when int(id_j) is that class, else 0. MXNet compares ids as
-    ``static_cast<int>``: truncation, which is what Cast(float -> int64) does."""
-    ids = b.op("Cast", [b.op("Gather", [cand, b.const(id_index, np.int64)], axis=2)],
-               to=_ONNX_INT64)  # (B, T)
+    class c = (smallest class) + c when candidate j is of that class, else 0."""
+    ids = _class_ids(b, b.op("Gather", [cand, b.const(id_index, np.int64)], axis=2), cand_valid)
     lowest = b.op("ReduceMin", [b.op("Where", [cand_valid, ids, b.const(_NO_CLASS, np.int64)])],
                   keepdims=0)
     highest = b.op("ReduceMax", [b.op("Where", [cand_valid, ids,
@@ -356,6 +361,23 @@ def _per_class_scores(b: _Builder, cand: str, cand_valid: str, synthetic: str,
                             b.op("Unsqueeze", [classes, b.ints(1)])])  # (B, C, T)
     return b.op("Where", [member, b.op("Unsqueeze", [synthetic, b.ints(1)]),
                           b.const(0, np.float32)])
+
+
+def _class_ids(b: _Builder, ids: str, valid: str) -> str:
+    """(B, T) int64 class of each candidate, as MXNet's x86 CPU kernel compares them:
+    ``static_cast<int>(id)`` truncates, and turns NaN, infinities and ids outside int32 into
+    INT_MIN (cvttss2si). Those odd ids (one class) are renumbered just below the smallest other
+    valid class, so that the class axis spans the ids actually used, not 2**31 of them."""
+    f32, i64 = np.float32, np.int64
+    in_range = b.op("And", [b.op("GreaterOrEqual", [ids, b.const(-2.0 ** 31, f32)]),
+                            b.op("Less", [ids, b.const(2.0 ** 31, f32)])])  # NaN: False
+    int_min = b.const(-(2 ** 31), i64)
+    ids = b.op("Where", [in_range, b.op("Cast", [ids], to=_ONNX_INT64), int_min])
+    odd = b.op("Equal", [ids, int_min])
+    ordinary = b.op("And", [valid, b.op("Not", [odd])])
+    lowest = b.op("ReduceMin", [b.op("Where", [ordinary, ids, b.const(_NO_CLASS, i64)])],
+                  keepdims=0)
+    return b.op("Where", [odd, b.op("Sub", [lowest, b.const(1, i64)]), ids])
 
 
 def _compact_rows(b: _Builder, cand: str, keep: str, position: str) -> str:

@@ -119,3 +119,33 @@ def test_gpu_only_exits_0_with_the_reason(tmp_path):
         assert out.strip() == f"runtime: not measured: GPU path: {reason}"
     else:  # a GPU machine: the table, or why this GPU cannot run the engines
         assert "bare ms" in out or "not measured: " in out
+
+
+def test_quick_residual_only_compares_ort_and_mxnet_stages(tmp_path):
+    """--quick --residual-only: the quick model compiled twice with its Flatten out of the
+    engine, once in an ONNX Runtime stage and once in an MXNet stage; the residual table alone."""
+    doc = json.loads(_run(["--quick", "--residual-only", "--json"], tmp_path))
+    assert doc["cpu"] == [] and doc["gpu"] == [] and doc["dynamic"] == []
+    assert doc["residual_not_measured"] is None
+    (row,) = doc["residual"]
+    assert row["model"] == "mobilenetv2_0.25" and row["rounds"] == 3
+    assert row["iterations"] == {"ORT stages": 3, "MXNet stages": 3}
+    assert row["stages_ort"]["onnx"] >= 1 and row["stages_ort"]["residual"] == 0
+    assert row["stages_mxnet"]["residual"] >= 1 and row["stages_mxnet"]["onnx"] == 0
+    assert row["ort_needs_mxnet"] is False and row["mxnet_needs_mxnet"] is True
+    assert row["ort_ms"] > 0 and row["mxnet_ms"] > 0 and row["ort_vs_mxnet"] > 0
+    assert len(row["ort_vs_mxnet_rounds"]) == 3 and row["verdict"] in ("ok", "noise", "over")
+    assert row["outside_ort_ms"] > 0 and row["outside_mxnet_ms"] > 0
+    assert max(row["ort_vs_mxnet_max_rel"]) < 1e-4  # Flatten: the same numbers either way
+
+    # the printed table, from the same rows (one run: the test stays well under a minute)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("trtc_runtime_bench", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    header, line = bench.residual_table(doc["residual"]).splitlines()
+    assert header.startswith("residual model ") and "goal ORT/MX <= 1.0" in header
+    cells = line.split()
+    assert cells[0] == "mobilenetv2_0.25" and cells[1] == "1E+1O" and cells[2] == "1E+1M", cells
+    assert cells[-1] == row["verdict"], cells

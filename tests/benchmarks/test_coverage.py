@@ -49,9 +49,14 @@ def test_quick_writes_a_row_per_model_and_totals(tmp_path):
         rows[cells["model"].strip("*`")] = cells
     assert sorted(rows) == sorted(coverage.QUICK_MODELS)
     for name, cells in rows.items():
-        ops, in_engines, in_mxnet = (int(cells[k]) for k in ("ops", "in engines", "in MXNet"))
-        assert ops > 0 and in_engines + in_mxnet == ops, (name, cells)
+        ops, in_engines, in_ort, in_mxnet = (
+            int(cells[k]) for k in ("ops", "in engines", "in ONNX Runtime", "in MXNet"))
+        assert ops > 0 and in_engines + in_ort + in_mxnet == ops, (name, cells)
         assert int(cells["engines"]) >= 1
+        # the quick models run wholly in engines: nothing kept out, no MXNet at run time
+        assert (in_ort, in_mxnet) == (0, 0), (name, cells)
+        assert cells["runtime needs MXNet"] == "no", (name, cells)
+        assert cells["kept out of engines because"] == "-", (name, cells)
         assert 0 <= float(cells["output err"]) <= 1e-4  # the fp32 gate's tolerance
         assert 0 <= float(cells["engine err"]) <= 1e-4
         assert float(cells["compile s"]) > 0 and float(cells["bundle MB"]) > 0
@@ -66,6 +71,10 @@ def test_quick_writes_a_row_per_model_and_totals(tmp_path):
     engine_ops = sum(int(c["in engines"]) for c in rows.values())
     assert f"{len(rows)} models ok, 0 failed" in totals
     assert f"{engine_ops} of {total_ops} MXNet ops" in totals
+    assert "0 in ONNX Runtime stages, 0 in MXNet stages" in totals
+    assert f"models needing MXNet at run time: 0 of {len(rows)};" in totals
+    assert "## Ops that run in MXNet" in text
+    assert "None: no bundle in the table needs MXNet at run time." in text
     assert "## Failures" in text and "None." in text
     # the same table goes to stdout as it is made
     assert all(f"`{name}`" in proc.stdout for name in rows) and "**Totals:**" in proc.stdout
@@ -100,13 +109,44 @@ def test_a_model_that_does_not_finish_is_a_failed_row(tmp_path):
     assert line.startswith("- `squeezenet1.1` (SqueezeNet): timed out")
 
 
-def test_reasons_are_counted_per_code_with_their_op_types():
+def test_reasons_are_counted_per_code_and_executor_with_their_op_types():
     from trtc.partition import Decision
 
     coverage = _script()
-    decisions = [Decision("n1", "tile", "parser_rejected"), Decision("n2", "tile", "parser_rejected"),
-                 Decision("n3", "where", "parser_rejected"),
-                 Decision("n4", "_contrib_box_nms", "onnx_export_differs")]
+    ort = {"runs_in": "onnxruntime"}
+    decisions = [Decision("n1", "tile", "parser_rejected", **ort),
+                 Decision("n2", "tile", "parser_rejected", **ort),
+                 Decision("n3", "where", "parser_rejected", **ort),
+                 Decision("n4", "_contrib_box_nms", "onnx_export_differs", runs_in="mxnet",
+                          mxnet_reason="no exact ONNX for it"),
+                 Decision("n5", "Reshape", "parser_rejected", runs_in="mxnet",
+                          mxnet_reason="its ONNX Runtime stage residual0 was 0.5 relative off")]
     assert coverage.reasons_summary(decisions) == (
-        "3 parser_rejected (tile, where), 1 onnx_export_differs (_contrib_box_nms)")
+        "3 parser_rejected (tile, where) -> ORT, 1 onnx_export_differs (_contrib_box_nms) -> "
+        "MXNet, 1 parser_rejected (Reshape) -> MXNet")
     assert coverage.reasons_summary([]) == ""
+    assert [(d["node"], d["op"], d["why_not_onnxruntime"])
+            for d in coverage.mxnet_ops_detail(decisions)] == [
+        ("n4", "_contrib_box_nms", "no exact ONNX for it"),
+        ("n5", "Reshape", "its ONNX Runtime stage residual0 was 0.5 relative off")]
+
+
+def test_a_model_needing_mxnet_says_yes_and_why():
+    coverage = _script()
+    row = {"model": "m", "family": "f", "ok": True, "input": [[1, 3]], "total_ops": 4,
+           "engine_ops": 2, "onnx_ops": 1, "mxnet_ops": 1, "engines": 1, "needs_mxnet": True,
+           "mxnet_op_types": ["_contrib_box_nms"], "reasons": "x",
+           "mxnet_decisions": [{"node": "nms0", "op": "_contrib_box_nms",
+                                "reason": "onnx_export_differs",
+                                "why_not_onnxruntime": "no exact ONNX for it"}],
+           "output_err": 0.0, "boundary_err": 0.0, "compile_s": 1.0, "bundle_mb": 1.0}
+    header = [name for name, _ in coverage.COLUMNS]
+    cells = dict(zip(header, _cells(coverage.table_row(row))))
+    assert cells["runtime needs MXNet"] == "**yes** (_contrib_box_nms)"
+    assert (cells["in ONNX Runtime"], cells["in MXNet"]) == ("1", "1")
+    clean = dict(row, model="n", needs_mxnet=False, mxnet_ops=0, mxnet_decisions=[])
+    t = coverage.totals([row, clean], 1.0)
+    assert "models needing MXNet at run time: 1 of 2 (m)" in coverage.totals_line(t)
+    assert coverage.mxnet_section([row, clean])[2] == (
+        "- `m`: nms0 (`_contrib_box_nms`), onnx_export_differs; not in ONNX Runtime because: "
+        "no exact ONNX for it")

@@ -199,6 +199,22 @@ def test_box_nms_iou_at_the_threshold_and_odd_boxes(tmp_path):
         _assert_nms_exact(tmp_path, x, overlap_thresh=thresh, id_index=0, force_suppress=True)
 
 
+def test_box_nms_odd_class_ids(tmp_path):
+    """MXNet (x86) compares static_cast<int>(id): NaN, infinite and out-of-int32 ids all become
+    INT_MIN, one class with -2**31 itself. The ONNX must neither split them nor span 2**31
+    classes (ONNX Runtime's Range would fail)."""
+    ids = [0, np.nan, np.nan, 1e12, 2, -np.inf, -2.0 ** 31, -2.0 ** 31, -3e9, 2 ** 31]
+    x = np.zeros((1, len(ids), 6), np.float32)
+    x[0, :, 0] = ids
+    x[0, :, 1] = np.linspace(0.9, 0.3, len(ids))
+    x[0, :, 4:] = 1
+    x[0, 4, 2:] += 5  # id 2, apart; every other row is the same box
+    want = _assert_nms_exact(tmp_path, x, id_index=0)
+    assert (want[0, :, 1] > 0).sum() == 3  # one row each of class 0, 2 and INT_MIN
+    x[0, :, 0] = np.nan
+    _assert_nms_exact(tmp_path, x, id_index=0)
+
+
 def test_box_nms_out_center_skips_negative_x(tmp_path):
     """MXNet converts a row to center format only when its first coordinate is not negative."""
     x = np.array([[[0, 0.9, -2, 0, 2, 2], [1, 0.8, 5, 5, 9, 7], [0, 0.7, 10, 10, 12, 11]]],
