@@ -92,6 +92,7 @@ def bundle_row(path: Path, arch: Optional[str], rounds: int, warmup: int,
     from trtc.runtime.dlpack import DeviceArray
 
     model = load(path, device="cuda")
+    eager = load(path, device="cuda", cuda_graph=False)
     if model.engine_executor != "onnxruntime":
         raise SystemExit(f"{path}: TensorRT runs its engines here; benchmarks/runtime.py times that")
     with read_bundle(path) as bundle:
@@ -129,8 +130,10 @@ def bundle_row(path: Path, arch: Optional[str], rounds: int, warmup: int,
     worst = max(float(np.abs(got[n] - e).max() / (np.abs(e).max() or 1.0))
                 for n, e in zip(outputs, expected))
     groups: Dict[str, Dict[str, Callable[[], Any]]] = {
-        "numpy": {"trtc": lambda: model(**feeds), "bare": lambda: session.run(None, feeds)},
-        "device": {"trtc": lambda: model(output="device", **gpu_feeds), "bare": bare_device},
+        "numpy": {"trtc": lambda: model(**feeds), "no graph": lambda: eager(**feeds),
+                  "bare": lambda: session.run(None, feeds)},
+        "device": {"trtc": lambda: model(output="device", **gpu_feeds),
+                   "no graph": lambda: eager(output="device", **gpu_feeds), "bare": bare_device},
     }
     torch = torch_call(arch, feeds) if arch else None
     if torch is not None:
@@ -143,6 +146,8 @@ def bundle_row(path: Path, arch: Optional[str], rounds: int, warmup: int,
         row[f"{io}_trtc_ms"] = statistics.median(medians["trtc"])
         row[f"{io}_bare_ms"] = statistics.median(medians["bare"])
         row[f"{io}_ratio"] = paired_ratio(medians["trtc"], medians["bare"])
+        row[f"{io}_nograph_ms"] = statistics.median(medians["no graph"])
+        row[f"{io}_nograph_ratio"] = paired_ratio(medians["no graph"], medians["bare"])
         if "torch" in calls:
             row["torch_ms"] = statistics.median(medians["torch"])
             row["trtc_vs_torch"] = paired_ratio(medians["trtc"], medians["torch"])
@@ -153,16 +158,18 @@ def table(rows: List[Dict[str, Any]]) -> str:
     def num(v: Optional[float]) -> str:
         return "n/a" if v is None else f"{v:.3f}"
 
-    lines = [f"{'bundle':<28}{'batch':>6}{'numpy trtc':>12}{'bare':>8}{'ratio':>7}"
-             f"{'device trtc':>13}{'bare':>8}{'ratio':>7}{'torch fp16':>12}{'trtc/torch':>12}"
+    lines = [f"{'bundle':<18}{'batch':>6}  {'io':<7}{'bare ORT':>9}{'trtc':>8}{'ratio':>7}"
+             f"{'no graph':>10}{'ratio':>7}{'torch fp16':>12}{'trtc/torch':>12}"
              f"  goal trtc/bare <= {GOAL}"]
     for r in rows:
-        ok = "ok" if max(r["numpy_ratio"], r["device_ratio"]) <= GOAL else "over"
-        lines.append(f"{r['bundle']:<28}{r['batch']:>6}{num(r['numpy_trtc_ms']):>12}"
-                     f"{num(r['numpy_bare_ms']):>8}{num(r['numpy_ratio']):>7}"
-                     f"{num(r['device_trtc_ms']):>13}{num(r['device_bare_ms']):>8}"
-                     f"{num(r['device_ratio']):>7}{num(r.get('torch_ms')):>12}"
-                     f"{num(r.get('trtc_vs_torch')):>12}  {ok}")
+        for io in ("numpy", "device"):
+            ok = "ok" if r[f"{io}_ratio"] <= GOAL else "over"
+            torch = io == "device"
+            lines.append(f"{r['bundle']:<18}{r['batch']:>6}  {io:<7}{num(r[f'{io}_bare_ms']):>9}"
+                         f"{num(r[f'{io}_trtc_ms']):>8}{num(r[f'{io}_ratio']):>7}"
+                         f"{num(r[f'{io}_nograph_ms']):>10}{num(r[f'{io}_nograph_ratio']):>7}"
+                         f"{num(r.get('torch_ms') if torch else None):>12}"
+                         f"{num(r.get('trtc_vs_torch') if torch else None):>12}  {ok}")
     return "\n".join(lines)
 
 

@@ -151,6 +151,15 @@ def mem_get_info() -> Tuple[int, int]:
     return int(free), int(total)
 
 
+def copy_d2d_sync(dst: int, src: int, nbytes: int) -> None:
+    """Copy ``nbytes`` between two device addresses and wait until it is done (a device-to-device
+    ``cudaMemcpy`` alone does not wait on the host)."""
+    rt = cudart()
+    check(rt.cudaMemcpy(dst, src, nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice),
+          "cudaMemcpy(D2D)")
+    check(rt.cudaDeviceSynchronize(), "cudaDeviceSynchronize")
+
+
 def pointer_device(ptr: int) -> Optional[int]:
     """The device that owns device or managed memory at ``ptr``; None for host memory."""
     rt = cudart()

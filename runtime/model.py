@@ -191,7 +191,7 @@ class Model:
         # (select_device: on the GPU path, a reason means TensorRT cannot run the engines)
         self.engine_executor = ("tensorrt" if device == "cuda" and device_reason is None
                                 else "onnxruntime")
-        self.stages: List[Any] = _make_stages(bundle, device, self.engine_executor)
+        self.stages: List[Any] = _make_stages(bundle, device, self.engine_executor, cuda_graph)
         self.executors: Dict[str, str] = {entry["name"]: _executor_text(stage) for entry, stage
                                           in zip(bundle.manifest["stages"], self.stages)}
         self._gpu: Any = None
@@ -350,9 +350,10 @@ def _executor_text(stage: Any) -> str:
     return "MXNet"
 
 
-def _make_stages(bundle: Bundle, device: str, engine_executor: str) -> List[Any]:
+def _make_stages(bundle: Bundle, device: str, engine_executor: str,
+                 cuda_graph: bool = True) -> List[Any]:
     try:
-        return _stages(bundle, device, engine_executor)
+        return _stages(bundle, device, engine_executor, cuda_graph)
     except (BundleError, IncompatibleError) as exc:  # say which file the stage belongs to
         text = str(exc)
         if text.startswith(f"{bundle.path}: "):  # read_member's own errors name it already
@@ -360,7 +361,8 @@ def _make_stages(bundle: Bundle, device: str, engine_executor: str) -> List[Any]
         raise type(exc)(f"{bundle.path}: {text}") from None
 
 
-def _stages(bundle: Bundle, device: str, engine_executor: str) -> List[Any]:
+def _stages(bundle: Bundle, device: str, engine_executor: str,
+            cuda_graph: bool = True) -> List[Any]:
     """The stages of ``device``'s path, built from the members ``path_members`` lists for it:
     each is read (and its sha256 verified) here, and nothing else is read. On the GPU, ONNX
     Runtime stages (and, with ``engine_executor`` 'onnxruntime', the engines' ONNX) run with the
@@ -392,7 +394,8 @@ def _stages(bundle: Bundle, device: str, engine_executor: str) -> List[Any]:
                 read(stage["onnx"]) if stage.get("weights") == "stripped" else None)))
         elif stage["kind"] in ("engine", "onnx"):  # ONNX Runtime, on the GPU where it can
             from .stages.engine_cpu import OnnxRuntimeStage
-            stages.append(OnnxRuntimeStage(stage, read(stage["onnx"]), cuda_device=on_gpu))
+            stages.append(OnnxRuntimeStage(stage, read(stage["onnx"]), cuda_device=on_gpu,
+                                           cuda_graph=cuda_graph))
         else:
             from .stages.residual import MXNetStage, load_residual_params
             if residual_params is None:
@@ -415,7 +418,8 @@ def load(path: "os.PathLike[str] | str", device: str = "auto", cuda_graph: bool 
         device: 'auto' (GPU when it can serve every engine, else CPU), 'cuda' or 'cpu'.
         cuda_graph: on the GPU path, when every stage is an engine, capture each execution
             context's engine launches once as a CUDA graph and replay it (False: launch them one
-            by one on every call).
+            by one on every call); an ONNX Runtime stage on the GPU of static shapes whose every
+            node runs on the GPU is captured by ONNX Runtime itself (its calls then serialize).
         trusted_keys: Ed25519 public keys (PEM file paths, PEM bytes or cryptography key
             objects). When given, the bundle must be signed by one of them (``trtc sign``); the
             signature (of the manifest, which pins every member's sha256) is checked before

@@ -5,6 +5,7 @@ path). On the host with the CPU execution provider, or on a GPU with the CUDA ex
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -49,12 +50,18 @@ class OnnxRuntimeStage:
     exact ONNX). Thread-safe (ORT sessions are)."""
 
     def __init__(self, stage: Mapping[str, Any], onnx_bytes: bytes, intra_op_threads: int = 0,
-                 cuda_device: Optional[int] = None):
+                 cuda_device: Optional[int] = None, cuda_graph: bool = False):
         """``cuda_device``: run on that GPU with ONNX Runtime's CUDA execution provider (nodes it
-        has no kernel for run on the host, as ONNX Runtime places them), else on the CPU."""
+        has no kernel for run on the host, as ONNX Runtime places them), else on the CPU.
+        ``cuda_graph``: on the GPU, for a stage of static shapes whose every node the CUDA
+        provider runs, let ONNX Runtime capture it as a CUDA graph and replay it (its inputs and
+        outputs then live in fixed device buffers, so calls of this stage are serialized); where
+        ONNX Runtime refuses (a node on the host), the stage runs without a graph."""
         ort = import_onnxruntime()
         self._ort = ort
         self.cuda_device = cuda_device
+        self.graphed = False
+        self._graph_lock = threading.Lock()
         self.name: str = stage["name"]
         self.inputs = [t["name"] for t in stage["inputs"]]
         self.outputs = [t["name"] for t in stage["outputs"]]
@@ -74,11 +81,16 @@ class OnnxRuntimeStage:
         try:
             # enable_fallback=0: on a failure ORT's Python layer would otherwise print an
             # "EP Error" banner on stdout and retry; the failure reaches the user as one line.
-            providers: List[Any] = ["CPUExecutionProvider"]
-            if cuda_device is not None:
-                providers.insert(0, (CUDA_PROVIDER, {"device_id": cuda_device}))
-            self._session = ort.InferenceSession(onnx_bytes, sess_options=options,
-                                                 providers=providers, enable_fallback=0)
+            static = all(-1 not in t["shape"] for t in [*stage["inputs"], *stage["outputs"]])
+            self._session = None
+            if cuda_device is not None and cuda_graph and static:
+                self._session = self._graph_session(ort, onnx_bytes, options, stage)
+            if self._session is None:
+                providers: List[Any] = ["CPUExecutionProvider"]
+                if cuda_device is not None:
+                    providers.insert(0, (CUDA_PROVIDER, {"device_id": cuda_device}))
+                self._session = ort.InferenceSession(onnx_bytes, sess_options=options,
+                                                     providers=providers, enable_fallback=0)
         except Exception as exc:  # ORT raises its own exception types for bad models
             raise BundleError(f"stage '{self.name}': ONNX Runtime cannot load its ONNX "
                               f"({_first_line(exc)}); recompile the bundle") from None
@@ -106,8 +118,64 @@ class OnnxRuntimeStage:
                                   f"{given.type} {given.shape}, the manifest says {spec['dtype']} "
                                   f"{spec['shape']}; recompile the bundle")
 
+    def _graph_session(self, ort: Any, onnx_bytes: bytes, options: Any,
+                       stage: Mapping[str, Any]) -> Any:
+        """A CUDA-graph session with its inputs and outputs bound once to fixed device buffers,
+        or None where ONNX Runtime refuses a graph for this ONNX (a node not on the GPU)."""
+        try:
+            session = ort.InferenceSession(
+                onnx_bytes, sess_options=options, enable_fallback=0,
+                providers=[(CUDA_PROVIDER, {"device_id": self.cuda_device,
+                                            "enable_cuda_graph": "1"})])
+        except Exception:  # e.g. "all compute graph nodes have not been partitioned to the CUDA EP"
+            return None
+        binding = session.io_binding()
+        self._fixed: Dict[str, Any] = {}
+        for role, specs in (("input", stage["inputs"]), ("output", stage["outputs"])):
+            for spec in specs:
+                value = ort.OrtValue.ortvalue_from_shape_and_type(
+                    list(spec["shape"]), np.dtype(spec["dtype"]), "cuda", self.cuda_device)
+                self._fixed[spec["name"]] = value
+                if role == "input":
+                    binding.bind_ortvalue_input(spec["name"], value)
+                else:
+                    binding.bind_ortvalue_output(spec["name"], value)
+        self._binding = binding
+        self.graphed = True
+        return session
+
+    def _run_graph(self, feeds: Mapping[str, Any], host_outputs: Any) -> Dict[str, Any]:
+        """One replay: inputs copied into the fixed buffers, outputs copied out of them (the
+        next call reuses them), on the host for ``host_outputs``, else on the device."""
+        from .. import cuda
+        from ..dlpack import DeviceArray
+
+        with self._graph_lock:
+            for name in self.inputs:
+                value, fixed = feeds[name], self._fixed[name]
+                if isinstance(value, np.ndarray):
+                    fixed.update_inplace(np.ascontiguousarray(value))
+                else:
+                    cuda.copy_d2d_sync(fixed.data_ptr(), value.ptr, value.nbytes)
+            try:
+                self._session.run_with_iobinding(self._binding)
+            except Exception as exc:
+                raise self._run_error(exc) from None
+            results: Dict[str, Any] = {}
+            for name, _, dtype in self._output_specs:
+                fixed = self._fixed[name]
+                if name in host_outputs:
+                    results[name] = fixed.numpy()
+                else:
+                    array = DeviceArray.empty(fixed.shape(), dtype, self.cuda_device)
+                    cuda.copy_d2d_sync(array.ptr, fixed.data_ptr(), array.nbytes)
+                    results[name] = array
+            return results
+
     def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Host arrays in, host arrays out (on a GPU stage, ONNX Runtime copies both ways)."""
+        if self.graphed:
+            return self._run_graph(feeds, set(self.outputs))
         try:
             results = self._session.run(self.outputs, {name: feeds[name] for name in self.inputs})
         except Exception as exc:  # ORT's own exception types; a bundle whose ONNX cannot run
@@ -116,19 +184,23 @@ class OnnxRuntimeStage:
             self._check_output(name, spec, dtype, value.shape, value.dtype)
         return dict(zip(self.outputs, results))
 
-    def run_on_device(self, feeds: Mapping[str, Any]) -> Dict[str, Any]:
+    def run_on_device(self, feeds: Mapping[str, Any], host_outputs: Any = ()) -> Dict[str, Any]:
         """A GPU stage's call with its tensors on the device (ONNX Runtime's I/O binding).
 
         Args:
             feeds: input name -> a DeviceArray on this stage's GPU, or a numpy array (copied
                 there by ONNX Runtime). The caller has finished any work writing them.
+            host_outputs: outputs wanted on the host only: ONNX Runtime copies them there.
 
         Returns:
-            Output name -> DeviceArray on this stage's GPU, complete when returned; each owns
-            the ONNX Runtime value holding its memory.
+            Output name -> a numpy array (``host_outputs``) or a DeviceArray on this stage's
+            GPU, complete when returned, that owns its memory (an ONNX Runtime value of this
+            call, or a copy out of a CUDA graph's fixed buffer).
         """
         from ..dlpack import DeviceArray
 
+        if self.graphed:
+            return self._run_graph(feeds, host_outputs)
         binding = self._session.io_binding()
         for name in self.inputs:
             value = feeds[name]
@@ -138,7 +210,7 @@ class OnnxRuntimeStage:
                 binding.bind_input(name, "cuda", self.cuda_device, value.dtype, list(value.shape),
                                    value.ptr)
         for name in self.outputs:
-            binding.bind_output(name, "cuda", self.cuda_device)
+            binding.bind_output(name, "cpu" if name in host_outputs else "cuda", self.cuda_device)
         try:
             # synchronizes: its inputs before, its outputs after (ORT runs on its own stream)
             self._session.run_with_iobinding(binding)
@@ -149,8 +221,9 @@ class OnnxRuntimeStage:
             shape = tuple(value.shape())
             got = np.dtype(_NUMPY_TYPES.get(value.data_type(), "void"))
             self._check_output(name, spec, dtype, shape, got)
-            results[name] = DeviceArray(value.data_ptr(), shape, dtype, self.cuda_device,
-                                        owner=value)
+            results[name] = (value.numpy() if name in host_outputs else
+                             DeviceArray(value.data_ptr(), shape, dtype, self.cuda_device,
+                                         owner=value))
         return results
 
     def _run_error(self, exc: BaseException) -> Exception:

@@ -540,6 +540,14 @@ class GpuPipeline:
         # device tensors that cross to or from the host get a pinned staging buffer
         self.staged: Set[str] = {n for n in self.device_tensors
                                  if n in self.inputs or n in self.outputs or n in crossing}
+        # outputs of ONNX Runtime GPU stages no device stage reads: only the host needs them
+        # (model outputs when numpy is asked for; host stages' inputs always)
+        read_on_device = {n for s in self.stages if isinstance(s, TensorRTStage) or _on_device(s)
+                          for n in s.inputs}
+        produced = {n for s in self.stages if _on_device(s) for n in s.outputs}
+        self.host_only_device = {n for n in produced - read_on_device if n in crossing}
+        self.host_only = self.host_only_device | {n for n in produced - read_on_device
+                                                  if n in self.outputs}
         self._pool = ContextPool(lambda: _Context(self), max_contexts)
         if self.engines:  # the first context now: out of memory shows at load, not first call
             with self._pool.take():
@@ -617,15 +625,16 @@ class GpuPipeline:
 
         if not graphed:
             engines, index = (ctx.eager() if self.engines else None), 0
+            fresh: Set[str] = set()
             for stage in self.stages:
                 if isinstance(stage, TensorRTStage):
                     self._launch(ctx, engines, index, on_device)
                     index += 1
                 elif _on_device(stage):
-                    self._run_on_device(ctx, stage, host, on_device)
+                    self._run_on_device(ctx, stage, host, on_device, output, fresh)
                 else:
                     self._run_residual(ctx, stage, host, on_device)
-            return self._outputs(ctx, host, on_device, output)
+            return self._outputs(ctx, host, on_device, output, fresh)
 
         key = tuple(tuple(feeds[name].shape) for name in self.inputs)
         entry = ctx.graphs.lookup(key)
@@ -689,14 +698,22 @@ class GpuPipeline:
         return bool(missing)
 
     def _run_on_device(self, ctx: _Context, stage: Any, host: Dict[str, np.ndarray],
-                       on_device: Dict[str, DeviceArray]) -> None:
+                       on_device: Dict[str, DeviceArray], output: str, fresh: Set[str]) -> None:
         """An ONNX Runtime stage on this GPU: device inputs bound in place (host ones copied by
-        ONNX Runtime), outputs left on the device for the stages after it."""
+        ONNX Runtime), outputs left on the device for the stages after it, except those only
+        the host needs (numpy model outputs, host stages' inputs): ONNX Runtime copies those
+        there itself. ``fresh`` collects the device outputs this call owns outright."""
         if any(name in on_device for name in stage.inputs):
             ctx.stream.synchronize()  # ONNX Runtime runs on its own stream: our writes first
         feeds = {name: on_device[name] if name in on_device else host[name]
                  for name in stage.inputs}
-        on_device.update(stage.run_on_device(feeds))
+        wanted = self.host_only if output != "device" else self.host_only_device
+        for name, value in stage.run_on_device(feeds, wanted).items():
+            if isinstance(value, np.ndarray):
+                host[name] = value
+            else:
+                on_device[name] = value
+                fresh.add(name)
 
     def _run_residual(self, ctx: _Context, stage: Any, host: Dict[str, np.ndarray],
                       on_device: Dict[str, DeviceArray]) -> None:
@@ -708,12 +725,18 @@ class GpuPipeline:
                 self._upload(ctx, name, value, on_device)
 
     def _outputs(self, ctx: _Context, host: Dict[str, np.ndarray],
-                 on_device: Mapping[str, DeviceArray], output: str) -> Dict[str, Any]:
+                 on_device: Mapping[str, DeviceArray], output: str,
+                 fresh: Set[str] = frozenset()) -> Dict[str, Any]:  # type: ignore[assignment]
+        """The call's outputs; ``fresh``: device tensors this call owns outright (an ONNX Runtime
+        stage's outputs), handed out as they are rather than copied."""
         stream = ctx.stream
         results: Dict[str, Any] = {}
         if output == "device":
             for name in self.outputs:
                 source = on_device.get(name)
+                if name in fresh and name not in self.inputs:
+                    results[name] = source
+                    continue
                 if source is not None:
                     array = DeviceArray.empty(source.shape, source.dtype, self.device, stream)
                     stream.copy_d2d(array.ptr, source.ptr, array.nbytes)

@@ -72,25 +72,34 @@ def _close(actual: np.ndarray, expected: np.ndarray) -> None:
 
 @pytest.mark.gpu
 @needs_ort_cuda
-def test_engines_run_on_the_gpu_through_onnxruntime_where_tensorrt_cannot():
+@pytest.mark.parametrize("cuda_graph", [True, False])
+def test_engines_run_on_the_gpu_through_onnxruntime_where_tensorrt_cannot(cuda_graph):
     why = tensorrt_runs_reason()
     if why:
         pytest.skip(why)
     cpu = load(TINY, device="cpu")
     for device in ("auto", "cuda"):
-        model = load(TINY, device=device)
+        model = load(TINY, device=device, cuda_graph=cuda_graph)
+        # static shapes, every node on the GPU: ONNX Runtime captures a CUDA graph when asked
+        assert [s.graphed for s in model.stages] == [cuda_graph]
         assert model.device == "cuda", model.device_reason
         assert model.engine_executor == "onnxruntime"
         assert "ONNX Runtime's CUDA execution provider runs each engine's ONNX" in \
             model.device_reason
         assert set(model.executors.values()) == {"ONNX Runtime (CUDA)"}, model.executors
-        for seed in range(3):
+        for seed in range(3):  # the graph's replays take each call's own inputs
             feeds = _feeds(model, seed=seed)
             out, ref = model(**feeds), cpu(**feeds)
             assert list(out) == list(model.outputs)
             for name in out:
                 assert isinstance(out[name], np.ndarray)
                 _close(out[name], ref[name])
+            device_out = model(output="device", **feeds)
+            first = {n: v.numpy() for n, v in device_out.items()}
+            model(**_feeds(model, seed=seed + 10))  # a later call must not change returned arrays
+            for name, value in device_out.items():
+                np.testing.assert_array_equal(value.numpy(), first[name])
+                _close(first[name], ref[name])
 
 
 @pytest.mark.gpu
@@ -101,6 +110,7 @@ def test_mixed_bundle_keeps_onnx_stages_on_the_gpu(batch):
     TensorRT where it runs here, else by ONNX Runtime), any batch of the range."""
     model = load(PAIR, device="cuda")
     assert model.executors["onnx0"] == "ONNX Runtime (CUDA)", model.executors
+    assert not any(getattr(s, "graphed", False) for s in model.stages)  # dynamic: no graph
     cpu = load(PAIR, device="cpu")
     feeds = _feeds(model, batch=batch, seed=batch)
     out, ref = model(**feeds), cpu(**feeds)
