@@ -14,6 +14,8 @@ initial values (mean 0, variance 1).
 ``bert_small``    the same BERTModel with 2 layers, 128 units, 2 heads, vocab 1000: fast CI.
 ``ssd_mobilenet`` GluonCV ``ssd_512_mobilenet1.0_voc``, 1x3x512x512.
 ``faster_rcnn``   GluonCV ``faster_rcnn_resnet50_v1b_voc``, 1x3x600x800.
+``yolo3``         GluonCV ``yolo3_mobilenet1.0_voc``, 1x3x320x320.
+``center_net``    GluonCV ``center_net_resnet18_v1b_voc``, 1x3x384x384.
 ``video``         GluonCV ``r2plus1d_resnet18_kinetics400``, 1x3x16x112x112 (segmental
                   consensus is a ``mean`` over axis 1, as in I3D).
 ``ops_block``     LayerNorm, ``mean``/``max`` over axes (keepdims both ways) and an Embedding over
@@ -38,6 +40,7 @@ import numpy as np
 __all__ = [
     "MODELS", "INPUTS", "DTYPE_CODES", "duplicate_node_names", "op_counts", "input_specs",
     "export_bert", "export_bert_small", "export_ssd_mobilenet", "export_faster_rcnn",
+    "export_yolo3", "export_center_net",
     "export_video", "export_ops_block", "export_reused_block",
     "verify_inputs_bert", "verify_inputs_bert_small", "verify_inputs_ops_block",
     "random_inputs",
@@ -61,6 +64,8 @@ INPUTS: Dict[str, Dict[str, Tuple[Tuple[int, ...], str]]] = {
                    "valid_length": ((1,), "float32")},
     "ssd_mobilenet": {"data": ((1, 3, 512, 512), "float32")},
     "faster_rcnn": {"data": ((1, 3, 600, 800), "float32")},
+    "yolo3": {"data": ((1, 3, 320, 320), "float32")},
+    "center_net": {"data": ((1, 3, 384, 384), "float32")},
     "video": {"data": ((1, 3, 16, 112, 112), "float32")},
     "ops_block": {"ids": ((1, 16), "int32"), "x": ((1, 16, 32), "float32")},
     "reused_block": {"data": ((1, 3, 32, 32), "float32")},
@@ -297,6 +302,27 @@ def export_faster_rcnn(out_dir: Path, seed: int = 0) -> Path:
     return _save(net, out_dir, "faster_rcnn", INPUTS["faster_rcnn"])
 
 
+def _export_gluoncv(name: str, zoo_name: str, out_dir: Path, seed: int) -> Path:
+    import mxnet as mx
+
+    _seed(seed)
+    net = _gluoncv_model(zoo_name)
+    _initialize(net, mx.init.Xavier(), INPUTS[name])
+    return _save(net, out_dir, name, INPUTS[name])
+
+
+def export_yolo3(out_dir: Path, seed: int = 0) -> Path:
+    """GluonCV ``yolo3_mobilenet1.0_voc`` with Xavier weights; ``data`` 1x3x320x320 float32.
+    Outputs ids, scores, boxes after box_nms (its tile ops: ONNX Runtime stages)."""
+    return _export_gluoncv("yolo3", "yolo3_mobilenet1.0_voc", out_dir, seed)
+
+
+def export_center_net(out_dir: Path, seed: int = 0) -> Path:
+    """GluonCV ``center_net_resnet18_v1b_voc`` with Xavier weights; ``data`` 1x3x384x384
+    float32. Outputs ids, scores, boxes from top-k over the heatmap (gather_nd decoding)."""
+    return _export_gluoncv("center_net", "center_net_resnet18_v1b_voc", out_dir, seed)
+
+
 def export_video(out_dir: Path, seed: int = 0) -> Path:
     """GluonCV ``r2plus1d_resnet18_kinetics400`` (the smallest GluonCV video net: 3-D
     convolutions, BatchNorm, GlobalAvgPool3D, a ``mean`` over axis 1 as segmental consensus,
@@ -412,6 +438,8 @@ MODELS: Dict[str, Callable[..., Path]] = {
     "bert_small": export_bert_small,
     "ssd_mobilenet": export_ssd_mobilenet,
     "faster_rcnn": export_faster_rcnn,
+    "yolo3": export_yolo3,
+    "center_net": export_center_net,
     "video": export_video,
     "ops_block": export_ops_block,
     "reused_block": export_reused_block,
