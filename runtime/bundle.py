@@ -598,6 +598,22 @@ class Bundle:
             raise _checksum_error(self.path, name)
         return data
 
+    def verify_members(self) -> None:
+        """Check every member's sha256 against the manifest, streamed a chunk at a time (bounded
+        memory), whether or not anything will read it: what a signature pins, all of it.
+
+        Raises:
+            BundleError: a member's bytes are not the ones the manifest pins, or the bundle is
+                closed.
+        """
+        fd = self._fd
+        if fd is None:
+            raise BundleError(f"{self.path}: the bundle is closed; open it again to verify it")
+        for name, (start, end) in self._spans.items():
+            entry = self.manifest["members"].get(name)
+            if entry is not None and _member_sha256(self.path, fd, start, end) != entry["sha256"]:
+                raise _checksum_error(self.path, name)
+
     def close(self) -> None:
         """Close the file (idempotent). Members cannot be read afterwards."""
         fd, self._fd = getattr(self, "_fd", None), None

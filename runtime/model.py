@@ -423,7 +423,8 @@ def load(path: "os.PathLike[str] | str", device: str = "auto", cuda_graph: bool 
         trusted_keys: Ed25519 public keys (PEM file paths, PEM bytes or cryptography key
             objects). When given, the bundle must be signed by one of them (``trtc sign``); the
             signature (of the manifest, which pins every member's sha256) is checked before
-            any member is read. None (default): no signature is required or checked, and the
+            any member is read, and then every member's sha256 (streamed, also the members this
+            path will not read). None (default): no signature is required or checked, and the
             checksums only catch accidental damage, not deliberate edits.
 
     Only the members the chosen path needs are read (``bundle.path_members``), each verified
@@ -447,5 +448,8 @@ def load(path: "os.PathLike[str] | str", device: str = "auto", cuda_graph: bool 
         if trusted_keys is not None:  # before any member is read
             from .signing import verify_bundle
             verify_bundle(bundle, trusted_keys)
+            # signed means everything: every member the signed manifest pins, streamed, also
+            # those this path will not read (a replaced plan on the CPU path, say)
+            bundle.verify_members()
         chosen, reason = select_device(bundle, device)
         return Model(bundle, chosen, reason, cuda_graph=cuda_graph)

@@ -234,3 +234,32 @@ def test_cryptography_is_imported_only_when_keys_are_given(signed: Path,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "refused:" in proc.stdout and "pip install 'trtc[sign]'" in proc.stdout
+
+
+@pytest.mark.parametrize("device", ["cpu", "auto"])
+def test_signed_bundle_with_a_replaced_unread_member_is_refused(signed: Path, tmp_path: Path,
+                                                                 keys: Tuple[Path, ...],
+                                                                 device: str) -> None:
+    """Issue 21: the engine plan replaced by other bytes of the same size, the signature and the
+    manifest untouched. The CPU path never reads the plan, so lazy loading used to run the
+    bundle; with trusted_keys, every member the signed manifest pins is checked first (`trtc
+    verify` refuses it too). Without keys the CPU path still runs it: the checksums of what it
+    reads are right, and checksums alone promise no more."""
+    import zipfile as zf
+
+    plan = "engines/engine0.plan"
+    with zf.ZipFile(signed) as archive:
+        info = archive.getinfo(plan)
+    data = bytearray(signed.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start:start + info.file_size] = bytes(info.file_size)  # zeros, same size
+    path = tmp_path / "replaced.trtb"
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=f"checksum mismatch in member '{plan}'"):
+        load(path, device=device, trusted_keys=[keys[1]])
+    assert load(path, device="cpu").device == "cpu"
+    from trtc.cli import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["verify", str(path), "--key", str(keys[1])])
+    assert result.exit_code != 0
