@@ -254,6 +254,12 @@ def _validate_v1(m: Dict[str, Any]) -> None:
     _expect(len(m["outputs"]) >= 1, "manifest.outputs", "must not be empty")
     for i, spec in enumerate(m["inputs"]):
         _check_tensor(spec, f"manifest.inputs[{i}]")
+        if "index_range" in spec:  # ids into a table of that many rows: [0, size)
+            bounds = spec["index_range"]
+            _expect(isinstance(bounds, list) and len(bounds) == 2
+                    and all(type(b) is int for b in bounds) and 0 <= bounds[0] < bounds[1],
+                    f"manifest.inputs[{i}].index_range", "must be [low, high) integers, low < high")
+            _check_optional(spec, f"manifest.inputs[{i}]", {"indexes": str})
     for i, spec in enumerate(m["outputs"]):
         _check_tensor(spec, f"manifest.outputs[{i}]")
     _expect(len({s["name"] for s in m["inputs"]}) == len(m["inputs"]), "manifest.inputs",

@@ -28,6 +28,9 @@ class TensorSpec:
     min_shape: Optional[Tuple[int, ...]] = None
     max_shape: Optional[Tuple[int, ...]] = None
     opt_shape: Optional[Tuple[int, ...]] = None
+    # ids into a table (an Embedding, take, one_hot): valid values [low, high), and the node
+    index_range: Optional[Tuple[int, int]] = None
+    indexes: Optional[str] = None
 
     @property
     def is_dynamic(self) -> bool:
@@ -66,7 +69,8 @@ def _spec(entry: Mapping[str, Any]) -> TensorSpec:
         return tuple(entry[key]) if entry.get(key) is not None else None
 
     return TensorSpec(tuple(entry["shape"]), np.dtype(entry["dtype"]), shape("min_shape"),
-                      shape("max_shape"), shape("opt_shape"))
+                      shape("max_shape"), shape("opt_shape"), shape("index_range"),  # type: ignore[arg-type]
+                      entry.get("indexes"))
 
 
 def select_device(bundle: Bundle, device: str) -> Tuple[str, Optional[str]]:
@@ -205,7 +209,10 @@ class Model:
                 f"{kinds.count('engine')} engine + {kinds.count('onnx')} ONNX Runtime + "
                 f"{kinds.count('residual')} MXNet stages)")
 
-    def __call__(self, *, output: str = "numpy", **arrays: Any) -> Dict[str, Any]:
+    def __call__(self, *args: Any, output: str = "numpy", **arrays: Any) -> Dict[str, Any]:
+        if args:
+            raise InputError(f"inputs are given by name: model({', '.join(f'{n}=...' for n in self.inputs)})"
+                             f"; got {len(args)} positional argument(s)")
         return self.run(arrays, output=output)
 
     def run(self, arrays: Mapping[str, Any], output: str = "numpy") -> Dict[str, Any]:
@@ -226,8 +233,12 @@ class Model:
             InputError: an input breaks the input rules.
             UsageError: a bad ``output``; 'device' on the CPU path; 'mxnet' without MXNet.
         """
-        if output not in ("numpy", "device", "mxnet"):
-            raise UsageError(f"output must be 'numpy', 'device' or 'mxnet', not {output!r}")
+        if not isinstance(output, str) or output not in ("numpy", "device", "mxnet"):
+            shown = repr(output) if isinstance(output, str) else f"a {type(output).__name__}"
+            raise UsageError(f"output must be 'numpy', 'device' or 'mxnet', not {shown[:60]}"
+                             + ("" if isinstance(output, str) or "output" not in self.inputs else
+                                "; an input named 'output' must be passed as "
+                                "model.run({'output': x})"))
         if output == "device" and self._gpu is None:
             raise UsageError(f"output='device' needs the GPU path; this model runs on the CPU "
                              f"({self.device_reason})")
@@ -328,16 +339,31 @@ def _check_array(name: str, value: Any, spec: TensorSpec) -> np.ndarray:
                          "numpy.ascontiguousarray(x)")
     want, have = spec.dtype, value.dtype
     if have == want:
-        return value
-    if want.kind == "f" and have.kind == "f":
-        return value.astype(want)
-    if want.kind in "iu" and have.kind in "iu":
+        converted = value
+    elif want.kind == "f" and have.kind == "f":
+        converted = value.astype(want)
+    elif want.kind in "iu" and have.kind in "iu":
         info = np.iinfo(want)
         if value.size and (value.min() < info.min or value.max() > info.max):
             raise InputError(f"input '{name}': values do not fit {want} (given {have})")
-        return value.astype(want)
-    raise InputError(f"input '{name}': expected dtype {want}, got {have}; convert explicitly "
-                     f"(e.g. x.astype('{want}')) if that is what you mean")
+        converted = value.astype(want)
+    else:
+        raise InputError(f"input '{name}': expected dtype {want}, got {have}; convert explicitly "
+                         f"(e.g. x.astype('{want}')) if that is what you mean")
+    if spec.index_range is not None and converted.size:
+        _check_ids(name, converted, spec)
+    return converted
+
+
+def _check_ids(name: str, value: np.ndarray, spec: TensorSpec) -> None:
+    """Ids outside the table they index: MXNet's Embedding does not take them, and ONNX Runtime
+    would read row size+id for a negative one (TensorRT: memory outside the table)."""
+    low, high = spec.index_range  # type: ignore[misc]
+    smallest, largest = value.min(), value.max()
+    if not (smallest >= low and largest < high):  # NaN fails both
+        bad = smallest if not smallest >= low else largest
+        raise InputError(f"input '{name}': ids must lie in [{low}, {high}) (they index "
+                         f"{spec.indexes or 'a table'} of {high} rows); got {bad!r}")
 
 
 def _executor_text(stage: Any) -> str:

@@ -27,7 +27,7 @@ from . import _defaults
 from .settings import CompileSettings
 from .strip import check_can_strip, strip_engines
 from .runtime._native import quiet_native
-from .verify import OutputCheck, gate_inputs, gate_shapes, load_verify_inputs, run_gate
+from .verify import OutputCheck, gate_inputs, gate_shapes, id_range, load_verify_inputs, run_gate
 
 __all__ = ["compile", "CompileResult", "Progress", "check_output_path"]
 
@@ -392,6 +392,10 @@ def _input_spec(graph: Graph, name: str) -> Dict[str, Any]:
     spec = _spec(graph, name)
     if name in graph.input_ranges:
         spec["opt_shape"] = list(graph.input_ranges[name][1])
+    ids = id_range(graph, name)
+    if ids is not None:  # the runtime refuses ids outside [0, size) as MXNet would not take them
+        spec["index_range"] = [0, ids[0]]
+        spec["indexes"] = ids[1]
     return spec
 
 

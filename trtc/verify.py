@@ -138,7 +138,7 @@ _ID_PASSTHROUGH = {"Cast", "cast", "Reshape", "reshape", "expand_dims", "squeeze
                    "SwapAxis", "swapaxes"}
 
 
-def _id_range(graph: Graph, name: str) -> Optional[Tuple[int, str]]:
+def id_range(graph: Graph, name: str) -> Optional[Tuple[int, str]]:
     """If input ``name`` (possibly through casts/reshapes) indexes an Embedding, ``take`` or
     ``one_hot``: (the number of valid ids, the node that bounds them)."""
     consumers: Dict[Tuple[int, int], List[Tuple[int, int]]] = {}
@@ -215,7 +215,7 @@ def gate_inputs(graph: Graph, seed: int, shapes: Optional[Mapping[str, Tuple[int
     inputs = [(n, tuple(shapes.get(n, s)), d) for n, s, d in graph.inputs]
     for name, shape, dtype in inputs:
         dt = np.dtype(dtype)
-        ids = _id_range(graph, name)
+        ids = id_range(graph, name)
         others = [s for n, s, _ in inputs if n != name and len(s) >= 2]
         if ids is not None:
             feeds[name] = rng.integers(0, ids[0], size=shape).astype(dt)

@@ -246,3 +246,45 @@ def test_good_inputs_give_the_reference_outputs(two: Model, tmp_path_factory: An
     feeds = tiny.random_feeds("pair", seed=3)
     reference = net(mx.nd.array(feeds["a"]), mx.nd.array(feeds["b"])).asnumpy()
     np.testing.assert_allclose(_only(two(**feeds)), reference, rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def ids_model(tmp_path_factory: pytest.TempPathFactory) -> Model:
+    """families' ops_block: ``ids`` 1x16 int32 into an Embedding of 100 rows, ``x`` 1x16x32."""
+    pytest.importorskip("mxnet")
+    from models import families
+    from trtc import CompileSettings, compile
+
+    directory = Path(tmp_path_factory.mktemp("ids"))
+    params = families.export_ops_block(directory)
+    result = compile(CompileSettings(params=params, output=directory / "ops.trtb",
+                                     verify_inputs=None))
+    return load(result.output, device="cpu")
+
+
+@pytest.mark.parametrize("bad", [-1, -100, 100, 2 ** 31 - 1])
+def test_ids_outside_the_table_are_refused(ids_model: Model, bad: int) -> None:
+    """Issue 21: a negative id gave row vocab-1 (ONNX Runtime's negative indexing) where MXNet
+    clips to row 0; ids >= the vocabulary failed deep in ONNX Runtime. Both are one InputError
+    naming the input, the range and the table, before any stage runs."""
+    spec = ids_model.inputs["ids"]
+    assert spec.index_range == (0, 100) and spec.indexes
+    feeds = {"ids": np.arange(16, dtype=np.int32).reshape(1, 16),
+             "x": np.zeros((1, 16, 32), np.float32)}
+    ids_model(**feeds)  # in range: fine
+    feeds["ids"][0, 3] = bad
+    text = _refused(ids_model, **feeds)
+    assert "input 'ids': ids must lie in [0, 100)" in text and spec.indexes in text, text
+    assert repr(np.int32(bad)) in text or str(bad) in text
+
+
+def test_call_mistakes_are_one_line_trtc_errors(one: Model, x: np.ndarray) -> None:
+    """Issue 21: model(x) raised Python's bare TypeError, model(output=array) a 98-line error."""
+    with pytest.raises(InputError) as info:
+        one(x)
+    assert "inputs are given by name: model(data=...)" in str(info.value)
+    assert "\n" not in str(info.value)
+    with pytest.raises(UsageError) as info2:
+        one(output=x)
+    assert "output must be 'numpy', 'device' or 'mxnet', not a ndarray" in str(info2.value)
+    assert "\n" not in str(info2.value)
