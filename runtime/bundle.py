@@ -264,6 +264,15 @@ def _validate_v1(m: Dict[str, Any]) -> None:
         _check_tensor(spec, f"manifest.outputs[{i}]")
     _expect(len({s["name"] for s in m["inputs"]}) == len(m["inputs"]), "manifest.inputs",
             "names must be unique")
+    ranks = {s["name"]: len(s["shape"]) for s in m["inputs"]}
+    groups = m.get("dim_groups", [])
+    _expect(isinstance(groups, list) and len(groups) <= 1024, "manifest.dim_groups",
+            "must be a list of at most 1024 groups")
+    for group in groups:  # input axes whose sizes must be equal: [[name, axis], ...]
+        _expect(isinstance(group, list) and 2 <= len(group) <= 64 and all(
+            isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) and type(e[1]) is int
+            and e[0] in ranks and 0 <= e[1] < ranks[e[0]] for e in group),
+            "manifest.dim_groups", "groups must list 2..64 [input name, axis] pairs")
     _expect(1 <= len(m["stages"]) <= 10000, "manifest.stages", "must hold 1..10000 stages")
 
     paths = execution_paths(m)

@@ -190,6 +190,9 @@ class Model:
         self.device_reason = device_reason
         self.inputs: Dict[str, TensorSpec] = {t["name"]: _spec(t) for t in bundle.manifest["inputs"]}
         self.outputs: Dict[str, TensorSpec] = {t["name"]: _spec(t) for t in bundle.manifest["outputs"]}
+        # dynamic input axes MXNet's shape inference needs equal (the compiler asked MXNet)
+        self._dim_groups: List[List[Tuple[str, int]]] = [
+            [(name, axis) for name, axis in group] for group in bundle.manifest.get("dim_groups", [])]
         # what runs the engine stages: TensorRT, or ONNX Runtime (on the CPU; on the GPU where
         # no TensorRT flavor can run them)
         # (select_device: on the GPU path, a reason means TensorRT cannot run the engines)
@@ -288,6 +291,12 @@ class Model:
                 feeds[name] = self._gpu.device_input(name, arrays[name], spec)
                 continue
             feeds[name] = _check_array(name, arrays[name], spec)
+        for group in self._dim_groups:
+            sizes = {(name, axis): feeds[name].shape[axis] for name, axis in group}
+            if len(set(sizes.values())) > 1:
+                shown = ", ".join(f"{n} axis {a} is {v}" for (n, a), v in sizes.items())
+                raise InputError(f"inputs disagree: {shown}; these axes must be equal (MXNet's "
+                                 "shape inference of this model requires it)")
         return feeds
 
 

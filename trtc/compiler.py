@@ -17,6 +17,7 @@ import numpy as np
 os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
 
 from .backends import BuiltEngine, get_backend
+from .dims import dim_groups
 from .export import ExportedSegment, subgraph_symbol_json
 from .frontend import Graph, fold_constants, import_user_modules, load_graph, resolve_model_files
 from .partition import PartitionReport, Segment, partition_and_build
@@ -484,6 +485,9 @@ def _assemble(graph: Graph, settings: CompileSettings, segments: List[Segment],
     }
     if graph.renamed:
         manifest["partition"]["renamed_nodes"] = dict(graph.renamed)
+    groups = dim_groups(graph)  # dynamic axes MXNet needs equal: the runtime checks them
+    if groups:
+        manifest["dim_groups"] = [[[name, axis] for name, axis in group] for group in groups]
     if any(s["kind"] == "residual" for s in stages):
         manifest["requires"]["mxnet_version"] = "1.9.1"
         manifest["requires"]["mxnet_ops"] = sorted({op for s in stages if s["kind"] == "residual"

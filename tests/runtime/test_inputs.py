@@ -288,3 +288,23 @@ def test_call_mistakes_are_one_line_trtc_errors(one: Model, x: np.ndarray) -> No
         one(output=x)
     assert "output must be 'numpy', 'device' or 'mxnet', not a ndarray" in str(info2.value)
     assert "\n" not in str(info2.value)
+
+
+def test_dynamic_axes_that_must_agree_are_checked_together(tmp_path_factory: Any) -> None:
+    """Issue 21: pair's inputs a and b (batch 1..4) are added elementwise, so MXNet refuses
+    different batches; the bundle used to run them anyway. The compiler asks MXNet which dynamic
+    axes are tied (manifest dim_groups) and the runtime refuses a call that breaks one."""
+    pytest.importorskip("mxnet")
+    from trtc import CompileSettings, compile
+
+    directory = Path(tmp_path_factory.mktemp("dims"))
+    params = tiny.export("pair", directory)
+    result = compile(CompileSettings(params=params, output=directory / "pair-dyn.trtb",
+                                     inputs={"a": ((1, 4), 3, 8, 8), "b": ((1, 4), 3, 8, 8)}))
+    assert result.manifest["dim_groups"] == [[["a", 0], ["b", 0]]]
+    model = load(result.output, device="cpu")
+    rng = np.random.default_rng(0)
+    same = {"a": rng.random((3, 3, 8, 8), np.float32), "b": rng.random((3, 3, 8, 8), np.float32)}
+    assert model(**same)[next(iter(model.outputs))].shape[0] == 3
+    text = _refused(model, a=same["a"], b=same["b"][:2])
+    assert "inputs disagree: a axis 0 is 3, b axis 0 is 2" in text, text
