@@ -79,6 +79,11 @@ MAX_TENSOR_ELEMENTS = 2**31 - 1
 # outputs, engine I/O buffers) plus the residual params. A 1 KB manifest could otherwise claim
 # thousands of 8 GB tensors.
 MAX_CALL_BYTES = 32 * 2**30
+# ONNX Runtime sessions one bundle makes (engine stages on the CPU path + ONNX Runtime stages):
+# each has its own thread pool; real models have a few dozen stages at most.
+MAX_ORT_STAGES = 256
+# More ONNX Runtime stages than this: each session's intra-op pool is one thread (bounded threads)
+ORT_STAGES_MULTITHREADED = 16
 MAX_ONNX_NODES = 100_000  # nodes of one engine stage's ONNX graph (ResNet-50: ~180)
 MAX_SYMBOL_NODES = 100_000  # nodes of one residual stage's MXNet symbol
 MAX_RESIDUAL_PARAMS = 16_384  # members of residual/params.npz (DenseNet-201 whole: ~1,000)
@@ -93,8 +98,8 @@ ONNX_OPS = frozenset("""
     Expand Flatten Floor GRU Gather GatherND Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool
     Greater GreaterOrEqual HardSigmoid Identity InstanceNormalization LRN LSTM LeakyRelu Less
     LessOrEqual Log LogSoftmax LpNormalization LpPool MatMul Max MaxPool MaxRoiPool Min Mod Mul
-    Multinomial Neg NonMaxSuppression Not OneHot Or PRelu Pad Pow RNN RandomNormal RandomUniform
-    RandomUniformLike Range Reciprocal ReduceL1 ReduceL2 ReduceMax ReduceMean ReduceMin ReduceProd
+    Neg NonMaxSuppression Not OneHot Or PRelu Pad Pow RNN Range Reciprocal ReduceL1 ReduceL2
+    ReduceMax ReduceMean ReduceMin ReduceProd
     ReduceSum Relu Reshape Resize ReverseSequence RoiAlign ScatterND Selu Shape Sigmoid Sin Size
     Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh Tile TopK
     Transpose Unsqueeze Upsample Where Xor QuantizeLinear DequantizeLinear
@@ -274,6 +279,10 @@ def _validate_v1(m: Dict[str, Any]) -> None:
             and e[0] in ranks and 0 <= e[1] < ranks[e[0]] for e in group),
             "manifest.dim_groups", "groups must list 2..64 [input name, axis] pairs")
     _expect(1 <= len(m["stages"]) <= 10000, "manifest.stages", "must hold 1..10000 stages")
+    _expect(sum(s.get("kind") in ("engine", "onnx") for s in m["stages"] if isinstance(s, dict))
+            <= MAX_ORT_STAGES, "manifest.stages",
+            f"more than the bound of {MAX_ORT_STAGES} engine and ONNX Runtime stages "
+            "(MAX_ORT_STAGES)")
 
     paths = execution_paths(m)
     _expect(isinstance(m.get("paths", ["cpu", "gpu"]), list) and paths and set(paths) <= {"cpu", "gpu"},

@@ -406,6 +406,9 @@ def _stages(bundle: Bundle, device: str, engine_executor: str,
     plans = device == "cuda" and engine_executor == "tensorrt"
     needed = set(path_members(manifest, "gpu" if plans else "cpu"))
     on_gpu: Optional[int] = None
+    from .bundle import ORT_STAGES_MULTITHREADED
+    ort_stages = sum(s["kind"] in ("engine", "onnx") for s in manifest["stages"])
+    threads = 1 if ort_stages > ORT_STAGES_MULTITHREADED else 0  # 0: ONNX Runtime's default
     if device == "cuda":
         from .stages.engine_cpu import cuda_provider_unavailable_reason
         on_gpu = 0 if cuda_provider_unavailable_reason() is None else None
@@ -429,8 +432,8 @@ def _stages(bundle: Bundle, device: str, engine_executor: str,
                 read(stage["onnx"]) if stage.get("weights") == "stripped" else None)))
         elif stage["kind"] in ("engine", "onnx"):  # ONNX Runtime, on the GPU where it can
             from .stages.engine_cpu import OnnxRuntimeStage
-            stages.append(OnnxRuntimeStage(stage, read(stage["onnx"]), cuda_device=on_gpu,
-                                           cuda_graph=cuda_graph))
+            stages.append(OnnxRuntimeStage(stage, read(stage["onnx"]), intra_op_threads=threads,
+                                           cuda_device=on_gpu, cuda_graph=cuda_graph))
         else:
             from .stages.residual import MXNetStage, load_residual_params
             if residual_params is None:

@@ -9,6 +9,7 @@ mxnet.onnx cannot export), cycle-free segmentation, the minimum segment size, an
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
@@ -41,6 +42,7 @@ class Reason:
     PARSER_REJECTED = "parser_rejected"    # TensorRT's ONNX parser refused the node
     BUILD_FAILED = "build_failed"          # the segment parsed but did not build; split here
     BELOW_MIN_SIZE = "below_min_segment_size"
+    RANDOM = "random_op"                   # draws random numbers: only MXNet matches MXNet
 
     # Reasons that leave an exact ONNX of the op (mxnet.onnx's or trtc's own converter): such an
     # op can run in an ONNX Runtime stage. The others have none, so the op runs in MXNet.
@@ -54,6 +56,7 @@ class Reason:
         PARSER_REJECTED: "TensorRT's ONNX parser rejected it",
         BUILD_FAILED: "the TensorRT build of its segment failed",
         BELOW_MIN_SIZE: "its engine segment was below the minimum size",
+        RANDOM: "a random op (engines and ONNX Runtime stages take none: their draws differ)",
     }
 
 
@@ -106,13 +109,28 @@ def exportable_ops() -> Optional[Set[str]]:
     return _EXPORTABLE_CACHE
 
 
+# MXNet's random samplers (_random_uniform, _sample_multinomial, random_normal, _npi_...):
+# ONNX's RandomUniform/Multinomial draw other numbers, so the gate could never pass them, and the
+# runtime refuses those ONNX ops (unbounded work from an attribute).
+_RANDOM_OP = re.compile(r"^(_npi_|_np_)?_?(random|sample)_|^(_npi_)?(multinomial|shuffle)$|"
+                        r"^_?shuffle$|^_sample_unique_zipfian$")
+
+
+def is_random_op(op: str) -> bool:
+    """Does MXNet op ``op`` draw random numbers?"""
+    return _RANDOM_OP.search(op) is not None
+
+
 def initial_decisions(graph: Graph, exclude_ops: Iterable[str]) -> Dict[int, Decision]:
     """Decisions that need no parser: user exclusions and ops without an ONNX converter."""
     excluded = set(exclude_ops)
     converters = exportable_ops()
     decisions: Dict[int, Decision] = {}
     for node in graph.op_nodes:
-        if node.op in excluded:
+        if is_random_op(node.op):
+            decisions[node.index] = Decision(node.name, node.op, Reason.RANDOM,
+                                             f"{node.op} draws random numbers")
+        elif node.op in excluded:
             decisions[node.index] = Decision(node.name, node.op, Reason.EXCLUDED,
                                              f"--exclude-op {node.op}")
         elif converters is not None and node.op not in converters:

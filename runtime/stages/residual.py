@@ -283,7 +283,10 @@ class MXNetStage:
         except Exception as exc:
             raise BundleError(f"stage '{self.name}': MXNet cannot hold its params or inputs "
                               f"({mxnet_error_text(exc)}); recompile the bundle") from None
-        self._executor_for(first, checked=True)
+        # bound at the smallest shapes: a call allocates for its own shapes (a bundle's declared
+        # maximum, however large, costs nothing until a call of that size comes)
+        smallest = {t["name"]: tuple(t.get("min_shape") or t["shape"]) for t in stage["inputs"]}
+        self._executor_for(smallest, checked=smallest == first)
 
     def _executor_for(self, shapes: Mapping[str, Tuple[int, ...]], checked: bool = False) -> Tuple[Any, Dict[str, Any]]:
         """The executor bound for these input shapes (dynamic bundles: one per distinct shape, the

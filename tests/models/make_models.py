@@ -32,6 +32,23 @@ class CustomOpNet(HybridBlock):
         return self.tail(y)
 
 
+class RandomOpNet(HybridBlock):
+    """conv -> + 0 * uniform noise (``_random_uniform_like``) -> conv: a random op whose draws do
+    not reach the output, so MXNet and trtc agree; it must run in MXNet."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.head = nn.HybridSequential()
+            self.head.add(nn.Conv2D(8, 3, padding=1), nn.Activation("relu"), nn.Conv2D(8, 1))
+            self.tail = nn.HybridSequential()
+            self.tail.add(nn.Conv2D(8, 3, padding=1), nn.Activation("relu"), nn.Conv2D(4, 1))
+
+    def hybrid_forward(self, F, x):
+        y = self.head(x)
+        return self.tail(y + 0 * F.random.uniform_like(y))
+
+
 class TinyNet(HybridBlock):
     """A few convolutions: small and fast, for fuzzing and concurrency tests."""
 
@@ -62,6 +79,10 @@ def export(net: HybridBlock, name: str, out_dir: Path, shape: Tuple[int, ...],
 
 def make_custom_op_net(out_dir: Path) -> Path:
     return export(CustomOpNet(), "customop_net", out_dir, (1, 3, 16, 16))
+
+
+def make_random_op_net(out_dir: Path) -> Path:
+    return export(RandomOpNet(), "random_net", out_dir, (1, 3, 16, 16))
 
 
 def make_tiny_net(out_dir: Path) -> Path:

@@ -108,6 +108,26 @@ def test_custom_op_stays_in_mxnet_between_engines(tmp_path):
     _stagewise_matches_mxnet(params, out)
 
 
+def test_random_ops_run_in_mxnet(tmp_path):
+    """Issue 21: ONNX's RandomUniform/Multinomial draw other numbers than MXNet (and the runtime
+    refuses them: unbounded work from an attribute), so a random op is an MXNet stage with its
+    reason, never an engine or ONNX Runtime stage."""
+    from models.make_models import make_random_op_net
+
+    params = make_random_op_net(tmp_path)
+    result = compile(CompileSettings(params=params, output=tmp_path / "random.trtb"))
+    random = [d for d in result.report.decisions if d.reason == Reason.RANDOM]
+    assert [d.op for d in random] == ["_random_uniform_like"], result.report.to_text()
+    assert random[0].runs_in == "mxnet"
+    assert "residual" in [s.kind for s in result.report.segments]
+    graph = load_graph(*resolve_model_files(params))
+    feeds = {"data": np.random.default_rng(1).random((1, 3, 16, 16)).astype(np.float32)}
+    reference = mxnet_forward(graph, feeds, graph.outputs)
+    out = rt.load(result.output, device="cpu")(**feeds)
+    for name in graph.outputs:  # the draws are multiplied by 0: outputs agree exactly enough
+        np.testing.assert_allclose(out[name], reference[name], rtol=1e-4, atol=1e-5)
+
+
 def test_dry_run_builds_nothing(tmp_path, zoo_params):
     out = tmp_path / "never.trtb"
     result = compile(CompileSettings(params=zoo_params("resnet18_v2"), output=out, dry_run=True,
