@@ -25,7 +25,7 @@ import numpy as np
 
 from ..bundle import (MAX_NPY_HEADER_BYTES, MAX_RESIDUAL_PARAMS, MAX_SYMBOL_NODES,
                       MAX_TENSOR_ELEMENTS, shape_fits, shape_text, zip_entry_count)
-from ..errors import BundleError, IncompatibleError
+from ..errors import BundleError, IncompatibleError, InputError
 
 __all__ = ["MXNetStage", "import_mxnet", "load_residual_params"]
 
@@ -219,6 +219,7 @@ def symbol_from_json(mx: Any, text: bytes) -> Any:
             outputs.append(1)
             continue
         inputs = [entry(e, built, f"{where} input {j}") for j, e in enumerate(node["inputs"])]
+        _check_attrs(node["op"], attrs, where)
         op = OpHandle()
         check_call(_LIB.NNGetOpHandle(c_str(node["op"]), ctypes.byref(op)))
         handle = SymbolHandle()
@@ -239,6 +240,47 @@ def symbol_from_json(mx: Any, text: bytes) -> Any:
         outputs.append(len(symbol.list_outputs()))
     heads = [entry(h, built, f"head {i}") for i, h in enumerate(doc["heads"])]
     return heads[0] if len(heads) == 1 else mx.sym.Group(heads)
+
+
+# Attributes MXNet divides by or loops over without checking them itself (num_group=0 was a
+# SIGFPE at load): each must be a positive integer (or a tuple of them) where present.
+_POSITIVE_ATTRS = {
+    "Convolution": ("num_group", "num_filter", "kernel", "stride", "dilate"),
+    "Deconvolution": ("num_group", "num_filter", "kernel", "stride", "dilate"),
+    "Pooling": ("kernel", "stride"),
+    "_contrib_DeformableConvolution": ("num_group", "num_filter", "kernel", "stride", "dilate",
+                                       "num_deformable_group"),
+}
+# Ops that write (or read) at positions their index input names, with no bounds check of their
+# own in MXNet 1.9 (out-of-range indices: segfaults, heap corruption): input position of the
+# indices, and of the tensor whose leading axes they index (None: the op's `shape` attribute).
+_INDEX_OPS = {"scatter_nd": (1, None), "_scatter_set_nd": (2, 0), "_contrib_index_copy": (1, 0),
+              "SequenceReverse": (1, 0)}
+
+
+def _int_tuple(text: str) -> Optional[Tuple[int, ...]]:
+    """``'(3, 3)'``, ``'[3,3]'``, ``'3'`` as ints; None where it is not that (left to MXNet)."""
+    parts = [p for p in re.split(r"[\s,()\[\]]+", text) if p]
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        return None
+
+
+def _check_attrs(op: str, attrs: Mapping[str, str], where: str) -> None:
+    """Refuse attribute values MXNet itself would crash on (``_POSITIVE_ATTRS``).
+
+    Raises:
+        ValueError: which attribute, and its value.
+    """
+    for key in _POSITIVE_ATTRS.get(op, ()):
+        if key not in attrs:
+            continue
+        if op == "Pooling" and attrs.get("global_pool", "False").lower() in ("true", "1"):
+            continue  # kernel and stride are ignored
+        values = _int_tuple(attrs[key])
+        if values is None or not values and key != "kernel" or any(v < 1 for v in values):
+            raise ValueError(f"{where}: {op} {key}={attrs[key][:40]!r} must be positive")
 
 
 class MXNetStage:
@@ -268,6 +310,7 @@ class MXNetStage:
             raise BundleError(f"stage '{self.name}': param '{missing[0]}' is missing from the "
                               "bundle; recompile it")
         self._symbol, self._stage, self._params, self._custom_ops = symbol, stage, params, custom_ops
+        self._index_checks = self._index_inputs(symbol_json)
         self._specs = {t["name"]: t for t in stage["inputs"]}
         self._aux: Dict[str, Any] = {}
         self._weights: Dict[str, Any] = {}
@@ -321,6 +364,80 @@ class MXNetStage:
         while len(self._bound) > MAX_BOUND_SHAPES:
             self._bound.popitem(last=False)
         return self._bound[key]
+
+    def _index_inputs(self, symbol_json: bytes) -> List[Tuple[str, str, str, Optional[str],
+                                                              Tuple[int, ...]]]:
+        """For every ``_INDEX_OPS`` node: (its name, op, the stage input holding its indices,
+        the tensor whose leading axes they index (or None and the op's ``shape``)). Indices made
+        inside the stage cannot be checked before MXNet uses them: such a stage is refused."""
+        doc = json.loads(symbol_json.decode("utf-8"))
+        nodes, inputs = doc["nodes"], set(self.inputs)
+        checks = []
+        for node in nodes:
+            op = node["op"]
+            if op not in _INDEX_OPS or (op == "SequenceReverse" and node.get("attrs", {}).get(
+                    "use_sequence_length", "False").lower() not in ("true", "1")):
+                continue
+            at, target = _INDEX_OPS[op]
+            source = nodes[node["inputs"][at][0]]
+            if source["op"] != "null" or source["name"] not in inputs:
+                raise BundleError(f"stage '{self.name}': {op} '{node['name'][:60]}' takes "
+                                  "indices computed inside an MXNet stage, which cannot be "
+                                  "range-checked before MXNet writes with them; recompile the "
+                                  "bundle (ONNX Runtime stages check their indices)")
+            if target is None:
+                shape = _int_tuple(node.get("attrs", {}).get("shape", "")) or ()
+                checks.append((node["name"], op, source["name"], None, shape))
+            else:
+                entry = node["inputs"][target]
+                checks.append((node["name"], op, source["name"],
+                               f"{nodes[entry[0]]['name']}:{entry[1]}", ()))
+        return checks
+
+    def _check_indices(self, feeds: Mapping[str, np.ndarray], executor: Any) -> None:
+        """Refuse (InputError) indices outside what their op indexes, before MXNet runs."""
+        for node, op, source, target, shape in self._index_checks:
+            if target is not None:
+                name, out = target.rsplit(":", 1)
+                dims = self._target_shape(name, int(out), feeds)
+                bound = dims[:1]
+            else:
+                bound = shape
+            value = feeds[source]
+            if op == "SequenceReverse":  # lengths in [0, T]
+                low, high = 0, bound[0] + 1
+                bad = value.size and (value.min() < low or value.max() >= high)
+            elif op in ("scatter_nd", "_scatter_set_nd") and target is None:
+                rows = value.reshape(value.shape[0], -1) if value.ndim else value.reshape(1, 1)
+                limits = np.array(bound[:rows.shape[0]] or [0], dtype=np.float64).reshape(-1, 1)
+                bad = rows.size and (rows.shape[0] > len(bound) or (rows < 0).any()
+                                     or (rows >= limits).any())
+                low, high = 0, bound
+            else:  # first axis of the target
+                low, high = 0, bound[0]
+                bad = value.size and (value.min() < low or value.max() >= high)
+            if bad or (value.dtype.kind == "f" and not np.isfinite(value).all()):
+                raise InputError(f"stage '{self.name}': {op} '{node[:60]}' got indices from "
+                                 f"'{source}' outside [{low}, {high}); MXNet would write outside "
+                                 "its tensor")
+
+    def _target_shape(self, name: str, out: int, feeds: Mapping[str, np.ndarray]) -> Tuple[int, ...]:
+        """The shape of output ``out`` of node ``name`` (a stage input, a param or an op) at
+        this call's input shapes."""
+        if name in feeds:
+            return tuple(feeds[name].shape)
+        for kind in ("arg", "aux"):
+            if f"{kind}:{name}" in self._params:
+                return tuple(self._params[f"{kind}:{name}"].shape)
+        internals = self._symbol.get_internals()
+        wanted = internals.list_outputs()
+        shapes = {n: feeds[n].shape for n in self.inputs}
+        shapes.update({k.split(":", 1)[1]: v.shape for k, v in self._params.items()})
+        _, out_shapes, _ = internals._infer_shape_impl(False, **shapes)
+        for tensor, shape in zip(wanted, out_shapes):
+            if tensor in (f"{name}_output", f"{name}_output{out}") or tensor == name:
+                return tuple(shape)
+        return ()
 
     def _raise_if_custom_op_missing(self, exc: BaseException, custom_ops: Optional[list]) -> None:
         text = str(exc)
@@ -445,6 +562,8 @@ class MXNetStage:
                                   "inconsistent: recompile it")
         with self._lock:
             executor, args = self._executor_for({n: feeds[n].shape for n in self.inputs})
+            if self._index_checks:
+                self._check_indices(feeds, executor)
             try:
                 for name in self.inputs:
                     args[name][:] = feeds[name]
