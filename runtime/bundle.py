@@ -358,6 +358,7 @@ def _validate_v1(m: Dict[str, Any]) -> None:
     params_member = m.get("residual_params")
     if params_member is not None:
         _check_member_ref(params_member, members, "manifest.residual_params")
+    _check_optional(m, "manifest", {"verified": bool})
     requires = m["requires"]
     _check_keys(requires, "manifest.requires", {"mxnet": bool})
     _check_optional(requires, "manifest.requires", {"mxnet_version": str, "cpu_path": str})

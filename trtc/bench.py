@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -70,7 +70,7 @@ def _check_batch(path: "str | Path", manifest: Mapping[str, Any], batch: int) ->
 
 def bench_bundle(path: "str | Path", device: str = "auto", warmup: Optional[int] = None,
                  iterations: Optional[int] = None, batch: Optional[int] = None,
-                 seed: int = 0) -> Dict[str, Any]:
+                 seed: int = 0, progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """Time a bundle on seeded random inputs.
 
     Args:
@@ -80,9 +80,12 @@ def bench_bundle(path: "str | Path", device: str = "auto", warmup: Optional[int]
         iterations: timed calls (default: ITERATIONS of the path in use).
         batch: the batch size to time (inside the bundle's range; default its opt batch).
         seed: seed of the random inputs.
+        progress: called with a line before each step that takes time.
 
     Returns:
-        bundle, device, batch, warmup, iterations, samples/s, p50/p99/mean latency in ms.
+        bundle, device, batch, warmup, iterations, samples/s, p50/p99/mean latency in ms, and
+        the first call's latency (``first_call_ms``: one-time costs such as a JIT or a graph
+        capture show there, not in the steady numbers).
 
     Raises:
         UsageError: ``batch`` is outside the bundle's range (the message says how to compile one).
@@ -99,10 +102,19 @@ def bench_bundle(path: "str | Path", device: str = "auto", warmup: Optional[int]
     iterations = ITERATIONS[model.device] if iterations is None else iterations
     rng = np.random.default_rng(seed)
     shapes = input_shapes(bundle.manifest, batch)
-    feeds = {name: rng.random(shapes[name]).astype(spec.dtype) for name, spec in model.inputs.items()}
+    feeds = {name: (rng.integers(*spec.index_range, size=shapes[name]) if spec.index_range
+                    else rng.random(shapes[name])).astype(spec.dtype)
+             for name, spec in model.inputs.items()}
     batch = batch if batch is not None else bundle_batch(bundle.manifest)
+    say = progress or (lambda _: None)
+    start = time.perf_counter()
+    model(**feeds)
+    first = time.perf_counter() - start
+    say(f"{model.device}: first call {first * 1e3:.1f} ms; {warmup} warmup and {iterations} timed "
+        f"calls take about {first * (warmup + iterations):.0f} s")
     times = time_calls(lambda: model(**feeds), warmup, iterations)
     return {
+        "first_call_ms": float(first * 1e3),
         "bundle": str(path), "device": model.device, "batch": batch,
         "warmup": warmup, "iterations": iterations,
         "samples_per_s": float(batch * iterations / times.sum()),

@@ -164,8 +164,19 @@ def _run_reporting_errors(func: Callable[..., Any], args: Any, kwargs: Any) -> A
         raise typer.Exit(70)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from .runtime._version import __version__
+
+        typer.echo(f"trtc {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+          version: bool = typer.Option(False, "--version", callback=_print_version,
+                                       is_eager=True, help="Print trtc's version and exit.")
+          ) -> None:
     if debug:
         _STATE["debug"] = True
         os.environ["TRTC_DEBUG"] = "1"  # native libraries' captured log lines are shown too
@@ -359,9 +370,21 @@ def run(
         except (OSError, ValueError) as exc:
             raise UsageError(f"--input {item}: cannot read {file} as .npy ({exc})") from None
     rng = np.random.default_rng(0)
+    used = {name: f"from {file}" for name, _, file in (i.partition("=") for i in inputs)}
     for name, spec in model.inputs.items():
         if name not in feeds:  # random inputs at the shape the engines are tuned for
-            feeds[name] = rng.random(spec.opt_shape or spec.shape).astype(spec.dtype)
+            shape = spec.opt_shape or spec.shape
+            if spec.index_range is not None:  # ids into a table: valid ones
+                feeds[name] = rng.integers(*spec.index_range, size=shape).astype(spec.dtype)
+                how = f"random ids in [{spec.index_range[0]}, {spec.index_range[1]})"
+            else:
+                feeds[name] = rng.random(shape).astype(spec.dtype)
+                how = "random uniform [0, 1)" if spec.dtype.kind == "f" else "zeros"
+            used[name] = f"{how}, {'x'.join(map(str, shape))} {spec.dtype} (seed 0)"
+    if not json_output:
+        for name, how in used.items():
+            _err(f"input {name}: {how}" + ("" if how.startswith("from ") else
+                                           "; --input NAME=FILE.npy for real data"))
     outputs = model(**feeds)
     summary = {name: {"shape": list(v.shape), "dtype": str(v.dtype), "min": float(np.min(v)),
                       "max": float(np.max(v)), "mean": float(np.mean(v))} for name, v in outputs.items()}
@@ -371,7 +394,7 @@ def run(
         except OSError as exc:
             raise UsageError(f"--save {save}: cannot write it ({exc.strerror})") from None
     if json_output:
-        _out(json.dumps({"device": model.device, "outputs": summary}, indent=1))
+        _out(json.dumps({"device": model.device, "inputs": used, "outputs": summary}, indent=1))
     else:
         _err(f"device: {model.device}" + (f" ({model.device_reason})" if model.device_reason else ""))
         for name, s in summary.items():
@@ -397,14 +420,15 @@ def bench(
         raise UsageError("--warmup must be >= 0 and --iterations >= 1")
     if batch is not None and batch < 1:
         raise UsageError("--batch must be at least 1")
-    result = bench_bundle(bundle, device=device, warmup=warmup, iterations=iterations, batch=batch)
+    result = bench_bundle(bundle, device=device, warmup=warmup, iterations=iterations, batch=batch,
+                          progress=lambda line: _err(f"[trtc] {line}"))
     if json_output:
         _out(json.dumps(result, indent=1))
     else:
         _out(f"device {result['device']}  batch {result['batch']}  "
                    f"{result['samples_per_s']:.1f} samples/s  p50 {result['p50_ms']:.3f} ms  "
-                   f"p99 {result['p99_ms']:.3f} ms  ({result['iterations']} iterations after "
-                   f"{result['warmup']} warmup)")
+                   f"p99 {result['p99_ms']:.3f} ms  first call {result['first_call_ms']:.1f} ms  "
+                   f"({result['iterations']} iterations after {result['warmup']} warmup)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -457,6 +481,11 @@ def verify_command(
     """Check that a bundle is intact and signed by a trusted key (exit 0), else exit 3."""
     from .runtime.signing import verify_bundle
 
+    for key in keys:  # works (its public half is used), but a private key has no place here
+        if key.is_file() and b"PRIVATE KEY" in key.read_bytes()[:4096]:
+            _err(f"warning: --key {key} is a PRIVATE key; verifying needs only the public key "
+                 "(trtc keygen wrote it beside, as PUBLIC.pem): keep private keys off the "
+                 "machines that verify")
     fingerprint = verify_bundle(bundle, keys)
     if json_output:
         _out(json.dumps({"bundle": str(bundle), "verified": True, "algorithm": "ed25519",

@@ -60,6 +60,7 @@ class CompileResult:
             "verify": [c.to_json() for c in self.checks],
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
             "warnings": self.warnings,
+            "verified": bool(self.checks) and all(c.ok or not c.blocking for c in self.checks),
             "bundle_bytes": self.output.stat().st_size if self.output and self.output.exists() else None,
             "stages": [{"kind": s["kind"], "name": s["name"],
                         **({"bytes": s["bytes"], "precision": s["precision"]} if s["kind"] == "engine" else {})}
@@ -198,6 +199,10 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
                 bundle_format.write_bundle(tmp, manifest, members)
             except OSError as exc:
                 raise UsageError(f"cannot write {output}: {exc.strerror}") from None
+        if not settings.verify:
+            warnings.append("--no-verify: the bundle was not compared with MXNet (the manifest "
+                            "records verified: false; trtc inspect shows it)")
+            say(f"warning: {warnings[-1]}")
         while settings.verify:
             try:
                 with timer.span("verify"):
@@ -479,6 +484,8 @@ def _assemble(graph: Graph, settings: CompileSettings, segments: List[Segment],
                                 if s["kind"] == "engine" and "backend" in s}),
         },
         "paths": ["cpu"] if settings.target == "cpu" else ["cpu", "gpu"],
+        # False: compiled with --no-verify, never compared with MXNet (inspect and --json say so)
+        "verified": bool(settings.verify),
         "partition": {k: v for k, v in PartitionReport(
             len(graph.op_nodes), segments, [], folded=dict(graph.folded), notes=notes,
             fp32_layers=fp32_layers).to_json().items() if k != "residual"},
@@ -558,7 +565,8 @@ def _verify(graph: Graph, bundle_path: str, settings: CompileSettings, segments:
         say(f"  {stage} on MXNet's own inputs: worst relative {worst.relative:.3g} ({worst.name}) "
             f"{'FAILED' if worst.blocking else 'ok'}" + (f"; {worst.note}" if worst.note else ""))
     for name, share in gate.top1.items():
-        say(f"  output {name}: top-1 agrees with MXNet on {share:.0%} of {gate.samples} sample row(s)")
+        say(f"  output {name}: top-1 agrees with MXNet on {share:.0%} of "
+            f"{gate.top1_rows.get(name, gate.samples)} row(s) of {gate.samples} sample(s)")
     failed = gate.failed
     kinds = {seg.name: seg.kind for seg in segments}
     off = {}

@@ -43,6 +43,8 @@ def summary_json(bundle: Bundle) -> Dict[str, Any]:
         "weight_bytes": _weight_copies(m),
         "engine_weights": "stripped" if _stripped(m) else "included",
         "requires": m["requires"],
+        # False: compiled with --no-verify; None: a bundle from before the field existed
+        "verified": m.get("verified"),
         "bundle_bytes": bundle.size,
         "members": {k: v["bytes"] for k, v in m["members"].items()},
         # Who the signature says signed it; checked only by `trtc verify` / load(trusted_keys=).
@@ -140,6 +142,8 @@ def summary_text(bundle: Bundle) -> str:
     if req.get("custom_ops"):
         needs.append("MXNet custom ops registered: " + ", ".join(req["custom_ops"]))
     lines.append("needs: " + "; ".join(needs))
+    if m.get("verified") is False:
+        lines.append("verified: NO — compiled with --no-verify, never compared with MXNet")
     lines.append("signature: " + _signature_text(bundle))
     return "\n".join(lines)
 

@@ -824,6 +824,10 @@ class _Loop:
                         self.exported[seg.key] = exp
                 if changed:
                     continue
+                if getattr(self.settings, "require_full", False) and all_decisions:
+                    # --require-full has failed already: build nothing (the compiler says so)
+                    return PartitionResult(segments, all_decisions, self.exported, self.built,
+                                           self.rounds)
                 if not self.settings.dry_run and self.backend is None:
                     for seg in engines:  # --target cpu: no engine, but the precision still applies
                         self.prepare(seg)

@@ -121,6 +121,7 @@ class GateResult:
     samples: int = 1
     # model outputs shaped (batch, classes): fraction of rows whose argmax agrees with MXNet's
     top1: Dict[str, float] = field(default_factory=dict)
+    top1_rows: Dict[str, int] = field(default_factory=dict)  # rows compared, over all samples
 
     @property
     def failed(self) -> List[OutputCheck]:
@@ -517,4 +518,5 @@ def run_gate(graph: Graph, model: Any, segments: Sequence[Any],
             recheck_in_fp64(graph, sample, local, local_out, reference)
             _merge_worst(worst, local)
     return GateResult(checks=list(worst.values()), samples=len(samples),
-                      top1={n: float(np.mean(v)) for n, v in agree.items() if v})
+                      top1={n: float(np.mean(v)) for n, v in agree.items() if v},
+                      top1_rows={n: len(v) for n, v in agree.items() if v})

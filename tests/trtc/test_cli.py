@@ -36,6 +36,11 @@ def test_example_compile_inspect(tmp_path):
     result = runner.invoke(app, ["run", str(out), "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["outputs"]
+    # issue 21: run says which inputs it made up
+    assert json.loads(result.stdout)["inputs"] == {
+        "data": "random uniform [0, 1), 1x3x224x224 float32 (seed 0)"}
+    result = runner.invoke(app, ["run", str(out), "--device", "cpu"])
+    assert "input data: random uniform [0, 1), 1x3x224x224 float32 (seed 0)" in result.stderr
 
 
 def test_compile_json_and_dry_run(zoo_params):
@@ -91,3 +96,27 @@ def test_bench_json(r18_bundle):
                                  "--iterations", "2"])
     assert result.exit_code == 0, result.output
     assert "device cpu  batch 1  " in result.output and "samples/s  p50 " in result.output
+    # issue 21/23: not silent while it works, and the first call (one-time costs) shown apart
+    assert "[trtc] cpu: first call " in result.stderr and "first call " in result.stdout
+    assert doc["first_call_ms"] > 0
+
+
+def test_no_verify_leaves_a_trace(zoo_params, tmp_path):
+    """Issue 21: --no-verify was recorded nowhere. Now: a warning at compile time, verified:
+    false in the manifest and in --json, and a line in inspect."""
+    out = tmp_path / "nv.trtb"
+    result = runner.invoke(app, ["compile", str(zoo_params("resnet18_v2")), "-o", str(out),
+                                 "--no-verify", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["verified"] is False
+    assert "--no-verify: the bundle was not compared with MXNet" in result.stderr
+    shown = runner.invoke(app, ["inspect", str(out)])
+    assert "verified: NO" in shown.stdout
+    assert json.loads(runner.invoke(app, ["inspect", str(out), "--json"]).stdout)["verified"] is False
+
+
+def test_version():
+    from trtc import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"trtc {__version__}"

@@ -146,6 +146,13 @@ def test_require_full(tmp_path, zoo_params):
     result = compile(CompileSettings(params=zoo_params("resnet18_v2"), require_full=True,
                                      dry_run=True))
     assert result.report.full
+    # issue 21: without --dry-run it fails as soon as the partition decides, building nothing
+    lines: List[str] = []
+    with pytest.raises(CompileError, match="--require-full"):
+        compile(CompileSettings(params=zoo_params("resnet18_v2"), output=tmp_path / "y.trtb",
+                                exclude_ops=("Pooling",), require_full=True), lines.append)
+    assert not any(line.startswith("building ") for line in lines), lines
+    assert not (tmp_path / "y.trtb").exists()
 
 
 

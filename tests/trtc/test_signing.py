@@ -152,3 +152,11 @@ def test_compile_with_a_bad_sign_key_fails_before_compiling(tmp_path: Path,
     _fails(["compile", str(params), "-o", str(out), "-q", "--sign-key", str(keys[1])], 2,
            "private key")
     assert not out.exists()
+
+
+def test_verify_with_a_private_key_warns(signed: Path, keys: Tuple[Path, Path, str]) -> None:
+    """Issue 21: `trtc verify --key PRIVATE.pem` was accepted silently. It still verifies (the
+    public half is used) but says, on stderr, that a private key has no place there."""
+    stdout, stderr = _ok(["verify", str(signed), "--key", str(keys[0])])
+    assert "signature OK" in stdout
+    assert f"warning: --key {keys[0]} is a PRIVATE key" in stderr and stderr.count("\n") == 1
