@@ -654,7 +654,9 @@ def triton_repo(
         return
     for model in models:
         _out(f"wrote {model.directory}  ({model.describe().split(': ', 1)[1]})")
-    _err(f"serve it: tritonserver --model-repository={output}")
+    _err(f"serve it: tritonserver --model-repository={output}  (a Triton container or a "
+         "tritonserver on PATH; with pip install 'trtc[serve]' instead: trtc serve "
+         + " ".join(str(b) for b in bundles) + ", which sets up the wheel's server)")
 
 
 @app.command("serve")

@@ -65,6 +65,8 @@ def mxnet_error_text(exc: BaseException, limit: int = 160) -> str:
     text = useful[-1] if useful else type(exc).__name__
     text = re.sub(r"^MXNetError:\s*", "", text)
     text = re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", text)
+    if "Error in operator" in text:  # not the shapes dict MXNet prints before it ("{...}: Error")
+        text = text[text.index("Error in operator"):]
     return text.rstrip(": ")[:limit] or type(exc).__name__
 
 

@@ -115,3 +115,12 @@ def test_indices_computed_inside_the_stage_are_refused() -> None:
         outcome(lambda: stage(sym, [("d", (2,)), ("i", (2, 2))], [("sc_output", (3, 3))]))
     """)
     assert text.startswith("BundleError") and "indices computed inside an MXNet stage" in text
+
+
+def test_mxnet_error_text_drops_the_shapes_dict() -> None:
+    """Issue 21: an error read `...(data:1x3x64x64): (1, 3, 64, 64)}: Error in ...`."""
+    from trtc.runtime.stages.residual import mxnet_error_text
+
+    exc = Exception("MXNetError: {data: (1, 3, 64, 64)}: Error in operator reshape0: Shape "
+                    "inconsistent, Provided = [4], inferred shape=[8]")
+    assert mxnet_error_text(exc).startswith("Error in operator reshape0: Shape inconsistent")
