@@ -10,6 +10,8 @@ weights, per-tensor activations, only Conv/Gemm/MatMul inputs quantized, biases 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -92,13 +94,16 @@ def quantize_segment(model: Any, feeds: Sequence[Mapping[str, np.ndarray]], meth
     with tempfile.TemporaryDirectory(prefix="trtc-int8-") as tmp:
         source, target = os.path.join(tmp, "fp32.onnx"), os.path.join(tmp, "int8.onnx")
         onnx.save(model, source)
-        quantize_static(source, target, _Reader(feeds), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=list(INT8_OPS), per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=calibrate,
-                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                       "QuantizeBias": False},
-                        calibration_providers=["CPUExecutionProvider"])
+        # its entropy/percentile calibrators print() their progress: not on trtc's stdout (the
+        # Python API's caller's) nor on stderr; trtc says what it is doing itself
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantize_static(source, target, _Reader(feeds), quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=list(INT8_OPS), per_channel=True,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=calibrate,
+                            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                           "QuantizeBias": False},
+                            calibration_providers=["CPUExecutionProvider"])
         quantized = onnx.load(target)
     root.setLevel(level)
     # the Q/DQ nodes keep the provenance of the layer they belong to (parser errors map back)

@@ -120,3 +120,19 @@ def test_int8_calibration_mistakes(tmp_path, zoo_params):
         compile(CompileSettings(params=params, int8=True, calibration=tmp_path / "shape.npz",
                                 calibration_method="mse", output=tmp_path / "x.trtb"))
     assert not (tmp_path / "x.trtb").exists()
+
+
+def test_int8_calibrators_print_nothing(tmp_path, capfd):
+    """Issue 21: ONNX Runtime's entropy/percentile calibrators print() their progress, which
+    reached the Python API's stdout and the CLI's stderr even with -q."""
+    import numpy as np
+    from models import tiny
+
+    params = tiny.export("tiny", tmp_path)
+    np.savez(tmp_path / "calib.npz", data=np.random.default_rng(0).random(
+        (4, *tiny.MODELS["tiny"]["data"])).astype(np.float32))
+    capfd.readouterr()
+    compile(CompileSettings(params=params, int8=True, calibration=tmp_path / "calib.npz",
+                            calibration_method="entropy", output=tmp_path / "t.trtb"))
+    out, err = capfd.readouterr()
+    assert "histogram" not in out + err and "threshold" not in out + err, (out, err)
