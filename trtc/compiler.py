@@ -210,7 +210,7 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
                                             report, say)
                 break
             except _OnnxStagesOff as off:  # those stages run in MXNet instead; verify again
-                _to_mxnet(parts.segments, parts.decisions, off.stages, say)
+                _to_mxnet(parts.segments, parts.decisions, off.stages, say, off.why)
                 with timer.span("write"):
                     manifest, members = _assemble(graph, settings, parts.segments, parts.exported,
                                                   parts.built, notes, parts.fp32_layers)
@@ -533,15 +533,20 @@ def _verify(graph: Graph, bundle_path: str, settings: CompileSettings, segments:
         source = settings.verify_inputs or f"the calibration data {settings.calibration}"
         say(f"verifying on the CPU path against MXNet (tolerance {tolerance:g}) on {len(samples)} "
             f"sample(s) from {source}")
+    kinds = {seg.name: seg.kind for seg in segments}
     try:
         with quiet_native():
             model = load(bundle_path, device="cpu")
     except (BundleError, IncompatibleError) as exc:  # e.g. ONNX Runtime refuses an engine's ONNX
+        _raise_if_onnx_stage(exc, kinds)
         raise CompileError(f"the compiled bundle does not load on the CPU path: {exc}; no bundle "
                            "written (please report this model)") from None
     try:
         with quiet_native():
             gate = run_gate(graph, model, segments, samples, tolerance)
+    except BundleError as exc:  # an ONNX Runtime stage that cannot run its ONNX: MXNet runs it
+        _raise_if_onnx_stage(exc, kinds)
+        raise
     except MemoryError:
         raise _with_report(CompileError(
             "out of memory while verifying (MXNet's forward and the bundle side by side); compile "
@@ -568,7 +573,6 @@ def _verify(graph: Graph, bundle_path: str, settings: CompileSettings, segments:
         say(f"  output {name}: top-1 agrees with MXNet on {share:.0%} of "
             f"{gate.top1_rows.get(name, gate.samples)} row(s) of {gate.samples} sample(s)")
     failed = gate.failed
-    kinds = {seg.name: seg.kind for seg in segments}
     off = {}
     for check in failed:  # an ONNX Runtime stage off on MXNet's own inputs: MXNet runs it instead
         if check.scope == "local" and kinds.get(check.stage) == "onnx":
@@ -588,26 +592,38 @@ def _verify(graph: Graph, bundle_path: str, settings: CompileSettings, segments:
     return checks
 
 
+def _raise_if_onnx_stage(exc: Exception, kinds: Dict[str, str]) -> None:
+    """An error of an ONNX Runtime stage (its ONNX does not load or run): that stage goes to
+    MXNet (_OnnxStagesOff, with the reason) rather than failing the compile."""
+    match = re.search(r"stage '([^']+)': (.*)", str(exc))
+    if match and kinds.get(match.group(1)) == "onnx":
+        raise _OnnxStagesOff({match.group(1): float("inf")},
+                             {match.group(1): match.group(2)[:200]}) from None
+
+
 class _OnnxStagesOff(Exception):
     """ONNX Runtime stages that failed the gate locally: stage name -> worst relative error."""
 
-    def __init__(self, stages: Dict[str, float]):
+    def __init__(self, stages: Dict[str, float], why: Optional[Dict[str, str]] = None):
         super().__init__(", ".join(stages))
         self.stages = stages
+        self.why = why or {}
 
 
 def _to_mxnet(segments: List[Segment], decisions: Dict[int, Any], stages: Dict[str, float],
-              say: Progress) -> None:
+              say: Progress, why: Optional[Dict[str, str]] = None) -> None:
     """Make the ONNX Runtime segments named in ``stages`` MXNet segments (same boundaries, so no
     re-partitioning), with the reason on each of their ops; renumber the stage names."""
     from .partition import renumber_segments
 
     for seg in segments:
         if seg.name in stages:
-            text = (f"its ONNX Runtime stage {seg.name} was {stages[seg.name]:.3g} relative off "
-                    "MXNet on MXNet's own inputs (accuracy gate)")
-            say(f"  {seg.name}: {text.split(' was ', 1)[1]}: its {len(seg.nodes)} op(s) run in "
-                "MXNet instead")
+            if why and seg.name in why:
+                text = f"ONNX Runtime cannot run its stage {seg.name} ({why[seg.name]})"
+            else:
+                text = (f"its ONNX Runtime stage {seg.name} was {stages[seg.name]:.3g} relative "
+                        "off MXNet on MXNet's own inputs (accuracy gate)")
+            say(f"  {seg.name}: {text}: its {len(seg.nodes)} op(s) run in MXNet instead")
             seg.kind = "residual"
             for idx in seg.nodes:
                 if idx in decisions:

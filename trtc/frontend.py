@@ -590,6 +590,21 @@ def _build_graph(symbol_path: Path, params_path: Path, symbol_json: Dict[str, An
 _NONDETERMINISTIC = re.compile(r"(random|sample|_shuffle|Dropout)", re.IGNORECASE)
 
 
+def _shape_from_inputs(graph: Graph, node: Any) -> bool:
+    """Does an op's output shape come from the model's inputs rather than its own attributes? A
+    ``shape`` attribute with 0 or -1 dims (Gluon RNNs' begin state ``_zeros(shape=(L, 0, H))``:
+    MXNet fills in the batch from the rest of the model), or an output that varies over a
+    dynamic input range. Such a node is never computed alone."""
+    try:
+        dims = ast.literal_eval(node.attrs.get("shape", "()"))
+    except (ValueError, SyntaxError):
+        dims = ()
+    dims = (dims,) if isinstance(dims, int) else dims
+    if isinstance(dims, (tuple, list)) and any(isinstance(d, int) and d <= 0 for d in dims):
+        return True
+    return any(out in graph.ranges for out in node.outputs)
+
+
 def fold_constants(graph: Graph) -> Graph:
     """Compute every op that depends on weights only (reshapes, transposes, concats of weights;
     an LSTM's weight packing, BERT's ``Reshape(reverse=True)`` of weights) once, with MXNet, and
@@ -607,7 +622,8 @@ def fold_constants(graph: Graph) -> Graph:
             const[node.index] = node.param_key is not None
         elif node.index not in heads and not _NONDETERMINISTIC.search(node.op) and node.op != "Custom":
             const[node.index] = all(const[src] for src, _ in node.inputs) and (
-                bool(node.inputs) or int(np.prod(graph.shapes.get(node.outputs[0], (1 << 30,)))) <= 1 << 16)
+                bool(node.inputs) or int(np.prod(graph.shapes.get(node.outputs[0], (1 << 30,)))) <= 1 << 16) \
+                and not _shape_from_inputs(graph, node)
     folded = [n for n in graph.op_nodes if const[n.index]]
     if not folded:
         return graph
@@ -624,7 +640,10 @@ def fold_constants(graph: Graph) -> Graph:
     group = mx.sym.Group([symbol[name] for name in names])
     args = {k.split(":", 1)[1]: mx.nd.array(v, dtype=v.dtype) for k, v in graph.params.items()}
     needed = set(group.list_arguments()) | set(group.list_auxiliary_states())
-    values = group.eval(ctx=mx.cpu(), **{k: v for k, v in args.items() if k in needed})
+    try:
+        values = group.eval(ctx=mx.cpu(), **{k: v for k, v in args.items() if k in needed})
+    except Exception:  # MXNetError: a node MXNet cannot compute apart from the model
+        return graph  # folding is an optimization: the model is compiled as it is
     new_params = {f"arg:{name}": value.asnumpy() for name, value in zip(names, values)}
 
     # the new symbol: folded nodes gone, each frontier tensor a variable named after it
