@@ -590,6 +590,28 @@ def _build_graph(symbol_path: Path, params_path: Path, symbol_json: Dict[str, An
 _NONDETERMINISTIC = re.compile(r"(random|sample|_shuffle|Dropout)", re.IGNORECASE)
 
 
+def _resolve_static_zero_dims(graph: Graph) -> None:
+    """A ``shape`` attribute whose 0 dims MXNet fills in from the rest of the model (Gluon RNNs'
+    ``_zeros(shape=(L, 0, H))`` begin state) is rewritten with the shape MXNet inferred for the
+    whole model, where that shape does not vary over the input range: exporters then see a real
+    shape (mxnet.onnx writes the 0 as is, an empty tensor). Dynamic ones are left as they are."""
+    for node, raw in zip(graph.nodes, graph.symbol_json["nodes"]):
+        if not node.is_op or "shape" not in node.attrs or len(node.outputs) != 1:
+            continue
+        try:
+            dims = ast.literal_eval(node.attrs["shape"])
+        except (ValueError, SyntaxError):
+            continue
+        inferred = graph.shapes.get(node.outputs[0])
+        if not isinstance(dims, (tuple, list)) or 0 not in dims or inferred is None \
+                or node.outputs[0] in graph.ranges or len(inferred) != len(dims) \
+                or any(d not in (0, i) for d, i in zip(dims, inferred)):
+            continue
+        text = str(tuple(int(d) for d in inferred))
+        node.attrs["shape"] = text
+        raw.setdefault("attrs", {})["shape"] = text
+
+
 def _shape_from_inputs(graph: Graph, node: Any) -> bool:
     """Does an op's output shape come from the model's inputs rather than its own attributes? A
     ``shape`` attribute with 0 or -1 dims (Gluon RNNs' begin state ``_zeros(shape=(L, 0, H))``:
@@ -615,6 +637,7 @@ def fold_constants(graph: Graph) -> Graph:
     """
     import mxnet as mx
 
+    _resolve_static_zero_dims(graph)
     heads = {h[0] for h in graph.heads}
     const = [False] * len(graph.nodes)
     for node in graph.nodes:
