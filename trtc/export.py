@@ -381,6 +381,10 @@ class WholeExport:
             self.directory = None
 
 
+# Passes of static shape folding at most (each must remove nodes to be followed by another).
+FOLD_PASSES = 8
+
+
 def fold_static_shapes(model: Any) -> Any:
     """Compute shape arithmetic on static shapes once (onnx-graphsurgeon's constant folding
     with shape folding): mx2onnx expresses ``Reshape(reverse=True)``, ``tile`` and friends as
@@ -395,22 +399,31 @@ def fold_static_shapes(model: Any) -> Any:
     logger = gs.logger.G_LOGGER
     severity = logger.severity
     logger.severity = logger.CRITICAL  # its hints go to stdout; trtc reports what matters
+    result = model
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-        g = gs.import_onnx(inferred)
-        outputs = [t.name for t in g.outputs]
-        # shape arithmetic only: no large folded tensor (a zeros_like of a feature map) is stored
-        g.fold_constants(fold_shapes=True, error_ok=True, size_threshold=1 << 16)
-        g.cleanup(remove_unused_graph_inputs=False).toposort()
-        if [t.name for t in g.outputs] != outputs:
-            return model
-        folded = gs.export_onnx(g)
-        folded.ir_version = model.ir_version
-        del folded.opset_import[:]
-        folded.opset_import.extend(model.opset_import)
-        return folded
+        # to a fixed point: a chain whose shapes become known only once an earlier part folded
+        # (Shape -> Gather -> Concat -> Reshape -> Shape ...) folds in the next pass, after shape
+        # inference has run again; bounded, and each pass must remove nodes
+        for _ in range(FOLD_PASSES):
+            inferred = onnx.shape_inference.infer_shapes(result)
+            g = gs.import_onnx(inferred)
+            outputs = [t.name for t in g.outputs]
+            # shape arithmetic only: no large folded tensor (a zeros_like of a feature map)
+            g.fold_constants(fold_shapes=True, error_ok=True, size_threshold=1 << 16)
+            g.cleanup(remove_unused_graph_inputs=False).toposort()
+            if [t.name for t in g.outputs] != outputs:
+                return result
+            folded = gs.export_onnx(g)
+            folded.ir_version = model.ir_version
+            del folded.opset_import[:]
+            folded.opset_import.extend(model.opset_import)
+            done = len(folded.graph.node) >= len(result.graph.node)
+            result = folded
+            if done or not any(node.op_type == "Shape" for node in folded.graph.node):
+                break
+        return result
     except Exception:  # folding is an optimization: never a reason to fail the export
-        return model
+        return result
     finally:
         logger.severity = severity
 
