@@ -12,7 +12,7 @@ import numpy as np
 from .bundle import Bundle, execution_paths, path_members, range_text, read_bundle
 from .errors import BundleError, IncompatibleError, InputError, TrtcError, UsageError
 
-__all__ = ["Model", "TensorSpec", "load", "select_device"]
+__all__ = ["Model", "TensorSpec", "load", "select_device", "parse_device"]
 
 DEVICES = ("auto", "cuda", "cpu")
 
@@ -73,16 +73,47 @@ def _spec(entry: Mapping[str, Any]) -> TensorSpec:
                       entry.get("indexes"))
 
 
+def parse_device(device: Any) -> Tuple[str, Optional[int]]:
+    """``'auto'``, ``'cpu'``, ``'cuda'`` or ``'cuda:N'`` as (kind, GPU index or None: the calling
+    thread's current device).
+
+    Raises:
+        UsageError: anything else.
+    """
+    if isinstance(device, str):
+        if device in DEVICES:
+            return device, None
+        kind, _, index = device.partition(":")
+        if kind == "cuda" and index.isascii() and index.isdigit() and len(index) <= 4:
+            return "cuda", int(index)
+    raise UsageError(f"device must be one of {', '.join(DEVICES)} or 'cuda:N' (a GPU index), "
+                     f"not {str(device)[:40]!r}")
+
+
+def gpu_index(device: Any) -> int:
+    """The GPU a ``device`` string means on the GPU path: N of 'cuda:N', else the current one."""
+    _, index = parse_device(device)
+    if index is not None:
+        return index
+    from . import cuda
+
+    try:
+        return cuda.current_device() if cuda.gpu_unavailable_reason(0) is None else 0
+    except Exception:  # no driver: the path is the CPU anyway
+        return 0
+
+
 def select_device(bundle: Bundle, device: str) -> Tuple[str, Optional[str]]:
-    """Pick the execution path. Returns ``(device, reason_gpu_not_used)``.
+    """Pick the execution path. Returns ``(device, reason_gpu_not_used)``: 'cuda' or 'cpu'.
 
     ``auto`` takes the GPU only when a GPU, a matching TensorRT flavor/version and a supported
-    compute capability are all present; ``cuda`` raises IncompatibleError naming what is missing.
+    compute capability are all present (or ONNX Runtime's CUDA provider can run the engines'
+    ONNX there); ``cuda`` / ``cuda:N`` raises IncompatibleError naming what is missing.
     """
-    if device not in DEVICES:
-        raise UsageError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+    kind, _ = parse_device(device)
+    gpu = gpu_index(device) if kind != "cpu" else 0
     paths = execution_paths(bundle.manifest)
-    if device == "cpu":
+    if kind == "cpu":
         if "cpu" not in paths:
             raise IncompatibleError("device='cpu': this bundle has no CPU path (compiled with "
                                     "--target gpu: engine plans only); compile it with --target all "
@@ -90,40 +121,40 @@ def select_device(bundle: Bundle, device: str) -> Tuple[str, Optional[str]]:
         return "cpu", "device='cpu' was asked for"
     if "gpu" not in paths:
         why = "the bundle has no engine plans (--target cpu)"
-        if _engines_on_onnxruntime(bundle, why):
+        if _engines_on_onnxruntime(bundle, why, gpu):
             return "cuda", (f"{why}: ONNX Runtime's CUDA execution provider runs each engine's "
                             "ONNX on the GPU")
-        if device == "cuda":
-            raise IncompatibleError("device='cuda': this bundle has no GPU path (compiled with "
-                                    "--target cpu: ONNX only); compile it with --target all or "
-                                    "--target gpu" + _onnxruntime_gpu_hint(bundle))
+        if kind == "cuda":
+            raise IncompatibleError(f"device='{device}': this bundle has no GPU path (compiled "
+                                    "with --target cpu: ONNX only); compile it with --target all "
+                                    "or --target gpu" + _onnxruntime_gpu_hint(bundle, gpu))
         return "cpu", "the bundle has no GPU path (--target cpu)"
-    reason = _gpu_reason(bundle)
+    reason = _gpu_reason(bundle, gpu)
     if reason is None:
         return "cuda", None
-    if _engines_on_onnxruntime(bundle, reason):
+    if _engines_on_onnxruntime(bundle, reason, gpu):
         return "cuda", (f"TensorRT cannot run the engines here ({reason}): ONNX Runtime's CUDA "
                         "execution provider runs each engine's ONNX on the GPU instead")
-    if device == "cuda" or "cpu" not in paths:
+    if kind == "cuda" or "cpu" not in paths:
         extra = "" if "cpu" in paths else " (and the bundle has no CPU path: --target gpu)"
         raise IncompatibleError(f"device='{device}' cannot be served: {reason}{extra}"
-                                + _onnxruntime_gpu_hint(bundle))
+                                + _onnxruntime_gpu_hint(bundle, gpu))
     return "cpu", reason
 
 
-def _onnxruntime_gpu_hint(bundle: Bundle) -> str:
+def _onnxruntime_gpu_hint(bundle: Bundle, gpu: int = 0) -> str:
     """Where a GPU is present and the bundle has its engines' ONNX, how the GPU could still run
     them: ONNX Runtime's CUDA provider (said only when that is what is missing)."""
     from . import cuda
     from .stages.engine_cpu import cuda_provider_unavailable_reason
 
-    if "cpu" not in execution_paths(bundle.manifest) or cuda.gpu_unavailable_reason(0):
+    if "cpu" not in execution_paths(bundle.manifest) or cuda.gpu_unavailable_reason(gpu):
         return ""
     missing = cuda_provider_unavailable_reason()
     return f"; nor can ONNX Runtime run its ONNX on this GPU: {missing}" if missing else ""
 
 
-def _engines_on_onnxruntime(bundle: Bundle, reason: Optional[str]) -> bool:
+def _engines_on_onnxruntime(bundle: Bundle, reason: Optional[str], gpu: int = 0) -> bool:
     """On a GPU where no TensorRT flavor can run the bundle's engines (``reason``), can ONNX
     Runtime's CUDA provider run each engine's ONNX there instead? Needs a GPU, the bundle's ONNX
     (the CPU path's members) and onnxruntime-gpu."""
@@ -131,18 +162,18 @@ def _engines_on_onnxruntime(bundle: Bundle, reason: Optional[str]) -> bool:
     from .stages.engine_cpu import cuda_provider_unavailable_reason
 
     return (reason is not None and "cpu" in execution_paths(bundle.manifest)
-            and cuda.gpu_unavailable_reason(0) is None
+            and cuda.gpu_unavailable_reason(gpu) is None
             and cuda_provider_unavailable_reason() is None)
 
 
-def _gpu_reason(bundle: Bundle) -> Optional[str]:
+def _gpu_reason(bundle: Bundle, gpu: int = 0) -> Optional[str]:
     from . import cuda
     from .stages.engine_cuda import backend_unavailable_reason
 
-    reason = cuda.gpu_unavailable_reason(0)
+    reason = cuda.gpu_unavailable_reason(gpu)
     if reason:
         return reason
-    major, minor = cuda.compute_capability(0)
+    major, minor = cuda.compute_capability(gpu)
     cc = f"{major}.{minor}"
     for stage in bundle.engine_stages:
         reason = backend_unavailable_reason(stage, cc)
@@ -183,11 +214,12 @@ class Model:
     """
 
     def __init__(self, bundle: Bundle, device: str, device_reason: Optional[str] = None,
-                 cuda_graph: bool = True):
+                 cuda_graph: bool = True, gpu: int = 0):
         self.path = bundle.path
         self.manifest = bundle.manifest
         self.device = device
         self.device_reason = device_reason
+        self.gpu: Optional[int] = gpu if device == "cuda" else None  # the GPU it runs on
         self.inputs: Dict[str, TensorSpec] = {t["name"]: _spec(t) for t in bundle.manifest["inputs"]}
         self.outputs: Dict[str, TensorSpec] = {t["name"]: _spec(t) for t in bundle.manifest["outputs"]}
         # dynamic input axes MXNet's shape inference needs equal (the compiler asked MXNet)
@@ -198,13 +230,15 @@ class Model:
         # (select_device: on the GPU path, a reason means TensorRT cannot run the engines)
         self.engine_executor = ("tensorrt" if device == "cuda" and device_reason is None
                                 else "onnxruntime")
-        self.stages: List[Any] = _make_stages(bundle, device, self.engine_executor, cuda_graph)
+        self.stages: List[Any] = _make_stages(bundle, device, self.engine_executor, cuda_graph,
+                                              gpu)
         self.executors: Dict[str, str] = {entry["name"]: _executor_text(stage) for entry, stage
                                           in zip(bundle.manifest["stages"], self.stages)}
         self._gpu: Any = None
         if device == "cuda":
             from .stages.engine_cuda import GpuPipeline
-            self._gpu = GpuPipeline(self.stages, list(self.inputs), list(self.outputs), cuda_graph)
+            self._gpu = GpuPipeline(self.stages, list(self.inputs), list(self.outputs), cuda_graph,
+                                    device=gpu)
 
     def __repr__(self) -> str:
         kinds = [s["kind"] for s in self.manifest["stages"]]
@@ -386,9 +420,9 @@ def _executor_text(stage: Any) -> str:
 
 
 def _make_stages(bundle: Bundle, device: str, engine_executor: str,
-                 cuda_graph: bool = True) -> List[Any]:
+                 cuda_graph: bool = True, gpu: int = 0) -> List[Any]:
     try:
-        return _stages(bundle, device, engine_executor, cuda_graph)
+        return _stages(bundle, device, engine_executor, cuda_graph, gpu)
     except (BundleError, IncompatibleError) as exc:  # say which file the stage belongs to
         text = str(exc)
         if text.startswith(f"{bundle.path}: "):  # read_member's own errors name it already
@@ -397,7 +431,7 @@ def _make_stages(bundle: Bundle, device: str, engine_executor: str,
 
 
 def _stages(bundle: Bundle, device: str, engine_executor: str,
-            cuda_graph: bool = True) -> List[Any]:
+            cuda_graph: bool = True, gpu: int = 0) -> List[Any]:
     """The stages of ``device``'s path, built from the members ``path_members`` lists for it:
     each is read (and its sha256 verified) here, and nothing else is read. On the GPU, ONNX
     Runtime stages (and, with ``engine_executor`` 'onnxruntime', the engines' ONNX) run with the
@@ -411,7 +445,7 @@ def _stages(bundle: Bundle, device: str, engine_executor: str,
     threads = 1 if ort_stages > ORT_STAGES_MULTITHREADED else 0  # 0: ONNX Runtime's default
     if device == "cuda":
         from .stages.engine_cpu import cuda_provider_unavailable_reason
-        on_gpu = 0 if cuda_provider_unavailable_reason() is None else None
+        on_gpu = gpu if cuda_provider_unavailable_reason() is None else None
 
     def read(name: str) -> bytes:
         if name not in needed:
@@ -428,7 +462,7 @@ def _stages(bundle: Bundle, device: str, engine_executor: str,
     for stage in manifest["stages"]:
         if stage["kind"] == "engine" and plans:
             from .stages.engine_cuda import TensorRTStage
-            stages.append(TensorRTStage(stage, read(stage["engine"]), refit_onnx=(
+            stages.append(TensorRTStage(stage, read(stage["engine"]), device=gpu, refit_onnx=(
                 read(stage["onnx"]) if stage.get("weights") == "stripped" else None)))
         elif stage["kind"] in ("engine", "onnx"):  # ONNX Runtime, on the GPU where it can
             from .stages.engine_cpu import OnnxRuntimeStage
@@ -453,7 +487,9 @@ def load(path: "os.PathLike[str] | str", device: str = "auto", cuda_graph: bool 
 
     Args:
         path: the bundle file.
-        device: 'auto' (GPU when it can serve every engine, else CPU), 'cuda' or 'cpu'.
+        device: 'auto' (GPU when it can serve every engine, else CPU), 'cuda' (the current
+            GPU), 'cuda:N' (GPU N: every buffer, stream, context and graph of the model lives
+            there) or 'cpu'.
         cuda_graph: on the GPU path, when every stage is an engine, capture each execution
             context's engine launches once as a CUDA graph and replay it (False: launch them one
             by one on every call); an ONNX Runtime stage on the GPU of static shapes whose every
@@ -490,4 +526,5 @@ def load(path: "os.PathLike[str] | str", device: str = "auto", cuda_graph: bool 
             # those this path will not read (a replaced plan on the CPU path, say)
             bundle.verify_members()
         chosen, reason = select_device(bundle, device)
-        return Model(bundle, chosen, reason, cuda_graph=cuda_graph)
+        return Model(bundle, chosen, reason, cuda_graph=cuda_graph,
+                     gpu=gpu_index(device) if chosen == "cuda" else 0)

@@ -91,13 +91,13 @@ def bench_bundle(path: "str | Path", device: str = "auto", warmup: Optional[int]
         UsageError: ``batch`` is outside the bundle's range (the message says how to compile one).
     """
     from .runtime.bundle import read_bundle
-    from .runtime.model import Model, select_device
+    from .runtime.model import Model, gpu_index, select_device
 
     with read_bundle(path, verify=False) as bundle:  # like load(): only the path's members, checked
         if batch is not None:
             _check_batch(path, bundle.manifest, batch)
         chosen, reason = select_device(bundle, device)
-        model = Model(bundle, chosen, reason)
+        model = Model(bundle, chosen, reason, gpu=gpu_index(device) if chosen == "cuda" else 0)
     warmup = WARMUP[model.device] if warmup is None else warmup
     iterations = ITERATIONS[model.device] if iterations is None else iterations
     rng = np.random.default_rng(seed)

@@ -348,7 +348,7 @@ def strip(
 def run(
     bundle: Path = typer.Argument(..., help="A .trtb bundle."),
     inputs: List[str] = typer.Option([], "--input", help="NAME=FILE.npy; random inputs when omitted."),
-    device: str = typer.Option("auto", "--device", help="auto | cuda | cpu."),
+    device: str = typer.Option("auto", "--device", help="auto | cuda | cuda:N | cpu."),
     save: Optional[Path] = typer.Option(None, "--save", help="Write the outputs to FILE.npz."),
     json_output: bool = typer.Option(False, "--json", help="Print output summaries as JSON."),
 ) -> None:
@@ -406,7 +406,7 @@ def run(
 @_handle_errors
 def bench(
     bundle: Path = typer.Argument(..., help="A .trtb bundle."),
-    device: str = typer.Option("auto", "--device", help="auto | cuda | cpu."),
+    device: str = typer.Option("auto", "--device", help="auto | cuda | cuda:N | cpu."),
     batch: Optional[int] = typer.Option(None, "--batch", help="Batch size to time, inside the bundle's range (default: its opt batch)."),
     warmup: Optional[int] = typer.Option(None, "--warmup", help="Untimed calls first (default 1000 on the GPU, 10 on the CPU)."),
     iterations: Optional[int] = typer.Option(None, "--iterations", help="Timed calls (default 10000 on the GPU, 100 on the CPU)."),

@@ -176,3 +176,55 @@ def test_cuda_without_a_way_to_run_the_engines_says_both_ways(monkeypatch):
     assert "9.0 is not supported by TensorRT-RTX" in text and "onnxruntime-gpu" in text, text
     model = load(TINY, device="auto")  # auto falls back to the CPU and says why
     assert model.device == "cpu" and "TensorRT-RTX" in model.device_reason
+
+
+def test_device_strings() -> None:
+    """Issue 23: 'cuda:N' names a GPU; anything else is one UsageError."""
+    from trtc.runtime import UsageError
+    from trtc.runtime.model import parse_device
+
+    assert parse_device("cuda:0") == ("cuda", 0) and parse_device("cuda:3") == ("cuda", 3)
+    assert parse_device("cuda") == ("cuda", None) and parse_device("cpu") == ("cpu", None)
+    for bad in ("cuda:", "cuda:-1", "cuda:x", "gpu", "cuda:1:2", "CUDA", 0, None, "cuda:١"):
+        with pytest.raises(UsageError, match="device must be one of"):
+            parse_device(bad)
+
+
+def test_a_gpu_index_beyond_the_machine_is_one_clear_error() -> None:
+    """Anywhere: without that GPU (or any), device='cuda:N' is one IncompatibleError naming why;
+    'auto' is never given an index."""
+    count = 0 if cuda.gpu_unavailable_reason(0) else cuda.device_count()
+    with pytest.raises(IncompatibleError) as info:
+        load(TINY, device=f"cuda:{count}")
+    text = str(info.value)
+    assert "\n" not in text and f"device='cuda:{count}' cannot be served" in text, text
+
+
+@pytest.mark.gpu
+@needs_ort_cuda
+def test_model_on_gpu_0_by_index() -> None:
+    model = load(PAIR, device="cuda:0")
+    assert model.device == "cuda" and model.gpu == 0
+    out = model(output="device", **_feeds(model, batch=2))
+    assert all(v.device == 0 and cuda.pointer_device(v.ptr) == 0 for v in out.values())
+
+
+@pytest.mark.gpu
+@needs_ort_cuda
+def test_two_models_on_two_gpus() -> None:
+    if cuda.device_count() < 2:
+        pytest.skip(f"needs 2 GPUs, this machine has {cuda.device_count()} (issue 24 runs it)")
+    cpu = load(PAIR, device="cpu")
+    models = [load(PAIR, device=f"cuda:{i}") for i in (0, 1)]
+    feeds = _feeds(models[0], batch=3, seed=4)
+    ref = cpu(**feeds)
+
+    def work(i: int) -> None:
+        model = models[i % 2]
+        for _ in range(5):
+            out = model(output="device", **feeds)
+            for name, value in out.items():
+                assert value.device == model.gpu == cuda.pointer_device(value.ptr)
+                _close(value.numpy(), ref[name])
+
+    run_in_threads(work, 8)
