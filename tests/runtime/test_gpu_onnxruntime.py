@@ -164,8 +164,8 @@ def test_cuda_without_a_way_to_run_the_engines_says_both_ways(monkeypatch):
     from trtc.runtime.stages import engine_cpu
 
     monkeypatch.setattr(cuda, "gpu_unavailable_reason", lambda device=0: None)
-    monkeypatch.setattr(model_module, "_gpu_reason",
-                        lambda bundle: "GPU compute capability 9.0 is not supported by TensorRT-RTX")
+    monkeypatch.setattr(model_module, "_gpu_reason", lambda bundle, gpu=0:
+                        "GPU compute capability 9.0 is not supported by TensorRT-RTX")
     monkeypatch.setattr(engine_cpu, "cuda_provider_unavailable_reason",
                         lambda: "ONNX Runtime 1.x has no CUDA execution provider: pip install "
                                 "'trtc[cuda]' (onnxruntime-gpu) for it")
