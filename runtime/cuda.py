@@ -151,6 +151,18 @@ def mem_get_info() -> Tuple[int, int]:
     return int(free), int(total)
 
 
+def device_name(device: int = 0) -> str:
+    """The GPU's name, e.g. 'NVIDIA H200'."""
+    props = check(cudart().cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
+    name = props.name
+    return (name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)).rstrip("\x00")
+
+
+def driver_version() -> int:
+    """The CUDA driver's version (e.g. 13000 for 13.0)."""
+    return int(check(cudart().cudaDriverGetVersion(), "cudaDriverGetVersion"))
+
+
 def copy_d2d_sync(dst: int, src: int, nbytes: int) -> None:
     """Copy ``nbytes`` between two device addresses and wait until it is done (a device-to-device
     ``cudaMemcpy`` alone does not wait on the host)."""

@@ -214,7 +214,7 @@ class Model:
     """
 
     def __init__(self, bundle: Bundle, device: str, device_reason: Optional[str] = None,
-                 cuda_graph: bool = True, gpu: int = 0):
+                 cuda_graph: bool = True, gpu: int = 0, cache_dir: Optional[Any] = None):
         self.path = bundle.path
         self.manifest = bundle.manifest
         self.device = device
@@ -230,8 +230,9 @@ class Model:
         # (select_device: on the GPU path, a reason means TensorRT cannot run the engines)
         self.engine_executor = ("tensorrt" if device == "cuda" and device_reason is None
                                 else "onnxruntime")
+        from .runtime_cache import cache_dir_from
         self.stages: List[Any] = _make_stages(bundle, device, self.engine_executor, cuda_graph,
-                                              gpu)
+                                              gpu, cache_dir_from(cache_dir))
         self.executors: Dict[str, str] = {entry["name"]: _executor_text(stage) for entry, stage
                                           in zip(bundle.manifest["stages"], self.stages)}
         self._gpu: Any = None
@@ -420,9 +421,9 @@ def _executor_text(stage: Any) -> str:
 
 
 def _make_stages(bundle: Bundle, device: str, engine_executor: str,
-                 cuda_graph: bool = True, gpu: int = 0) -> List[Any]:
+                 cuda_graph: bool = True, gpu: int = 0, cache_dir: Optional[Any] = None) -> List[Any]:
     try:
-        return _stages(bundle, device, engine_executor, cuda_graph, gpu)
+        return _stages(bundle, device, engine_executor, cuda_graph, gpu, cache_dir)
     except (BundleError, IncompatibleError) as exc:  # say which file the stage belongs to
         text = str(exc)
         if text.startswith(f"{bundle.path}: "):  # read_member's own errors name it already
@@ -431,7 +432,7 @@ def _make_stages(bundle: Bundle, device: str, engine_executor: str,
 
 
 def _stages(bundle: Bundle, device: str, engine_executor: str,
-            cuda_graph: bool = True, gpu: int = 0) -> List[Any]:
+            cuda_graph: bool = True, gpu: int = 0, cache_dir: Optional[Any] = None) -> List[Any]:
     """The stages of ``device``'s path, built from the members ``path_members`` lists for it:
     each is read (and its sha256 verified) here, and nothing else is read. On the GPU, ONNX
     Runtime stages (and, with ``engine_executor`` 'onnxruntime', the engines' ONNX) run with the
@@ -463,7 +464,8 @@ def _stages(bundle: Bundle, device: str, engine_executor: str,
         if stage["kind"] == "engine" and plans:
             from .stages.engine_cuda import TensorRTStage
             stages.append(TensorRTStage(stage, read(stage["engine"]), device=gpu, refit_onnx=(
-                read(stage["onnx"]) if stage.get("weights") == "stripped" else None)))
+                read(stage["onnx"]) if stage.get("weights") == "stripped" else None),
+                cache_dir=cache_dir))
         elif stage["kind"] in ("engine", "onnx"):  # ONNX Runtime, on the GPU where it can
             from .stages.engine_cpu import OnnxRuntimeStage
             stages.append(OnnxRuntimeStage(stage, read(stage["onnx"]), intra_op_threads=threads,
@@ -482,7 +484,8 @@ def _stages(bundle: Bundle, device: str, engine_executor: str,
 
 
 def load(path: "os.PathLike[str] | str", device: str = "auto", cuda_graph: bool = True,
-         trusted_keys: Optional[List[Any]] = None) -> Model:
+         trusted_keys: Optional[List[Any]] = None,
+         cache_dir: "Optional[os.PathLike[str] | str]" = None) -> Model:
     """Load a ``.trtb`` bundle for inference, without recompiling.
 
     Args:
@@ -500,6 +503,10 @@ def load(path: "os.PathLike[str] | str", device: str = "auto", cuda_graph: bool 
             any member is read, and then every member's sha256 (streamed, also the members this
             path will not read). None (default): no signature is required or checked, and the
             checksums only catch accidental damage, not deliberate edits.
+        cache_dir: TensorRT-RTX's runtime cache (kernels compiled just in time on this GPU) is
+            kept there, one file per engine and GPU model / driver / TensorRT-RTX version, so the
+            next process start does not compile them again (default:
+            ``$TRTC_RUNTIME_CACHE_DIR``, else none). Full TensorRT has no JIT: unused there.
 
     Only the members the chosen path needs are read (``bundle.path_members``), each verified
     against the manifest's sha256 on the very bytes used; the file is never read whole, and it
@@ -527,4 +534,4 @@ def load(path: "os.PathLike[str] | str", device: str = "auto", cuda_graph: bool 
             bundle.verify_members()
         chosen, reason = select_device(bundle, device)
         return Model(bundle, chosen, reason, cuda_graph=cuda_graph,
-                     gpu=gpu_index(device) if chosen == "cuda" else 0)
+                     gpu=gpu_index(device) if chosen == "cuda" else 0, cache_dir=cache_dir)

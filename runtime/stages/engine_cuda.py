@@ -133,6 +133,29 @@ def backend_unavailable_reason(stage: Mapping[str, Any], cc: str) -> Optional[st
 Shape = Tuple[int, ...]
 
 
+def _check_validity(trt: Any, runtime: Any, engine_bytes: bytes, stage: str, backend: str) -> None:
+    """Before deserializing: ask TensorRT(-RTX) whether the engine can run on this GPU, where the
+    API exists (``get_engine_validity``), and turn 'invalid' into an IncompatibleError saying
+    why (its diagnostics); 'suboptimal' is a warning."""
+    if not (hasattr(runtime, "get_engine_validity") and hasattr(trt, "EngineValidity")):
+        return  # full TensorRT before 10.x: deserialization tells
+    try:
+        validity, diagnostics = runtime.get_engine_validity(engine_bytes)
+    except Exception:  # the API itself failed: deserialization will tell
+        return
+    flags = trt.EngineInvalidityDiagnostics.__members__ if hasattr(
+        trt, "EngineInvalidityDiagnostics") else {}
+    names = [name.lower().replace("_", " ") for name, member in flags.items()
+             if int(member) and int(diagnostics) & int(member)]
+    why = ", ".join(names) or f"diagnostics {int(diagnostics)}"
+    if validity == trt.EngineValidity.INVALID:
+        raise IncompatibleError(f"stage '{stage}': {backend} says the engine cannot run on this GPU "
+                                f"({why}); recompile the bundle for it")
+    if validity == trt.EngineValidity.SUBOPTIMAL:
+        warnings.warn(f"stage '{stage}': {backend} says the engine runs suboptimally on this GPU "
+                      f"({why})", RuntimeWarning, stacklevel=4)
+
+
 def _refit(trt: Any, engine: Any, onnx_bytes: bytes, logger: Any, stage: str, member: str) -> None:
     """Refit a weight-stripped engine with the initializers of the ONNX it was built from, all
     of them accounted for: a weight the ONNX does not supply is an error, never zeros."""
@@ -172,10 +195,12 @@ class TensorRTStage:
     """
 
     def __init__(self, stage: Mapping[str, Any], engine_bytes: bytes, device: int = 0,
-                 refit_onnx: Optional[bytes] = None):
+                 refit_onnx: Optional[bytes] = None, cache_dir: Optional[Any] = None):
         """``refit_onnx``: for a weight-stripped engine (``"weights": "stripped"``), the ONNX it
         was built from, whose initializers are refitted into the engine here, before anything
-        can run it; a stripped stage without it is refused (it would compute with no weights)."""
+        can run it; a stripped stage without it is refused (it would compute with no weights).
+        ``cache_dir``: TensorRT-RTX's runtime cache of JIT-compiled kernels lives there
+        (runtime/runtime_cache.py), read now and written after the first call."""
         trt = import_backend(stage["backend"])
         self._trt = trt
         self.name: str = stage["name"]
@@ -187,6 +212,7 @@ class TensorRTStage:
         cuda.set_device(device)
         self._logger = trt.Logger(trt.Logger.ERROR)
         self._runtime = runtime = trt.Runtime(self._logger)
+        _check_validity(trt, runtime, engine_bytes, self.name, stage["backend"])
         self.engine = engine = runtime.deserialize_cuda_engine(engine_bytes)
         if engine is None:
             raise IncompatibleError(f"stage '{self.name}': {stage['backend']} refused to "
@@ -227,6 +253,54 @@ class TensorRTStage:
                 self._fixed[name] = shape
             self.io[name] = (shape, np.dtype(trt.nptype(engine.get_tensor_dtype(name))))
         self.dynamic = bool(self.varying)
+        self._configs: Dict[Any, Any] = {}  # allocation strategy -> IRuntimeConfig
+        self._runtime_cache: Any = None
+        self._cache_file: Any = None
+        self._cache_saved = False
+        if cache_dir is not None:
+            self._open_runtime_cache(stage, cache_dir)
+
+    def _open_runtime_cache(self, stage: Mapping[str, Any], cache_dir: Any) -> None:
+        """TensorRT-RTX: a runtime cache for the execution contexts, loaded from its file."""
+        from ..runtime_cache import CacheFile
+
+        engine = self.engine
+        if not hasattr(engine, "create_runtime_config"):  # full TensorRT: kernels are in the plan
+            warnings.warn(f"stage '{self.name}': {stage['backend']} compiles no kernels at run "
+                          "time; the runtime cache directory is not used", RuntimeWarning,
+                          stacklevel=4)
+            return
+        major, minor = cuda.compute_capability(self.device)
+        identity = {"engine_sha256": str(stage.get("sha256", "")), "backend": stage["backend"],
+                    "backend_version": str(getattr(self._trt, "__version__", "?")),
+                    "gpu": cuda.device_name(self.device), "compute_capability": f"{major}.{minor}",
+                    "driver": str(cuda.driver_version())}
+        self._cache_file = CacheFile(cache_dir, identity)
+        config = engine.create_runtime_config()
+        runtime_cache = config.create_runtime_cache()
+        blob = self._cache_file.read()
+        if blob is not None and not runtime_cache.deserialize(blob):
+            warnings.warn(f"runtime cache {self._cache_file.path}: TensorRT-RTX refused it (another "
+                          "GPU, driver or version); compiling kernels again", RuntimeWarning,
+                          stacklevel=4)
+        self._runtime_cache = runtime_cache
+
+    def save_runtime_cache(self) -> None:
+        """Write the runtime cache file once, after the first call compiled the kernels."""
+        if self._runtime_cache is None or self._cache_saved:
+            return
+        self._cache_saved = True
+        self._cache_file.write(bytes(self._runtime_cache.serialize()))
+
+    def _runtime_config(self, strategy: Any) -> Any:
+        """An IRuntimeConfig with ``strategy`` and the shared runtime cache (made once each)."""
+        config = self._configs.get(strategy)
+        if config is None:
+            config = self.engine.create_runtime_config()
+            config.set_execution_context_allocation_strategy(strategy)
+            config.set_runtime_cache(self._runtime_cache)
+            self._configs[strategy] = config
+        return config
 
     def _range(self, name: str, spec: Mapping[str, Any], shape: Shape) -> Tuple[Shape, Shape]:
         if -1 not in shape:
@@ -273,11 +347,14 @@ class TensorRTStage:
         """
         trt = self._trt
         with self._lock:  # one context at a time per engine, whichever thread asks
-            if scratch is None:
+            strategy = (trt.ExecutionContextAllocationStrategy.STATIC if scratch is None
+                        else trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+            if self._runtime_cache is not None:  # TensorRT-RTX with a runtime cache
+                context = self.engine.create_execution_context(self._runtime_config(strategy))
+            elif scratch is None:
                 context = self.engine.create_execution_context()
             else:
-                context = self.engine.create_execution_context(
-                    trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+                context = self.engine.create_execution_context(strategy)
         if context is None:
             raise CudaError(f"stage '{self.name}': TensorRT could not create an execution context "
                             "(out of GPU memory?)")
@@ -548,6 +625,7 @@ class GpuPipeline:
         self.host_only_device = {n for n in produced - read_on_device if n in crossing}
         self.host_only = self.host_only_device | {n for n in produced - read_on_device
                                                   if n in self.outputs}
+        self._caches_saved = False
         self._pool = ContextPool(lambda: _Context(self), max_contexts)
         if self.engines:  # the first context now: out of memory shows at load, not first call
             with self._pool.take():
@@ -602,7 +680,12 @@ class GpuPipeline:
         """
         with self._pool.take() as ctx:
             cuda.set_device(self.device)
-            return self._run(ctx, feeds, output)
+            result = self._run(ctx, feeds, output)
+        if not self._caches_saved:  # the first call compiled TensorRT-RTX's kernels: keep them
+            self._caches_saved = True
+            for stage in self.engines:
+                stage.save_runtime_cache()
+        return result
 
     def _run(self, ctx: _Context, feeds: Mapping[str, Any], output: str) -> Dict[str, Any]:
         stream = ctx.stream

@@ -29,7 +29,9 @@ SOURCES = [ROOT / "runtime" / "stages" / "engine_cuda.py", ROOT / "benchmarks" /
 # variable or attribute name -> the TensorRT class of the object it holds
 ROLES = {"engine": "ICudaEngine", "context": "IExecutionContext", "runtime": "Runtime",
          "_runtime": "Runtime", "logger": "Logger", "_logger": "Logger",
-         "refitter": "Refitter", "parser_refitter": "OnnxParserRefitter"}
+         "refitter": "Refitter", "parser_refitter": "OnnxParserRefitter",
+         "config": "IRuntimeConfig", "runtime_cache": "IRuntimeCache",
+         "_runtime_cache": "IRuntimeCache"}
 # what the GPU path cannot do without: guards against the scan silently finding nothing
 CORE = {("IExecutionContext", "execute_async_v3"), ("IExecutionContext", "set_tensor_address"),
         ("Runtime", "deserialize_cuda_engine"), ("ICudaEngine", "create_execution_context"),
@@ -44,7 +46,13 @@ CORE = {("IExecutionContext", "execute_async_v3"), ("IExecutionContext", "set_te
         # weight-stripped engines refitted at load (issue 15)
         ("module", "Refitter"), ("module", "OnnxParserRefitter"), ("ICudaEngine", "refittable"),
         ("OnnxParserRefitter", "refit_from_bytes"), ("OnnxParserRefitter", "num_errors"),
-        ("Refitter", "get_missing_weights"), ("Refitter", "refit_cuda_engine")}
+        ("Refitter", "get_missing_weights"), ("Refitter", "refit_cuda_engine"),
+        # TensorRT-RTX's runtime cache and the validity check (issue 23)
+        ("ICudaEngine", "create_runtime_config"), ("IRuntimeConfig", "create_runtime_cache"),
+        ("IRuntimeConfig", "set_runtime_cache"),
+        ("IRuntimeConfig", "set_execution_context_allocation_strategy"),
+        ("IRuntimeCache", "deserialize"), ("IRuntimeCache", "serialize"),
+        ("Runtime", "get_engine_validity"), ("module", "EngineValidity")}
 
 MODULES = [m for m in ("tensorrt_rtx", "tensorrt") if importlib.util.find_spec(m) is not None]
 if not MODULES:
