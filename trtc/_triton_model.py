@@ -6,9 +6,10 @@ bundle's stages need: onnxruntime for the CPU path, MXNet for residual stages) i
 environment the backend stub runs in: the server's ``python3``, or the model config's
 ``EXECUTION_ENV_PATH`` parameter (`trtc triton-repo --python-env`).
 
-- ``initialize``: loads the bundle on the instance's device. A KIND_GPU instance sees only its own
-  GPU (``CUDA_VISIBLE_DEVICES``, so trtc's GPU 0 is Triton's ``model_instance_device_id``) and
-  loads with ``device="auto"`` (or ``"cuda"`` when the config's ``TRTC_DEVICE`` says so: then a
+- ``initialize``: loads the bundle on the instance's device. A KIND_GPU instance loads on the GPU
+  Triton assigns it (``device="cuda:N"``, N = ``model_instance_device_id``), falling back to the
+  CPU with the reason in the log as ``device="auto"`` does (unless the config's ``TRTC_DEVICE``
+  says ``"cuda"``: then a
   GPU that cannot serve the bundle fails the load with the reason); a KIND_CPU instance loads with
   ``device="cpu"``.
 - ``execute``: checks every request on its own (a bad one gets an error response, the others are
@@ -60,12 +61,11 @@ class TritonPythonModel:
                   for key, value in (config.get("parameters") or {}).items()}
         kind = args.get("model_instance_kind", "CPU")
         wanted = params.get("TRTC_DEVICE", "auto")
-        if kind == "GPU":
-            device_id = args.get("model_instance_device_id", "0")
-            visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d]
-            os.environ["CUDA_VISIBLE_DEVICES"] = (visible[int(device_id)]
-                                                  if int(device_id) < len(visible) else device_id)
-            device = "cuda" if wanted == "cuda" else "auto"
+        fallback = None
+        if kind == "GPU":  # the GPU Triton assigned this instance
+            device = f"cuda:{int(args.get('model_instance_device_id', '0'))}"
+            if wanted != "cuda":  # as device='auto' does: the CPU, with the reason in the log
+                fallback = "cpu"
         else:
             if wanted == "cuda":
                 raise RuntimeError("TRTC_DEVICE is 'cuda' but Triton made a KIND_CPU instance; use "
@@ -76,7 +76,14 @@ class TritonPythonModel:
 
         path = os.path.join(args["model_repository"], args["model_version"],
                             params.get("TRTC_BUNDLE") or BUNDLE_FILE)
-        self.model = trtc.runtime.load(path, device=device)
+        try:
+            self.model = trtc.runtime.load(path, device=device)
+        except trtc.runtime.IncompatibleError as exc:
+            if fallback is None:
+                raise
+            _log(f"trtc: model '{args.get('model_name', '')}' cannot run on {device} ({exc}); "
+                 f"falling back to {fallback}")
+            self.model = trtc.runtime.load(path, device=fallback)
         self.name = args.get("model_name", "")
         self.max_batch_size = int(config.get("max_batch_size", 0))
         self.batch_limit = self.max_batch_size

@@ -167,7 +167,7 @@ def _resolve_batch(manifest: Mapping[str, Any], max_batch_size: Optional[int],
 def model_config(manifest: Mapping[str, Any], name: str, *, instances: int = 1,
                  device: str = "auto", max_batch_size: Optional[int] = None,
                  max_queue_delay_us: Optional[int] = None, python_env: Optional[str] = None,
-                 source: str = "") -> str:
+                 source: str = "", gpus: Sequence[int] = ()) -> str:
     """config.pbtxt of the Python-backend model serving a bundle with this manifest."""
     where = source or name
     batch = _resolve_batch(manifest, max_batch_size, where)
@@ -176,6 +176,8 @@ def model_config(manifest: Mapping[str, Any], name: str, *, instances: int = 1,
              f"name: {_q(name)}", 'backend: "python"',
              *_io_and_batching(manifest, batch, where, max_queue_delay_us)]
     kind = {"cuda": "\n    kind: KIND_GPU", "cpu": "\n    kind: KIND_CPU", "auto": ""}[device]
+    if gpus:  # instances on exactly these GPUs (count per GPU)
+        kind = "\n    kind: KIND_GPU\n    gpus: [ " + ", ".join(str(int(g)) for g in gpus) + " ]"
     lines.append(f"instance_group [\n  {{\n    count: {int(instances)}{kind}\n  }}\n]")
     params = {"TRTC_BUNDLE": BUNDLE_FILE, "TRTC_DEVICE": device}
     if python_env:
@@ -251,7 +253,8 @@ def write_repository(bundles: Sequence["os.PathLike[str] | str"],
                      instances: int = 1, device: str = "auto",
                      max_batch_size: Optional[int] = None,
                      max_queue_delay_us: Optional[int] = None, native: bool = False,
-                     python_env: Optional["os.PathLike[str] | str"] = None) -> List[TritonModel]:
+                     python_env: Optional["os.PathLike[str] | str"] = None,
+                     gpus: Sequence[int] = ()) -> List[TritonModel]:
     """Write (or replace) one Triton model per bundle in the repository ``output``.
 
     Other models already in ``output`` are left alone; a model named here is replaced as a whole
@@ -272,6 +275,8 @@ def write_repository(bundles: Sequence["os.PathLike[str] | str"],
             built with full TensorRT.
         python_env: the config's ``EXECUTION_ENV_PATH`` (a conda-pack archive or unpacked
             environment holding trtc), when the server's own Python does not have trtc.
+        gpus: place ``instances`` instances on each of these GPUs (KIND_GPU with ``gpus``);
+            each loads the bundle on the GPU Triton assigns it (``model_instance_device_id``).
 
     Returns:
         The models written, in order.
@@ -282,6 +287,11 @@ def write_repository(bundles: Sequence["os.PathLike[str] | str"],
         raise UsageError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
     if instances < 1:
         raise UsageError("--instances must be at least 1")
+    if gpus and device == "cpu":
+        raise UsageError("--gpus places instances on GPUs: it does not go with --device cpu")
+    if any(not isinstance(g, int) or g < 0 for g in gpus) or len(set(gpus)) != len(gpus):
+        raise UsageError(f"--gpus {','.join(map(str, gpus))}: GPU indices, each once "
+                         "(like 0,1,2,3)")
     if max_queue_delay_us is not None and max_queue_delay_us < 0:
         raise UsageError("--max-queue-delay-us must be 0 or more")
     paths = [Path(b) for b in bundles]
@@ -316,7 +326,7 @@ def write_repository(bundles: Sequence["os.PathLike[str] | str"],
         config = model_config(manifest, name, instances=instances, device=device,
                               max_batch_size=max_batch_size,
                               max_queue_delay_us=max_queue_delay_us, python_env=env_path,
-                              source=source)
+                              source=source, gpus=gpus)
         batch = _resolve_batch(manifest, max_batch_size, source)
         staged.append((name, {"config.pbtxt": config.encode(), "1/model.py": _model_source()},
                        path, TritonModel(name, path, repo / name, batch, "python",

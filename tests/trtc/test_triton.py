@@ -440,6 +440,33 @@ def test_batch_range_and_config_rules(bundles):
         triton.model_config(read_bundle(bundles["static"]).manifest, "m", max_batch_size=2)
 
 
+def test_gpus_place_instances_on_those_gpus(bundles, tmp_path):
+    """Issue 23: --gpus 0,1,2,3 --instances 2 writes KIND_GPU with gpus: [...] (2 per GPU); the
+    model file loads on the GPU Triton assigns each instance (model_instance_device_id)."""
+    from typer.testing import CliRunner
+
+    from trtc.cli import app
+
+    manifest = read_bundle(bundles["batch"]).manifest
+    text = triton.model_config(manifest, "m", instances=2, gpus=[0, 1, 2, 3])
+    assert "count: 2\n    kind: KIND_GPU\n    gpus: [ 0, 1, 2, 3 ]" in text
+    result = CliRunner().invoke(app, ["triton-repo", str(bundles["batch"]), "-o",
+                                      str(tmp_path / "repo"), "--gpus", "0,1", "--instances", "2"])
+    assert result.exit_code == 0, result.output
+    config = next((tmp_path / "repo").glob("*/config.pbtxt")).read_text()
+    assert "kind: KIND_GPU\n    gpus: [ 0, 1 ]" in config
+    model_py = next((tmp_path / "repo").glob("*/1/model.py")).read_text()
+    assert 'device = f"cuda:{int(args.get(\'model_instance_device_id\', \'0\'))}"' in model_py
+    for bad, why in (("0,x", "GPU indices separated by commas"), ("0,0", "each once")):
+        result = CliRunner().invoke(app, ["triton-repo", str(bundles["batch"]), "-o",
+                                          str(tmp_path / "bad"), "--gpus", bad])
+        assert result.exit_code == 2 and why in result.output, result.output
+    result = CliRunner().invoke(app, ["triton-repo", str(bundles["batch"]), "-o",
+                                      str(tmp_path / "bad"), "--gpus", "0", "--device", "cpu"])
+    assert result.exit_code == 2 and "does not go with --device cpu" in result.output
+    assert not (tmp_path / "bad").exists()
+
+
 def test_triton_repo_cli_replaces_only_the_models_it_names(bundles, tmp_path):
     from typer.testing import CliRunner
 
