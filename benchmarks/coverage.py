@@ -8,7 +8,8 @@ Two sources of models:
 - ``trtc.zoo`` architectures (``resnet18_v1``, ``yolo3_darknet53_voc``, ...), exported with
   seeded random weights (activations normalized, see ``trtc.zoo.normalize_activations``);
 - the issue-10 families of ``tests/models/families.py`` (``bert``, ``bert_small``,
-  ``ssd_mobilenet``, ``faster_rcnn``, ``video``, ``ops_block``, ``reused_block``), exported with
+  ``ssd_mobilenet``, ``faster_rcnn``, ``yolo3``, ``center_net``, ``video``, ``ops_block``,
+  ``reused_block``), exported with
   ordinary initialization (Xavier; BERT Normal(0.02)) and, where the module has a
   ``verify_inputs_<name>``, gated on those real-looking inputs (``--verify-inputs``: token ids,
   token types and valid lengths for BERT) instead of the gate's own random ones.
@@ -65,6 +66,8 @@ FAMILY_MODELS = {
     "bert_small": "BERT, 2 layers (GluonNLP)",
     "ssd_mobilenet": "SSD-512 MobileNet (detection)",
     "faster_rcnn": "Faster R-CNN (detection)",
+    "yolo3": "YOLOv3 MobileNet (detection)",
+    "center_net": "CenterNet ResNet-18 (detection)",
     "video": "R(2+1)D (video)",
     "ops_block": "LayerNorm/reduce/Embedding block",
     "reused_block": "reused block (duplicate names)",
@@ -77,7 +80,8 @@ DEFAULT_MODELS = (
     "densenet121", "inceptionv3", "alexnet", "vgg11_bn", "wavenet",
     "yolo3_darknet53_voc", "yolo3_mobilenet1.0_voc", "ssd_300_vgg16_atrous_voc",
     "fcn_resnet50_voc", "simple_pose_resnet18_v1b", "center_net_resnet18_v1b_voc",
-    "bert", "ssd_mobilenet", "faster_rcnn", "video", "ops_block", "reused_block",
+    "bert", "ssd_mobilenet", "faster_rcnn", "yolo3", "center_net", "video", "ops_block",
+    "reused_block",
 )
 QUICK_MODELS = ("resnet18_v1", "squeezenet1.1", "ops_block")
 DEFAULT_OUT = REPO / "docs" / "coverage.md"
@@ -175,6 +179,35 @@ def mxnet_ops_detail(decisions: Sequence[Any]) -> List[Dict[str, str]]:
             for d in decisions if getattr(d, "runs_in", "mxnet") == "mxnet"]
 
 
+REASON_CODES = (  # code -> what it means, in the order the doc lists them
+    ("no_onnx_converter", "mxnet.onnx has no converter for the op"),
+    ("onnx_export_failed", "its converter raised"),
+    ("onnx_export_differs", "mxnet.onnx warns its ONNX computes something else"),
+    ("random_op", "it draws random numbers (only MXNet's draws match MXNet's)"),
+    ("parser_rejected", "TensorRT's ONNX parser refused it"),
+    ("build_failed", "its segment did not build"),
+    ("below_min_segment_size", "its engine segment was smaller than `--min-segment-size`"),
+    ("excluded", "`--exclude-op`"),
+)
+
+
+def reason_codes_text() -> str:
+    """The reason codes and where each sends its op, from trtc's own ``Reason.HAS_ONNX``
+    (codes that leave an exact ONNX: such an op runs in an ONNX Runtime stage)."""
+    try:
+        from trtc.partition import Reason
+
+        has_onnx = set(Reason.HAS_ONNX)
+    except Exception:  # an older trtc: the codes as of this script
+        has_onnx = {"parser_rejected", "build_failed", "below_min_segment_size", "excluded"}
+    text = "; ".join(f"`{code}` {what}" for code, what in REASON_CODES) + ". "
+    ort = [f"`{c}`" for c, _ in REASON_CODES if c in has_onnx]
+    mx = [f"`{c}`" for c, _ in REASON_CODES if c not in has_onnx]
+    return (text + f"With {', '.join(mx)} the op runs in MXNet (`-> MXNet`: no exact ONNX "
+            f"of it); with {', '.join(ort)} it has an exact ONNX and runs in an ONNX Runtime "
+            "stage (`-> ORT`) unless that stage fails the accuracy gate (then in MXNet).")
+
+
 def _worst(values: List[float]) -> Optional[float]:
     return max(values) if values else None
 
@@ -198,7 +231,8 @@ def families_module() -> Any:
 
 # which optional package each issue-10 model is built with
 _NEEDS = {"bert": "gluonnlp", "bert_small": "gluonnlp", "ssd_mobilenet": "gluoncv",
-          "faster_rcnn": "gluoncv", "video": "gluoncv"}
+          "faster_rcnn": "gluoncv", "yolo3": "gluoncv", "center_net": "gluoncv",
+          "video": "gluoncv"}
 
 
 def export_model(name: str, work_dir: Path) -> Dict[str, Any]:
@@ -612,15 +646,8 @@ def markdown(rows: List[Dict[str, Any]], command: str, started: datetime.datetim
         "",
     ]
     lines += [f"- **{name}**: {text}" for name, text in COLUMNS]
-    lines += ["", "Reason codes (`trtc compile` prints the same report): "
-              "`no_onnx_converter` mxnet.onnx has no converter for the op; `onnx_export_failed` "
-              "its converter raised; `onnx_export_differs` mxnet.onnx warns its ONNX computes "
-              "something else; `parser_rejected` TensorRT's ONNX parser refused it; "
-              "`build_failed` its segment did not build; `below_min_segment_size` its engine "
-              "segment was smaller than `--min-segment-size`; `excluded` `--exclude-op`. "
-              "The first three leave no exact ONNX of the op: it runs in MXNet (`-> MXNet`); "
-              "the other four leave one: it runs in an ONNX Runtime stage (`-> ORT`) unless "
-              "that stage fails the accuracy gate.", ""]
+    lines += ["", "Reason codes (`trtc compile` prints the same report): " + reason_codes_text(),
+              ""]
     ok = [r for r in rows if r.get("ok")]
     if ok:
         lines += [table_header()] + [table_row(r) for r in ok] + [""]

@@ -10,7 +10,8 @@
 Without BUNDLE it exports each ``--models`` architecture and compiles one fp32 bundle per
 ``--batches`` entry (bundles have static shapes). A model is a ``trtc.zoo`` architecture (seeded
 random weights) or an issue-10 test model of ``tests/models/families.py`` (``bert``,
-``bert_small``, ``ssd_mobilenet``, ``faster_rcnn``, ``video``, ``ops_block``, ``reused_block``;
+``bert_small``, ``ssd_mobilenet``, ``faster_rcnn``, ``yolo3``, ``center_net``, ``video``,
+``ops_block``, ``reused_block``;
 ordinary initialization, exported at batch 1 only). Inputs are real-looking where random floats
 would not do: a families model's ``verify_inputs_<name>`` (BERT: token ids, token types, valid
 lengths), given to the compile as ``--verify-inputs`` and fed to every contender; a given bundle's
@@ -29,8 +30,8 @@ CPU table (``trtc.runtime.load(bundle, device="cpu")``):
 - trtc: ``model(data=x)``, numpy in, numpy out, input validation included.
 - ORT: a bare ``onnxruntime.InferenceSession`` on the ONNX stored in the bundle, with the options a
   plain user would give, which are those of the CPU path (``runtime/stages/engine_cpu.py``: ORT's
-  default thread pools, ``ORT_ENABLE_ALL``): ``session.run``. Engine-only bundles; goal
-  trtc/ORT <= 1.05.
+  default thread pools, ``ORT_ENABLE_ALL``): ``session.run``, engine and ONNX Runtime stages
+  chained in the manifest's order. Bundles without MXNet stages; goal trtc/ORT <= 1.05.
 - MXNet: the source model, ``SymbolBlock.imports`` + ``hybridize(static_alloc=True,
   static_shape=True)``, ``net(*inputs)`` and every output ``.asnumpy()`` (exported models only,
   not given bundles).
@@ -176,8 +177,8 @@ def paired_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> fl
 
 REPO = Path(__file__).resolve().parent.parent
 FAMILIES_FILE = REPO / "tests" / "models" / "families.py"
-FAMILY_MODELS = ("bert", "bert_small", "ssd_mobilenet", "faster_rcnn", "video", "ops_block",
-                 "reused_block")
+FAMILY_MODELS = ("bert", "bert_small", "ssd_mobilenet", "faster_rcnn", "yolo3", "center_net",
+                 "video", "ops_block", "reused_block")
 _LENGTH_NAME = ("valid_length", "valid_len", "length", "lengths", "seq_len", "seq_length")
 
 
@@ -289,15 +290,15 @@ def bundle_feeds(model: Any, batch: Optional[int] = None) -> Dict[str, np.ndarra
 
 
 def bare_ort(bundle: Any) -> Optional[Callable[[Dict[str, np.ndarray]], Dict[str, np.ndarray]]]:
-    """The bundle's engine stages as plain ONNX Runtime sessions chained by hand; None when the
-    bundle has residual (MXNet) stages."""
+    """The bundle's engine stages and ONNX Runtime stages, in the manifest's order, as plain
+    ONNX Runtime sessions chained by hand; None when the bundle has residual (MXNet) stages."""
     if bundle.residual_stages:
         return None
     import onnxruntime as ort
 
     options = _ort_options()
     sessions = []
-    for stage in bundle.engine_stages:
+    for stage in [s for s in bundle.manifest["stages"] if s["kind"] in ("engine", "onnx")]:
         session = ort.InferenceSession(bundle.read_member(stage["onnx"]), sess_options=options,
                                        providers=["CPUExecutionProvider"])
         sessions.append((session, [t["name"] for t in stage["inputs"]],
@@ -1114,7 +1115,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if result["cpu"]:
         print(f"CPU path (ONNX Runtime){'' if args.bundles else ', fp32'}: median of "
               f"{args.rounds} rounds, contenders alternating; ms per call; ORT: the bundle's "
-              "own ONNX (engine-only bundles), whole ORT: one mxnet.onnx export of the whole "
+              "own ONNX (bundles without MXNet stages), whole ORT: one mxnet.onnx export of the whole "
               "model")
         print(cpu_table(result["cpu"]))
     if result["gpu"]:
