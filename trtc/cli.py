@@ -639,14 +639,21 @@ def triton_repo(
     device: str = typer.Option("auto", "--device", help="auto (Triton places instances; GPU path when it can serve the bundle) | cuda (KIND_GPU) | cpu (KIND_CPU)."),
     native: bool = typer.Option(False, "--native", help="Also write NAME_plan, a tensorrt_plan model of the bundle's one full-TensorRT engine."),
     python_env: Optional[Path] = typer.Option(None, "--python-env", help="EXECUTION_ENV_PATH for the Python backend: a packed or unpacked environment with trtc (default: the server's python3)."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="GPU indices, e.g. 0,1,2,3: --instances instances on each (KIND_GPU with gpus); each loads on the GPU Triton assigns it."),
     json_output: bool = typer.Option(False, "--json", help="Print the models written as JSON."),
 ) -> None:
     """Write a Triton Inference Server model repository serving bundles (Python backend + trtc.runtime)."""
     from .triton import write_repository
 
+    gpu_list: List[int] = []
+    if gpus is not None:
+        parts = [p.strip() for p in gpus.split(",")]
+        if not parts or not all(p.isascii() and p.isdigit() and len(p) <= 4 for p in parts):
+            raise UsageError(f"--gpus {gpus!r}: GPU indices separated by commas, like 0,1,2,3")
+        gpu_list = [int(p) for p in parts]
     models = write_repository(bundles, output, names=names, instances=instances, device=device,
                               max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
-                              native=native, python_env=python_env)
+                              native=native, python_env=python_env, gpus=gpu_list)
     if json_output:
         _out(json.dumps([{"name": m.name, "directory": str(m.directory), "bundle": str(m.bundle),
                           "kind": m.kind, "max_batch_size": m.max_batch_size, "needs": m.needs}

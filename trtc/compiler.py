@@ -182,9 +182,11 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
     if settings.dry_run:
         result.timings = {**timer.totals, "total": time.perf_counter() - start}
         return result
-    if not report.engine_segments:
-        raise _with_report(CompileError("no part of the model can run in TensorRT (see the "
-                                        "partition report); nothing to compile"), report)
+    if not report.engine_segments:  # still a deployable bundle: said, not silent
+        warnings.append(f"no part of the model runs in TensorRT: the bundle runs in "
+                        f"{report.stages_of('onnx')} ONNX Runtime and {report.stages_of('residual')} "
+                        "MXNet stage(s) (see the partition report for why)")
+        say(f"warning: {warnings[-1]}")
 
     with timer.span("write"):
         manifest, members = _assemble(graph, settings, parts.segments, parts.exported, parts.built,

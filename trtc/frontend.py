@@ -613,18 +613,20 @@ def _resolve_static_zero_dims(graph: Graph) -> None:
 
 
 def _shape_from_inputs(graph: Graph, node: Any) -> bool:
-    """Does an op's output shape come from the model's inputs rather than its own attributes? A
-    ``shape`` attribute with 0 or -1 dims (Gluon RNNs' begin state ``_zeros(shape=(L, 0, H))``:
-    MXNet fills in the batch from the rest of the model), or an output that varies over a
-    dynamic input range. Such a node is never computed alone."""
+    """Does an op's output shape come from the model's inputs rather than its own attributes? An
+    output that varies over a dynamic input range, or an input-free op whose ``shape`` attribute
+    has 0 or -1 dims (Gluon RNNs' begin state ``_zeros(shape=(L, 0, H))``: MXNet fills in the
+    batch from the rest of the model). Such a node is never computed alone."""
+    if any(out in graph.ranges for out in node.outputs):
+        return True
+    if node.inputs:  # a Reshape of weights: its 0/-1 dims refer to its (constant) input
+        return False
     try:
         dims = ast.literal_eval(node.attrs.get("shape", "()"))
     except (ValueError, SyntaxError):
         dims = ()
     dims = (dims,) if isinstance(dims, int) else dims
-    if isinstance(dims, (tuple, list)) and any(isinstance(d, int) and d <= 0 for d in dims):
-        return True
-    return any(out in graph.ranges for out in node.outputs)
+    return isinstance(dims, (tuple, list)) and any(isinstance(d, int) and d <= 0 for d in dims)
 
 
 def fold_constants(graph: Graph) -> Graph:
