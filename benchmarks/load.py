@@ -190,14 +190,14 @@ def measure_child(bundle: Path, path: str, reader: str, members_dir: Path) -> Di
         load(bundle, device="cpu")(**feeds)
     elif reader == "trtc":
         with read_bundle(bundle, verify=False) as opened:
-            model_module._stages(opened, "cuda")
+            model_module._stages(opened, "cuda", "tensorrt")
     else:
         source = (PlainMembers if reader == "executor" else WholeFile)(
             str(bundle), manifest, members_dir)
         if path == "cpu":
             model_module.Model(source, "cpu")(**feeds)
         else:
-            model_module._stages(source, "cuda")
+            model_module._stages(source, "cuda", "tensorrt")
     peak, read1 = _peak_bytes(), _bytes_read()
     return {"peak_bytes": peak - base,
             "read_bytes": None if read0 is None or read1 is None else read1 - read0,

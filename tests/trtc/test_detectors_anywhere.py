@@ -59,7 +59,9 @@ def test_detector_runs_without_mxnet_on_a_modern_stack(name: str, detector_dir: 
     report, manifest = result.report, result.manifest
     # every op kept out of the engines has an exact ONNX: nothing needs MXNet at run time
     assert report.mxnet_ops == 0 and not manifest["requires"]["mxnet"], report.to_text()
-    assert report.stages_of("onnx") >= 1 and report.engine_segments, report.to_text()
+    # (CenterNet: with shape folding to a fixed point its gather_nd joins the engine: no ONNX
+    # Runtime stage at all)
+    assert report.engine_segments, report.to_text()
     assert "residual" not in {s["kind"] for s in manifest["stages"]}
     assert all(c.ok or not c.blocking for c in result.checks)
 
