@@ -381,11 +381,11 @@ def run(
                 feeds[name] = rng.random(shape).astype(spec.dtype)
                 how = "random uniform [0, 1)" if spec.dtype.kind == "f" else "zeros"
             used[name] = f"{how}, {'x'.join(map(str, shape))} {spec.dtype} (seed 0)"
-    if not json_output:  # what it made up (the --input ones are the user's own)
+    outputs = model(**feeds)
+    if not json_output:  # what it made up (the --input ones are the user's own), once it ran
         for name, how in used.items():
             if not how.startswith("from "):
                 _err(f"input {name}: {how}; --input NAME=FILE.npy for real data")
-    outputs = model(**feeds)
     summary = {name: {"shape": list(v.shape), "dtype": str(v.dtype), "min": float(np.min(v)),
                       "max": float(np.max(v)), "mean": float(np.mean(v))} for name, v in outputs.items()}
     if save is not None:
