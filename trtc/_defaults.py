@@ -16,6 +16,10 @@ VERIFY_SEED = 0
 ONNX_OPSET = 13
 # TensorRT builder workspace limit (bytes); None keeps the builder's default.
 WORKSPACE_BYTES = None
+# Stack of the thread that runs a TensorRT build (in its child process, trtc/_isolate.py): the
+# builder recurses over the network, ~3 KiB a layer; a chain of 3,000 ReLUs overflowed the main
+# thread's 8 MiB. Address space only: pages are committed as the recursion touches them.
+BUILD_STACK_BYTES = 256 << 20
 BACKENDS = ("auto", "tensorrt", "tensorrt_rtx")
 
 # int8 engines (Q/DQ: per-channel weights, per-tensor activations, 8 bits: a relative step of

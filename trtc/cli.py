@@ -462,6 +462,7 @@ def sign(
     """Sign a bundle in place (verified first; rewritten atomically; an old signature is replaced)."""
     from .runtime.signing import sign_bundle
 
+    _key_file(key, "--key")
     with _writing(bundle):
         fingerprint = sign_bundle(bundle, key)
     if json_output:
@@ -481,6 +482,8 @@ def verify_command(
     """Check that a bundle is intact and signed by a trusted key (exit 0), else exit 3."""
     from .runtime.signing import verify_bundle
 
+    for key in keys:
+        _key_file(key, "--key")
     for key in keys:  # works (its public half is used), but a private key has no place here
         if key.is_file() and b"PRIVATE KEY" in key.read_bytes()[:4096]:
             _err(f"warning: --key {key} is a PRIVATE key; verifying needs only the public key "
@@ -545,10 +548,23 @@ def _check_writable_file(path: Path, flag: str) -> None:
         raise UsageError(f"{flag} {path}: directory {path.parent} does not exist; create it first")
 
 
+def _key_file(path: Path, flag: str) -> None:
+    """A key file must be a regular file: reading a FIFO blocks until something writes to it
+    (a hung command), a directory is no key. Asked with stat(), nothing is opened."""
+    from .frontend import path_problem
+
+    problem = path_problem(path)
+    if problem == "does not exist":
+        raise UsageError(f"{flag} {path}: no such file")
+    if problem:
+        raise UsageError(f"{flag} {path} {problem}; pass the PEM key file trtc keygen wrote")
+
+
 def _signer(sign_key: Optional[Path]) -> Optional[Tuple[Any, str]]:
     """(private key, its fingerprint) for --sign-key, loaded before any work is done."""
     if sign_key is None:
         return None
+    _key_file(sign_key, "--sign-key")
     from .runtime.signing import key_fingerprint, load_private_key
 
     key = load_private_key(sign_key)
@@ -576,29 +592,46 @@ def _identity(path: Path) -> Optional[Tuple[int, int, int]]:
 @contextlib.contextmanager
 def _writing(target: Path) -> Iterator[None]:
     """Mark ``target`` as what the command writes (a temp file renamed over it), for
-    :func:`_terminated`: a SIGTERM once the rename happened no longer undoes the command."""
+    :func:`_terminated`: a SIGTERM or SIGINT once the rename happened no longer undoes the
+    command. Leaving the block with the target replaced seals that (:func:`_seal`)."""
     before = _identity(target)
     _STATE["written"] = lambda: _identity(target) not in (before, None)
     try:
         yield
     finally:
+        if _STATE["written"]():
+            _seal()
         _STATE["written"] = None
 
 
-def _terminated(signum: int, frame: Any) -> None:
-    """SIGTERM (kill, timeout, CI cancel).
+def _seal() -> None:
+    """The output is in place: the command has succeeded whatever comes next. SIGTERM and
+    SIGINT are ignored from here to the process's end, by the kernel (SIG_IGN), not by a Python
+    handler: Python resets its handlers to SIG_DFL during interpreter shutdown, and a signal
+    there killed the process (exit -15 / -2) after the bundle was written. Only where main()
+    installed trtc's handlers (not under CliRunner or the Python API: not our process)."""
+    if _STATE.get("handlers"):
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)
 
-    Before the command's output file was replaced: unwind like an exception (exit 143), so
-    `finally` blocks run, the temp file is removed and the output path is never touched. After
-    it was replaced (compile, sign: the verified bundle is already in place, os.replace is the
-    commit): the signal is ignored and the command finishes its last steps (reporting, printing
-    the result) and exits 0, so the exit status never says "failed" about a bundle that was
-    written.
+
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM (kill, timeout, CI cancel) and SIGINT (Ctrl-C).
+
+    Before the command's output file was replaced: unwind like an exception (SIGTERM: exit 143;
+    SIGINT: KeyboardInterrupt, exit 130), so `finally` blocks run, the temp file is removed
+    and the output path is never touched. After it was replaced (compile, sign, strip: the
+    verified bundle is already in place, os.replace is the commit): the signal is ignored, the
+    command finishes its last steps (reporting, printing the result) and exits 0, so the exit
+    status never says "failed" about a bundle that was written.
     """
     written = _STATE.get("written")
     if written is not None and written():
         _err(f"[trtc] signal {signum} after the output was written: finishing")
+        _seal()
         return
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     _err("terminated")
     raise SystemExit(128 + signum)
 
@@ -619,6 +652,8 @@ def _stdout_for_trtc_only() -> None:
 def main() -> None:
     """Console entry point."""
     signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGINT, _terminated)
+    _STATE["handlers"] = True
     _stdout_for_trtc_only()
     app()
 

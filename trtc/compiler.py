@@ -19,7 +19,8 @@ os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
 from .backends import BuiltEngine, get_backend
 from .dims import dim_groups
 from .export import ExportedSegment, subgraph_symbol_json
-from .frontend import Graph, fold_constants, import_user_modules, load_graph, resolve_model_files
+from .frontend import (Graph, check_input_shapes, fold_constants, import_user_modules, load_graph,
+                       path_problem, resolve_model_files)
 from .partition import PartitionReport, Segment, partition_and_build
 from .runtime import bundle as bundle_format
 from .runtime._version import __version__
@@ -28,7 +29,8 @@ from . import _defaults
 from .settings import CompileSettings
 from .strip import check_can_strip, strip_engines
 from .runtime._native import quiet_native
-from .verify import OutputCheck, gate_inputs, gate_shapes, id_range, load_verify_inputs, run_gate
+from .verify import (_OUT_OF_MEMORY, OutputCheck, ReferenceFailed, available_memory,
+                     gate_inputs, gate_memory, gate_shapes, id_range, load_verify_inputs, run_gate)
 
 __all__ = ["compile", "CompileResult", "Progress", "check_output_path"]
 
@@ -113,6 +115,9 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
     start = time.perf_counter()
 
     _check_settings(settings)
+    if settings.sign_key is not None and path_problem(settings.sign_key):  # e.g. a FIFO: a hang
+        raise UsageError(f"--sign-key {settings.sign_key} {path_problem(settings.sign_key)}; pass "
+                         "the PEM private key file trtc keygen wrote")
     import_user_modules(settings.imports)
     symbol_path, params_path = resolve_model_files(settings.params, settings.symbol)
     output = _output_path(settings, symbol_path, params_path)
@@ -166,8 +171,15 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
     for line in dict.fromkeys(conversions):
         warnings.append(line)
         say(f"warning: {line}")
-    with quiet_native():
-        parts = partition_and_build(graph, settings, backend, timer, say, calibration=calibration)
+    if settings.verify and not settings.dry_run:  # before minutes of building
+        with quiet_native():
+            _check_gate_runs(graph, samples)
+    try:
+        with quiet_native():
+            parts = partition_and_build(graph, settings, backend, timer, say,
+                                        calibration=calibration)
+    except MemoryError as exc:  # MXNet's forward for fp16 / int8 calibration, a build
+        raise _out_of_memory(f"partitioning and building ({str(exc)[:160]})") from None
     report = PartitionReport(total_ops=len(graph.op_nodes), segments=parts.segments,
                              decisions=sorted(parts.decisions.values(), key=lambda d: d.node),
                              built=not settings.dry_run, folded=dict(graph.folded), notes=notes,
@@ -292,6 +304,37 @@ def _check_settings(settings: CompileSettings) -> None:
         raise UsageError("--keep-fp32 applies to fp16 engines: add --fp16")
     if settings.tolerance is not None and not (0 < settings.tolerance < float("inf")):
         raise UsageError("--tolerance must be a positive number")
+
+
+def _check_gate_runs(graph: Graph, samples: Optional[List[Dict[str, np.ndarray]]]) -> None:
+    """Can the accuracy gate run MXNet's forward at the shapes it will use? Each shape the
+    frontend did not check (the range's odd size, --verify-inputs samples of other sizes) must
+    pass MXNet's shape inference and the reshape check (frontend.check_input_shapes: MXNet would
+    crash); and a lower bound of the memory it needs must fit in what this machine has.
+
+    Raises:
+        UsageError: naming the shapes and the op, or the memory needed and what to do.
+    """
+    runs = (gate_shapes(graph) if samples is None
+            else [{n: tuple(v.shape) for n, v in sample.items()} for sample in samples])
+    runs = [dict(r) for r in dict.fromkeys(tuple(sorted(r.items())) for r in runs)]
+    if graph.is_dynamic:
+        checked = [{n: graph.shape_range(n)[i] for n in graph.input_names} for i in range(3)]
+        for number, shapes in enumerate(runs):
+            if shapes not in checked:
+                where = ("the accuracy gate's odd size inside the --input range" if samples is None
+                         else f"--verify-inputs sample {number + 1}")
+                check_input_shapes(graph, shapes, where)
+    need, what = gate_memory(graph, runs)
+    have = available_memory()
+    if have is not None and need > have:
+        largest = max(runs, key=lambda r: sum(int(np.prod(s)) for s in r.values()))
+        raise UsageError(
+            f"the accuracy gate needs at least {need / 2**30:.1f} GiB to run MXNet's forward at "
+            + ", ".join(f"{n}:{'x'.join(map(str, s))}" for n, s in largest.items())
+            + f" (its inputs, and {what}), more than the {have / 2**30:.1f} GiB available here: "
+            "narrow the --input range (the gate runs its max), give --verify-inputs of smaller "
+            "shapes, or skip the gate with --no-verify")
 
 
 def _load_notes(graph: Graph) -> List[str]:
@@ -517,14 +560,20 @@ def _verify(graph: Graph, bundle_path: str, settings: CompileSettings, segments:
             say: Progress) -> List[OutputCheck]:
     """The accuracy gate (trtc/verify.py): the bundle on the CPU path against MXNet's forward,
     end to end and each engine on MXNet's own inputs. Raises CompileError (with the partition
-    report attached) when it fails."""
+    report attached) when it fails. MXNet's forward runs in a child process first
+    (trtc/_isolate.py): its native crash is a CompileError naming it and the input shapes."""
     from .runtime import load
 
     tolerance = settings.effective_tolerance
     if samples is None:
         samples = []
         for shapes in gate_shapes(graph):
-            feeds, how = gate_inputs(graph, settings.seed, shapes)
+            try:
+                feeds, how = gate_inputs(graph, settings.seed, shapes)
+            except MemoryError:
+                raise _with_report(_out_of_memory(
+                    "making the accuracy gate's random inputs at " + ", ".join(
+                        f"{n}:{'x'.join(map(str, s))}" for n, s in shapes.items())), report) from None
             samples.append(feeds)
         at = (" at " + ", ".join("/".join("x".join(map(str, f[n].shape)) for f in samples)
                                  for n in graph.input_names if n in graph.input_ranges)
@@ -543,16 +592,27 @@ def _verify(graph: Graph, bundle_path: str, settings: CompileSettings, segments:
         _raise_if_onnx_stage(exc, kinds)
         raise CompileError(f"the compiled bundle does not load on the CPU path: {exc}; no bundle "
                            "written (please report this model)") from None
-    try:
+    try:  # MXNet's reference forward runs in a child process first (trtc/verify.py)
         with quiet_native():
             gate = run_gate(graph, model, segments, samples, tolerance)
     except BundleError as exc:  # an ONNX Runtime stage that cannot run its ONNX: MXNet runs it
         _raise_if_onnx_stage(exc, kinds)
-        raise
-    except MemoryError:
+        text = re.sub(r"; recompile the bundle$", "", str(exc))
+        if _OUT_OF_MEMORY.search(text):
+            stage = re.match(r"stage '([^']+)'", text)
+            raise _with_report(_out_of_memory(
+                "running the bundle in the accuracy gate"
+                + (f" (stage {stage.group(1)}, in ONNX Runtime)" if stage else "")), report) from None
+        raise _with_report(CompileError(  # not a bad bundle file of the user's: exit 1, not 3
+            f"the compiled bundle fails on the accuracy gate's inputs: {text}"), report) from None
+    except MemoryError as exc:
+        raise _with_report(_out_of_memory(f"verifying ({str(exc)[:160]})" if str(exc)
+                                          else "verifying"), report) from None
+    except ReferenceFailed as exc:  # MXNet itself cannot run the model there: nothing to compare
         raise _with_report(CompileError(
-            "out of memory while verifying (MXNet's forward and the bundle side by side); compile "
-            "on a machine with more memory, or skip the gate with --no-verify"), report) from None
+            f"accuracy gate: {exc}; with no reference from MXNet the bundle cannot be verified: "
+            "check --input (and --verify-inputs), or compile with --no-verify (unverified)"),
+            report) from None
     checks = gate.checks
     e2e = [c for c in checks if c.scope == "end_to_end"]
     local = [c for c in checks if c.scope == "local"]
@@ -592,6 +652,13 @@ def _verify(graph: Graph, bundle_path: str, settings: CompileSettings, segments:
             "more representative --calibration data, try --calibration-method entropy or "
             "percentile, or compile with --fp16"), report)
     return checks
+
+
+def _out_of_memory(doing: str) -> CompileError:
+    """The one line for running out of memory while ``doing`` something."""
+    return CompileError(f"out of memory while {doing}: compile on a machine with more memory, "
+                        "narrow the --input range (the gate runs its max), or skip the accuracy "
+                        "gate with --no-verify")
 
 
 def _raise_if_onnx_stage(exc: Exception, kinds: Dict[str, str]) -> None:

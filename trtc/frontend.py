@@ -18,10 +18,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .runtime.errors import UsageError
-from .runtime.stages.residual import mxnet_error_text
+from .runtime.stages.residual import _check_attrs, mxnet_error_text
 
 __all__ = ["Node", "Graph", "resolve_model_files", "load_graph", "fold_constants", "parse_input_spec",
-           "import_user_modules"]
+           "import_user_modules", "check_input_shapes", "path_problem"]
 
 _PARAMS_SUFFIX = re.compile(r"^(?P<prefix>.+)-(?P<epoch>\d{4})\.params$")
 # MXNet's dtype codes (mshadow type flags) as used in the `__dtype__` attribute.
@@ -120,27 +120,57 @@ class Graph:
         return [name for name, _, _ in self.inputs]
 
 
+def path_problem(path: "str | Path") -> Optional[str]:
+    """Why ``path`` is not a readable regular file, as the end of a sentence ("does not exist",
+    "is a directory", "is not a regular file (a FIFO)"), or None when it is one. Asked with
+    stat(), so a FIFO is never opened (opening one blocks until a writer comes)."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "does not exist"
+    except PermissionError:
+        return "cannot be read (permission denied)"
+    except (OSError, ValueError) as exc:
+        return f"cannot be read ({getattr(exc, 'strerror', None) or exc})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a character device" if stat.S_ISCHR(mode) else "a block device"
+            if stat.S_ISBLK(mode) else "not a file")
+    return f"is not a regular file ({kind})"
+
+
 def resolve_model_files(params: "str | Path", symbol: "str | Path | None" = None) -> Tuple[Path, Path]:
     """Find ``PREFIX-symbol.json`` for ``PREFIX-EPOCH.params`` (MXNet's naming convention)."""
     params_path = Path(params)
     if params_path.suffix == ".json" and symbol is None:
         raise UsageError(f"{params_path} is a symbol file; pass the params file "
                          "(PREFIX-0000.params), or --symbol FILE with it")
-    if not params_path.is_file():
-        raise UsageError(f"params file {params_path} does not exist; pass PREFIX-0000.params as "
+    problem = path_problem(params_path)
+    if problem:
+        raise UsageError(f"params file {params_path} {problem}; pass PREFIX-0000.params as "
                          "written by Gluon's HybridBlock.export")
     if symbol is not None:
         symbol_path = Path(symbol)
-        if not symbol_path.is_file():
-            raise UsageError(f"symbol file {symbol_path} does not exist (--symbol)")
+        problem = path_problem(symbol_path)
+        if problem:
+            raise UsageError(f"symbol file {symbol_path} {problem} (--symbol)")
         return symbol_path, params_path
     match = _PARAMS_SUFFIX.match(params_path.name)
     if not match:
         raise UsageError(f"cannot find the symbol file for {params_path.name}: it is not named "
                          "PREFIX-NNNN.params; pass --symbol PREFIX-symbol.json")
     symbol_path = params_path.with_name(f"{match.group('prefix')}-symbol.json")
-    if not symbol_path.is_file():
+    problem = path_problem(symbol_path)
+    if problem == "does not exist":
         raise UsageError(f"symbol file {symbol_path} not found next to {params_path.name}; "
+                         "pass --symbol FILE")
+    if problem:
+        raise UsageError(f"symbol file {symbol_path} (next to {params_path.name}) {problem}; "
                          "pass --symbol FILE")
     return symbol_path, params_path
 
@@ -216,8 +246,10 @@ def import_user_modules(modules: Sequence[str]) -> None:
         try:
             if item.endswith(".py"):
                 path = Path(item)
-                if not path.is_file():
-                    raise UsageError(f"--import {item}: no such file")
+                problem = path_problem(path)
+                if problem:
+                    raise UsageError(f"--import {item}: no such file" if problem == "does not exist"
+                                     else f"--import {item} {problem}")
                 spec = importlib.util.spec_from_file_location(path.stem, path)
                 assert spec is not None and spec.loader is not None
                 module = importlib.util.module_from_spec(spec)
@@ -285,6 +317,12 @@ def _read_symbol_json(symbol_path: Path) -> Tuple[str, Dict[str, Any]]:
     if not all(entry_ok(h, len(nodes)) for h in heads):
         raise UsageError(f"{symbol_path.name}: an output ('heads') refers to no node; re-export "
                          "the model from Gluon")
+    for node in nodes:  # attributes MXNet divides by unchecked (num_group=0: SIGFPE at load)
+        try:
+            _check_attrs(node["op"], node.get("attrs", {}), f"node '{node['name'][:80]}'")
+        except ValueError as exc:
+            raise UsageError(f"{symbol_path.name}: {exc}: MXNet would crash on it; fix or "
+                             "re-export the model") from None
     return text, doc
 
 
@@ -464,7 +502,7 @@ def load_graph(symbol_path: Path, params_path: Path,
     graph.renamed, graph.unreachable = renamed, unreachable
     if input_ranges:
         graph.input_ranges = input_ranges
-        graph.ranges = _tensor_ranges(symbol, params, shapes_in, input_ranges)
+        graph.ranges = _tensor_ranges(symbol, symbol_json, params, shapes_in, input_ranges)
     graph.symbol_sha256 = _sha256_file(symbol_path)
     graph.params_sha256 = _sha256_file(params_path)
     return graph
@@ -489,12 +527,14 @@ def _input_range(name: str, dims: Tuple[Dim, ...], recorded: Optional[Tuple[int,
     return lo, (tuple(recorded) if inside(recorded) else hi), hi
 
 
-def _tensor_ranges(symbol: Any, params: Dict[str, np.ndarray], opt: Dict[str, Tuple[int, ...]],
+def _tensor_ranges(symbol: Any, symbol_json: Dict[str, Any], params: Dict[str, np.ndarray],
+                   opt: Dict[str, Tuple[int, ...]],
                    input_ranges: Mapping[str, Tuple[Tuple[int, ...], ...]]
                    ) -> Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...]]]:
     """MXNet's shape inference at the min and max input shapes: (min, max) of every tensor whose
     shape varies. A model that cannot take the range (a Reshape with a fixed batch...) is a
-    UsageError naming where."""
+    UsageError naming where: MXNet's own error, or a Reshape whose output does not hold its
+    input's values (MXNet infers its shape without checking that, then crashes running it)."""
     internals = symbol.get_internals()
     names = internals.list_outputs()
     fixed = {k.split(":", 1)[1]: v.shape for k, v in params.items()}
@@ -511,12 +551,79 @@ def _tensor_ranges(symbol: Any, params: Dict[str, np.ndarray], opt: Dict[str, Tu
                              f"MXNet says {first}; narrow the range or fix that axis") from None
         if out_shapes is None or any(s is None or 0 in s for s in out_shapes):
             raise UsageError(f"MXNet cannot infer every shape at the {which} of the --input range")
+        misfit = _reshape_misfit(symbol_json, internals, out_shapes)
+        if misfit:
+            raise UsageError(f"the model cannot take the --input range: at its {which} ("
+                             + ", ".join(f"{n}:{'x'.join(map(str, s))}" for n, s in shapes.items()
+                                         if n in input_ranges)
+                             + f") {misfit}; narrow the range to sizes it takes, or export the "
+                             "model with 0 or -1 for the batch in that reshape")
         for name, shape in zip(names, out_shapes):
             at.setdefault(name, []).append(tuple(int(d) for d in shape))
     ranges = {n: (lo, hi) for n, (lo, hi) in at.items() if lo != hi}
     for name, (lo, _, hi) in input_ranges.items():
         ranges[name] = (lo, hi)
     return ranges
+
+
+# Ops that give their input another shape holding the same values. MXNet 1.9 infers their
+# output shape from the target without checking the count (Reshape(shape=(1, 256)) of a
+# 4x4x8x8 tensor infers 1x256) and its forward then works outside its buffers: a segfault
+# (or garbage), depending on the heap.
+_RESHAPE_OPS = ("Reshape", "reshape", "_np_reshape", "_npx_reshape")
+
+
+def _reshape_misfit(symbol_json: Dict[str, Any], internals: Any, out_shapes: Sequence[Any]
+                    ) -> Optional[str]:
+    """The first reshape whose inferred output does not hold its input's values, described
+    (``Reshape 'r_reshape0' turns 4x4x8x8 (1,024 values) into 1x256 (256 values), shape=(1,
+    256)``), or None. ``out_shapes``: MXNet's inferred shapes of ``internals``' outputs."""
+    nodes = symbol_json["nodes"]
+    if not any(n["op"] in _RESHAPE_OPS for n in nodes):
+        return None
+    by_node: Dict[str, List[Tuple[int, ...]]] = {}
+    for i, shape in enumerate(out_shapes):
+        by_node.setdefault(internals[i].name, []).append(tuple(int(d) for d in shape or ()))
+    for node in nodes:
+        if node["op"] not in _RESHAPE_OPS or not node.get("inputs"):
+            continue
+        src, out = node["inputs"][0][0], node["inputs"][0][1]
+        given = by_node.get(nodes[src]["name"], [])
+        made = by_node.get(node["name"], [])
+        if len(given) <= out or not made:
+            continue
+        before, after = given[out], made[0]
+        if int(np.prod(before, dtype=np.int64)) != int(np.prod(after, dtype=np.int64)):
+            attrs = node.get("attrs", {})
+            target = attrs.get("shape", attrs.get("newshape", "?"))
+            return (f"{node['op']} '{node['name']}' turns {'x'.join(map(str, before))} "
+                    f"({int(np.prod(before, dtype=np.int64)):,} values) into "
+                    f"{'x'.join(map(str, after))} ({int(np.prod(after, dtype=np.int64)):,} values), "
+                    f"shape={target}")
+    return None
+
+
+def check_input_shapes(graph: "Graph", shapes: Mapping[str, Tuple[int, ...]], where: str) -> None:
+    """Can MXNet run ``graph`` (as exported) at these input shapes? Its shape inference there,
+    and the reshape check :func:`_reshape_misfit` (what MXNet's forward would crash on).
+
+    Raises:
+        UsageError: naming ``where`` (e.g. "the accuracy gate's odd size") and the op.
+    """
+    source = graph.reference or graph
+    internals = source.mxnet_symbol().get_internals()
+    fixed = {k.split(":", 1)[1]: v.shape for k, v in source.params.items()}
+    text = ", ".join(f"{n}:{'x'.join(map(str, s))}" for n, s in shapes.items())
+    try:  # the _impl call: the public one prints its arguments on stdout on an error
+        _, out_shapes, _ = internals._infer_shape_impl(False, **dict(shapes), **fixed)
+    except Exception as exc:
+        raise UsageError(f"the model cannot run at {where} ({text}): MXNet says "
+                         f"{mxnet_error_text(exc, 200)}; narrow the range or fix that axis") from None
+    misfit = _reshape_misfit(source.symbol_json, internals, out_shapes or [])
+    if misfit:
+        raise UsageError(f"the model cannot run at {where} ({text}): {misfit}; narrow the "
+                         "range to sizes it takes, or export the model with 0 or -1 for the batch "
+                         "in that reshape")
 
 
 def _build_graph(symbol_path: Path, params_path: Path, symbol_json: Dict[str, Any], symbol: Any,
@@ -550,6 +657,12 @@ def _build_graph(symbol_path: Path, params_path: Path, symbol_json: Dict[str, An
         outputs_by_node.setdefault(node_name, []).append(out_name)
         shapes[out_name] = tuple(int(d) for d in out_shapes[i])
         dtypes[out_name] = np.dtype(out_types[i]).name
+    misfit = _reshape_misfit(symbol_json, internals, out_shapes)
+    if misfit:
+        raise UsageError(f"MXNet cannot run the model with inputs "
+                         + ", ".join(f"{n}:{'x'.join(map(str, s))}" for n, s in shapes_in.items())
+                         + f": {misfit}; check --input (a reshape with a fixed batch takes only "
+                         "that batch)")
 
     nodes: List[Node] = []
     for idx, raw in enumerate(symbol_json["nodes"]):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
@@ -26,10 +27,11 @@ import numpy as np
 from .frontend import Graph
 from .runtime._native import quiet_native
 from .runtime.bundle import range_text
-from .runtime.errors import UsageError
+from ._isolate import signal_text
+from .runtime.errors import CompileError, UsageError
 
 __all__ = ["OutputCheck", "GateResult", "random_inputs", "gate_inputs", "gate_shapes", "load_verify_inputs",
-           "mxnet_forward", "compare", "recheck_in_fp64", "discontinuities", "run_gate"]
+           "mxnet_forward", "ReferenceFailed", "gate_memory", "available_memory", "compare", "recheck_in_fp64", "discontinuities", "run_gate"]
 
 # A tensor that fails against MXNet's fp32 forward still passes when the model is
 # ill-conditioned there (MXNet's own fp32 result is more than ILL_CONDITIONED off its fp64
@@ -197,6 +199,63 @@ def gate_shapes(graph: Graph) -> List[Dict[str, Tuple[int, ...]]]:
     return picks
 
 
+def gate_memory(graph: Graph, runs: Sequence[Mapping[str, Tuple[int, ...]]]) -> Tuple[int, str]:
+    """A lower bound of the memory the accuracy gate needs to run MXNet's forward at each of
+    ``runs`` (input shapes), and what dominates it. All samples' inputs are held at once; at
+    the worst run, MXNet must hold that run's inputs and, at some op, the op's activation inputs
+    and outputs together. Real use is higher (MXNet's pools, ONNX Runtime's own run, copies)."""
+    source = graph.reference or graph
+    internals = source.mxnet_symbol().get_internals()
+    names = internals.list_outputs()
+    fixed = {k.split(":", 1)[1]: v.shape for k, v in source.params.items()}
+    weights = set(fixed)
+    held, worst, what = 0, 0, ""
+    for shapes in runs:
+        try:  # the _impl call: the public one prints its arguments on stdout on an error
+            _, out_shapes, _ = internals._infer_shape_impl(False, **dict(shapes), **fixed)
+        except Exception:  # checked elsewhere (frontend.check_input_shapes)
+            continue
+        size = {n: int(np.prod(s, dtype=np.int64)) * np.dtype(source.dtypes.get(n, "float32")).itemsize
+                for n, s in zip(names, out_shapes or []) if s is not None}
+        inputs = {n: size.get(n, 0) for n in shapes}
+        held += sum(inputs.values())
+        for node in source.op_nodes:
+            live = dict(inputs)
+            live.update({t: size.get(t, 0) for t in map(source.tensor, node.inputs) if t not in weights})
+            live.update({t: size.get(t, 0) for t in node.outputs})
+            extra = sum(live.values()) - sum(inputs.values())
+            if extra > worst:
+                shape_text = ", ".join(f"{n}:{'x'.join(map(str, s))}" for n, s in shapes.items())
+                worst, what = extra, f"{node.op} '{node.name}' at {shape_text}"
+    return held + worst, what
+
+
+def available_memory() -> Optional[int]:
+    """Bytes this process can still get: the kernel's MemAvailable, or less under a cgroup
+    (container) limit. None where unknown."""
+    found: List[int] = []
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                          "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit, encoding="ascii") as fh:
+                text = fh.read().strip()
+            with open(usage, encoding="ascii") as fh:
+                used = int(fh.read().strip())
+        except (OSError, ValueError):
+            continue
+        if text.isdigit() and int(text) < 1 << 60:
+            found.append(max(int(text) - used, 0))
+    return min(found) if found else None
+
+
 def gate_inputs(graph: Graph, seed: int, shapes: Optional[Mapping[str, Tuple[int, ...]]] = None
                 ) -> Tuple[Dict[str, np.ndarray], List[str]]:
     """Seeded inputs that mean something to the model, and one line per input saying how it was
@@ -251,10 +310,14 @@ def load_verify_inputs(graph: Graph, path: Path, flag: str = "--verify-inputs",
     Raises:
         UsageError: unreadable file, a missing or unknown input, a wrong shape or dtype kind.
     """
+    from .frontend import path_problem
+
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{flag} {path}: no such file (an .npz holding one array per "
-                         "model input, by input name)")
+    problem = path_problem(path)
+    if problem:
+        problem = ": no such file" if problem == "does not exist" else f" {problem}"
+        raise UsageError(f"{flag} {path}{problem} (an .npz holding one array per model input, "
+                         "by input name)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
@@ -315,7 +378,57 @@ def mxnet_forward(graph: Graph, feeds: Mapping[str, np.ndarray],
                   tensors: Optional[List[str]] = None, float64: bool = False) -> Dict[str, np.ndarray]:
     """MXNet's own forward pass of the model as exported (before constant folding) on the CPU;
     returns the model outputs, or ``tensors`` (any internal tensor names) when given.
-    ``float64`` runs float32 params and inputs in float64."""
+    ``float64`` runs float32 params and inputs in float64.
+
+    It runs in a forked child process (trtc/_isolate.py): MXNet's CPU operators crash the
+    process on some inputs (SIGSEGV, SIGFPE, abort), and the compiler must survive that.
+
+    Raises:
+        ReferenceFailed: MXNet crashed, or raised, running the model on these inputs.
+        MemoryError: MXNet (or the kernel) ran out of memory.
+    """
+    from ._isolate import NativeCrash, in_child
+
+    try:
+        return in_child("MXNet's forward", _mxnet_forward_here, graph, feeds, tensors, float64)
+    except NativeCrash as crash:
+        if crash.signum == signal.SIGKILL:
+            raise MemoryError(f"MXNet's forward was killed (SIGKILL) at {_shapes_text(feeds)}, "
+                              "most likely by the kernel for lack of memory") from None
+        raise ReferenceFailed(f"MXNet's own forward crashed ({signal_text(crash.signum) if crash.signum else crash}) "
+                              f"at {_shapes_text(feeds)}", feeds) from None
+
+
+class ReferenceFailed(CompileError):
+    """MXNet's own forward (the reference of the accuracy gate, of fp16 and int8 calibration)
+    crashed or raised on these inputs: MXNet cannot run the model there."""
+
+    def __init__(self, message: str, feeds: Optional[Mapping[str, np.ndarray]] = None):
+        super().__init__(message)
+        self.shapes = {n: tuple(v.shape) for n, v in (feeds or {}).items()}
+
+    def __reduce__(self) -> Any:  # raised in the child process, re-raised in the compiler
+        return (_rebuild_reference_failed, (str(self), self.shapes))
+
+
+def _rebuild_reference_failed(message: str, shapes: Dict[str, Tuple[int, ...]]) -> "ReferenceFailed":
+    error = ReferenceFailed(message)
+    error.shapes = shapes
+    return error
+
+
+def _shapes_text(feeds: Mapping[str, np.ndarray]) -> str:
+    return ", ".join(f"{n}:{'x'.join(map(str, np.shape(v)))}" for n, v in feeds.items()) or "no inputs"
+
+
+# How MXNet, ONNX Runtime (its BFC arena) and numpy say an allocation failed.
+_OUT_OF_MEMORY = re.compile(r"bad_alloc|out of memory|(failed|unable) to allocate|cannot allocate|"
+                            r"bfc_arena", re.I)
+
+
+def _mxnet_forward_here(graph: Graph, feeds: Mapping[str, np.ndarray],
+                        tensors: Optional[List[str]], float64: bool) -> Dict[str, np.ndarray]:
+    """:func:`mxnet_forward` in the calling process."""
     import mxnet as mx
 
     graph = graph.reference or graph
@@ -346,6 +459,16 @@ def mxnet_forward(graph: Graph, feeds: Mapping[str, np.ndarray],
             executor = symbol.bind(mx.cpu(), args, aux_states=aux, grad_req="null")
             outputs = executor.forward(is_train=False)
             return {name: out.asnumpy() for name, out in zip(names, outputs)}
+    except MemoryError:
+        raise
+    except Exception as exc:  # MXNetError (bind's shape checks, an operator's own check)
+        from .runtime.stages.residual import mxnet_error_text
+
+        text = mxnet_error_text(exc, 300)
+        if _OUT_OF_MEMORY.search(str(exc)):
+            raise MemoryError(f"MXNet's forward at {_shapes_text(feeds)}: {text}") from None
+        raise ReferenceFailed(f"MXNet's own forward fails at {_shapes_text(feeds)}: {text}",
+                              feeds) from None
     finally:
         if previous is None:
             del os.environ["MXNET_SUBGRAPH_BACKEND"]
@@ -485,9 +608,11 @@ def run_gate(graph: Graph, model: Any, segments: Sequence[Any],
     agree: Dict[str, List[bool]] = {}
     for sample in samples:
         tensors: Dict[str, np.ndarray] = model.validate_inputs(sample)
+        # MXNet first, in its child process: where it crashes, the bundle's MXNet stages (run
+        # here, in-process) would crash too, and the error names MXNet's forward
+        reference = mxnet_forward(graph, sample, names)
         for stage in stages:
             tensors.update(stage.run(tensors))
-        reference = mxnet_forward(graph, sample, names)
         actual = {n: tensors[n] for n in names}
         for name in graph.outputs:
             ref = reference[name]

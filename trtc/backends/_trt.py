@@ -36,11 +36,14 @@ class BuiltEngine:
 
 
 class BuildError(Exception):
-    """The builder returned no engine; ``log`` holds the builder's error messages."""
+    """The builder returned no engine (or crashed); ``log`` holds the builder's error messages."""
 
     def __init__(self, message: str, log: Sequence[str] = ()):
         super().__init__(message)
         self.log = list(log)
+
+    def __reduce__(self) -> Any:  # sent from the build's child process with its log
+        return (type(self), (str(self), self.log))
 
 
 def _capturing_logger(trt: Any) -> Any:
@@ -120,7 +123,28 @@ class TrtBackend:
         ``profile``: input name -> (min, opt, max) shapes, one optimization profile covering
         every dynamic input (required when the ONNX has dynamic dimensions).
         ``strip``: a weight-stripped plan (``STRIP_PLAN`` + ``REFIT_IDENTICAL``): the weights are
-        left out and must be refitted from this same ONNX before the engine runs."""
+        left out and must be refitted from this same ONNX before the engine runs.
+
+        The build runs in a forked child process (trtc/_isolate.py) on a thread with
+        ``_defaults.BUILD_STACK_BYTES`` of stack: the builder recurses over the network, and a
+        crash of the builder is a BuildError here, not the end of the compiler."""
+        from .. import _defaults
+        from .._isolate import NativeCrash, in_child, signal_text
+
+        try:
+            return in_child(f"{self.name}'s builder", self._build_here, onnx_bytes,
+                            compute_capabilities, workspace_bytes, profile, strip,
+                            stack_bytes=_defaults.BUILD_STACK_BYTES, uses_cuda=True)
+        except NativeCrash as crash:
+            raise BuildError(f"{self.name} {self.version}'s builder crashed building this "
+                             f"network ({signal_text(crash.signum) if crash.signum else crash})"
+                             ) from None
+
+    def _build_here(self, onnx_bytes: bytes, compute_capabilities: Sequence[str],
+                    workspace_bytes: Optional[int],
+                    profile: Optional[Dict[str, Sequence[Sequence[int]]]],
+                    strip: bool) -> BuiltEngine:
+        """:meth:`build` in the calling process."""
         trt = self.trt
         builder, network, parser, logger, ok, issues = self._parse_into(onnx_bytes)
         if not ok:
@@ -155,7 +179,17 @@ class TrtBackend:
     def strip_unavailable_reason(self) -> Optional[str]:
         """Why this builder cannot build weight-stripped engines here, or None. A real probe:
         a one-layer network built with the strip flags (TensorRT-RTX builds them only with an
-        NVIDIA GPU present; without one its compiler fails a CUDA check)."""
+        NVIDIA GPU present; without one its compiler fails a CUDA check). Probed in a child
+        process like every build, so the compiler's own process never initializes CUDA (the
+        builds it forks later could not use it)."""
+        from .._isolate import NativeCrash, in_child
+
+        try:
+            return in_child(f"{self.name}'s builder", self._strip_probe, uses_cuda=True)
+        except NativeCrash as crash:
+            return f"{self.name} {self.version} cannot build weight-stripped engines here ({crash})"
+
+    def _strip_probe(self) -> Optional[str]:
         trt = self.trt
         logger = _capturing_logger(trt)
         builder = trt.Builder(logger)
