@@ -34,6 +34,7 @@ import binascii
 import hashlib
 import json
 import os
+import stat
 import zipfile
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
@@ -84,7 +85,13 @@ def _pem_from(source: KeySource, what: str) -> Tuple[bytes, str]:
         return bytes(source), f"the {what} given as bytes"
     path = os.fspath(source)
     try:
-        with open(path, "rb") as fh:
+        # O_NONBLOCK: opening a FIFO (or a device) must not wait for a writer; fstat() then
+        # refuses everything that is not a regular file before a byte is read.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise UsageError(f"{what} {path}: not a regular file; pass the PEM key file "
+                                 "trtc keygen wrote")
             data = fh.read(MAX_KEY_FILE_BYTES + 1)
     except FileNotFoundError:
         raise UsageError(f"{what} {path}: no such file") from None

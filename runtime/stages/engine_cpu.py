@@ -5,6 +5,8 @@ path). On the host with the CPU execution provider, or on a GPU with the CUDA ex
 
 from __future__ import annotations
 
+import os
+import resource
 import threading
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -14,7 +16,10 @@ from ..bundle import shape_fits, shape_text
 from ..errors import BundleError, IncompatibleError, InputError
 from ..onnx_check import OnnxRefused, check_onnx
 
-__all__ = ["OnnxRuntimeStage", "import_onnxruntime", "check_onnx", "cuda_provider_unavailable_reason"]
+__all__ = ["OnnxRuntimeStage", "import_onnxruntime", "check_onnx", "cuda_provider_unavailable_reason",
+           "host_memory_limit", "MEMORY_LIMIT_ENV"]
+
+MEMORY_LIMIT_ENV = "TRTC_MEMORY_LIMIT"
 
 
 def import_onnxruntime() -> Any:
@@ -28,6 +33,74 @@ def import_onnxruntime() -> Any:
 
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
+
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def host_memory_limit() -> Optional[int]:
+    """The most host memory, in bytes, that ONNX Runtime may hold for all of this process's
+    stages together (its tensors: activations and the weights it copies), or None for no bound.
+
+    ``TRTC_MEMORY_LIMIT`` sets it (bytes, or with a K/M/G/T suffix, binary; ``0`` or ``none``:
+    no bound). By default: 3/4 of the memory available when the first stage is made (Linux's
+    MemAvailable), and at most 3/4 of what the process's address-space limit, where one is set,
+    leaves it then. A
+    crafted bundle whose ONNX makes a huge intermediate (a Resize, Expand, ConstantOfShape,
+    Range or Pad edited to ask for tens of GiB) then fails with one line instead of taking the
+    machine's memory, and so does a legitimate call too big for the machine."""
+    text = os.environ.get(MEMORY_LIMIT_ENV, "").strip().upper().removesuffix("B").removesuffix("I")
+    if text:
+        if text in ("0", "NONE"):
+            return None
+        unit = text[-1] if text[-1] in _UNITS else ""
+        try:
+            value = float(text[:len(text) - len(unit)])
+        except ValueError:
+            raise IncompatibleError(f"{MEMORY_LIMIT_ENV}={os.environ[MEMORY_LIMIT_ENV]!r} is not "
+                                    "a size: give bytes or e.g. 8G (0 or none: no bound)") from None
+        return max(int(value * _UNITS[unit]), 2**20)
+    limits = []
+    available = _proc_kib("/proc/meminfo", "MemAvailable:")
+    if available is not None:
+        limits.append(available * 1024 * 3 // 4)
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:  # what the address-space limit leaves this process
+        limits.append(max(soft - (_proc_kib("/proc/self/status", "VmSize:") or 0) * 1024, 0) * 3 // 4)
+    return max(min(limits), 2**20) if limits else None
+
+
+def _proc_kib(path: str, key: str) -> Optional[int]:
+    """A kB value from a /proc file (None where there is none: not Linux)."""
+    try:
+        with open(path) as lines:
+            for line in lines:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+_ALLOCATOR_LOCK = threading.Lock()
+_ALLOCATOR: Dict[str, Optional[int]] = {}
+
+
+def _bounded_host_allocator(ort: Any) -> Optional[int]:
+    """Register, once per process, a host memory arena capped at ``host_memory_limit()`` that
+    every CPU-side ONNX Runtime session of trtc then uses (``session.use_env_allocators``).
+    Returns the cap (None: unbounded, or this ONNX Runtime cannot register one)."""
+    with _ALLOCATOR_LOCK:
+        if "limit" not in _ALLOCATOR:
+            limit = host_memory_limit()
+            if limit is not None:
+                try:
+                    info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
+                                             ort.OrtMemType.DEFAULT)
+                    ort.create_and_register_allocator(info, ort.OrtArenaCfg(limit, -1, -1, -1))
+                except Exception:  # another part of this process registered one: use theirs
+                    limit = None
+            _ALLOCATOR["limit"] = limit
+        return _ALLOCATOR["limit"]
 
 
 def cuda_provider_unavailable_reason() -> Optional[str]:
@@ -78,6 +151,8 @@ class OnnxRuntimeStage:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if intra_op_threads:
             options.intra_op_num_threads = intra_op_threads
+        self._memory_limit = _bounded_host_allocator(ort)
+        options.add_session_config_entry("session.use_env_allocators", "1")
         try:
             # enable_fallback=0: on a failure ORT's Python layer would otherwise print an
             # "EP Error" banner on stdout and retry; the failure reaches the user as one line.
@@ -228,6 +303,14 @@ class OnnxRuntimeStage:
 
     def _run_error(self, exc: BaseException) -> Exception:
         text = str(exc)
+        if "is smaller than requested bytes" in text:  # the bounded arena of host memory
+            asked = text.rsplit("requested bytes of", 1)[-1].split()[0].strip(".,")
+            gib = f"{int(asked) / 2**30:.1f} GiB" if asked.isdigit() else "more memory"
+            limit = self._memory_limit or 0
+            return IncompatibleError(
+                f"stage '{self.name}': one tensor needs {gib}, over what ONNX Runtime may still "
+                f"hold in this process ({MEMORY_LIMIT_ENV}={limit / 2**30:.1f} GiB); a smaller "
+                f"input, or a higher {MEMORY_LIMIT_ENV} where the machine has the memory")
         if "out of bounds" in text or "out of data bou" in text:  # Gather/GatherND indices
             return InputError(f"stage '{self.name}': an index input is out of range (e.g. a "
                               "token id >= the vocabulary size, a token type other than 0/1): "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import glob
+import json
 import os
 import re
 import struct
@@ -332,3 +333,80 @@ def test_many_stages_sharing_one_onnx_member_are_refused_at_once(tmp_path: Path,
     start = time.perf_counter()
     _refused(path, f"more than the bound of {MAX_ORT_STAGES} engine and ONNX Runtime stages")
     assert time.perf_counter() - start < 5
+
+
+# ----------------------------------------------------------------------------------------------
+# Host memory of ONNX Runtime stages: bounded (TRTC_MEMORY_LIMIT)
+# ----------------------------------------------------------------------------------------------
+def _memory_bomb(model: Any) -> None:
+    """The graph's output plus 0 x the sum of a 16 GiB ConstantOfShape: a few bytes of ONNX that
+    make ONNX Runtime allocate 16 GiB at the first call (issue 21's "bombs")."""
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    last = graph.node[-1]
+    last.output[0], out = "before_bomb", last.output[0]
+    graph.initializer.append(helper.make_tensor("bomb_shape", TensorProto.INT64, [2],
+                                                [65536, 65536]))
+    graph.node.extend([helper.make_node("ConstantOfShape", ["bomb_shape"], ["bomb"]),
+                       helper.make_node("ReduceSum", ["bomb"], ["bomb_sum"], keepdims=0),
+                       helper.make_node("Mul", ["bomb_sum", "bomb_zero"], ["bomb_nothing"]),
+                       helper.make_node("Add", ["before_bomb", "bomb_nothing"], [out])])
+    graph.initializer.append(helper.make_tensor("bomb_zero", TensorProto.FLOAT, [], [0.0]))
+
+
+_CALL = """
+import json, resource, sys
+import numpy as np
+limit = int(sys.argv[2])
+if limit:
+    resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+from trtc.runtime import TrtcError, load
+model = load(sys.argv[1], device="cpu")
+feeds = {name: np.zeros(spec.shape, spec.dtype) for name, spec in model.inputs.items()}
+try:
+    model(**feeds)
+    print(json.dumps({"error": None}))
+except TrtcError as exc:
+    print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
+"""
+
+
+@pytest.mark.parametrize("how", ["TRTC_MEMORY_LIMIT=512M", "an 8 GiB address-space limit"])
+def test_an_onnx_runtime_stage_cannot_take_the_machines_memory(tmp_path: Path, good: Path,
+                                                               how: str) -> None:
+    """Issue 21 part 7: ONNX edited to make a 16 GiB intermediate was stopped only by the fuzz
+    workers' address-space limit (else it takes the machine). ONNX Runtime's host memory is a
+    capped arena: the call is one IncompatibleError naming the stage and TRTC_MEMORY_LIMIT, not
+    an allocation failure, and nothing near 16 GiB is touched."""
+    path = _with_onnx(tmp_path, good, _memory_bomb)
+    env = dict(os.environ)
+    env.pop("TRTC_MEMORY_LIMIT", None)
+    rlimit = 0
+    if how.startswith("TRTC"):
+        env["TRTC_MEMORY_LIMIT"] = "512M"
+    else:
+        rlimit = 8 * 2**30
+    done = subprocess.run([sys.executable, "-c", _CALL, str(path), str(rlimit)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["error"] == "IncompatibleError", result
+    text = result["message"]
+    assert "\n" not in text and "stage 'engine0': one tensor needs 16.0 GiB" in text, text
+    assert "TRTC_MEMORY_LIMIT=" in text and "Failed to allocate" not in text, text
+
+
+def test_the_memory_limit_takes_sizes_and_refuses_junk(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trtc.runtime import IncompatibleError
+    from trtc.runtime.stages.engine_cpu import host_memory_limit
+
+    for text, expected in [("8G", 8 * 2**30), ("512MiB", 512 * 2**20), ("1.5g", 3 * 2**29),
+                           ("1048576", 2**20), ("0", None), ("none", None)]:
+        monkeypatch.setenv("TRTC_MEMORY_LIMIT", text)
+        assert host_memory_limit() == expected, text
+    monkeypatch.setenv("TRTC_MEMORY_LIMIT", "lots")
+    with pytest.raises(IncompatibleError, match="TRTC_MEMORY_LIMIT='lots' is not a size"):
+        host_memory_limit()
+    monkeypatch.delenv("TRTC_MEMORY_LIMIT")
+    assert host_memory_limit() is None or host_memory_limit() >= 2**20

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -164,7 +165,10 @@ def test_bad_trusted_keys_are_usage_errors(signed: Path, tmp_path: Path,
     rsa_pem = rsa.generate_private_key(65537, 2048).public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     (tmp_path / "junk.pem").write_text("not a key")
+    os.mkfifo(tmp_path / "fifo.pub")  # reading it would block forever: refused unopened
     cases = {"empty": ([], "empty"), "missing file": ([tmp_path / "none.pub"], "no such file"),
+             "fifo": ([tmp_path / "fifo.pub"], "not a regular file"),
+             "directory": ([tmp_path], "is a directory"),
              "junk": ([tmp_path / "junk.pem"], "not a PEM"), "rsa": ([rsa_pem], "Ed25519"),
              "number": ([42], "Ed25519 public key"), "not a list": (42, "list of public keys")}
     for label, (trusted, phrase) in cases.items():
