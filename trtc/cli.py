@@ -237,6 +237,7 @@ def compile_command(
     imports: List[str] = typer.Option([], "--import", help="Module or .py file to import first (e.g. registering custom ops). Repeatable."),
     seed: int = typer.Option(0, "--seed", help="Seed of the accuracy gate's inputs."),
     verify_inputs: Optional[Path] = typer.Option(None, "--verify-inputs", help="FILE.npz of real inputs for the accuracy gate (arrays by input name; a leading axis holds several samples)."),
+    strict_verify: bool = typer.Option(False, "--strict-verify", help="Fail (not only warn) when the gate's comparison proves little: an output all zeros, or the same for two different inputs."),
     allow_nonfinite_weights: bool = typer.Option(False, "--allow-nonfinite-weights", help="Compile a model whose weights hold NaN/Inf."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress output."),
@@ -270,7 +271,7 @@ def compile_command(
     settings = CompileSettings(
         params=params, symbol=symbol, inputs=shapes, input_dtypes=dtypes, opt_shapes=opt_shapes,
         output=output, fp16=fp16,
-        backend=backend, verify_inputs=verify_inputs, allow_nonfinite_weights=allow_nonfinite_weights,
+        backend=backend, verify_inputs=verify_inputs, strict_verify=strict_verify, allow_nonfinite_weights=allow_nonfinite_weights,
         sign_key=sign_key, keep_fp32=tuple(keep_fp32), int8=int8, calibration=calibration,
         calibration_method=calibration_method, target=target, strip_weights=strip_weights,
         residual=residual,

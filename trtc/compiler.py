@@ -30,7 +30,8 @@ from .settings import CompileSettings
 from .strip import check_can_strip, strip_engines
 from .runtime._native import quiet_native
 from .verify import (_OUT_OF_MEMORY, OutputCheck, ReferenceFailed, available_memory,
-                     gate_inputs, gate_memory, gate_shapes, id_range, load_verify_inputs, run_gate)
+                     degenerate_outputs, gate_inputs, gate_memory, gate_shapes, id_range,
+                     load_verify_inputs, run_gate)
 
 __all__ = ["compile", "CompileResult", "Progress", "check_output_path"]
 
@@ -221,7 +222,7 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
             try:
                 with timer.span("verify"):
                     result.checks = _verify(graph, tmp, settings, parts.segments, samples,
-                                            report, say)
+                                            report, say, warnings)
                 break
             except _OnnxStagesOff as off:  # those stages run in MXNet instead; verify again
                 _to_mxnet(parts.segments, parts.decisions, off.stages, say, off.why)
@@ -557,7 +558,7 @@ def _assemble(graph: Graph, settings: CompileSettings, segments: List[Segment],
 
 def _verify(graph: Graph, bundle_path: str, settings: CompileSettings, segments: List[Segment],
             samples: Optional[List[Dict[str, np.ndarray]]], report: PartitionReport,
-            say: Progress) -> List[OutputCheck]:
+            say: Progress, warnings: List[str]) -> List[OutputCheck]:
     """The accuracy gate (trtc/verify.py): the bundle on the CPU path against MXNet's forward,
     end to end and each engine on MXNet's own inputs. Raises CompileError (with the partition
     report attached) when it fails. MXNet's forward runs in a child process first
@@ -595,7 +596,7 @@ def _verify(graph: Graph, bundle_path: str, settings: CompileSettings, segments:
     try:  # MXNet's reference forward runs in a child process first (trtc/verify.py)
         with quiet_native():
             gate = run_gate(graph, model, segments, samples, tolerance)
-    except BundleError as exc:  # an ONNX Runtime stage that cannot run its ONNX: MXNet runs it
+    except (BundleError, IncompatibleError) as exc:  # IncompatibleError: over TRTC_MEMORY_LIMIT  # an ONNX Runtime stage that cannot run its ONNX: MXNet runs it
         _raise_if_onnx_stage(exc, kinds)
         text = re.sub(r"; recompile the bundle$", "", str(exc))
         if _OUT_OF_MEMORY.search(text):
@@ -643,6 +644,7 @@ def _verify(graph: Graph, bundle_path: str, settings: CompileSettings, segments:
         raise _OnnxStagesOff(off)
     if failed:
         raise _with_report(CompileError(_gate_message(failed, settings, segments, graph)), report)
+    _degenerate_outputs(graph, gate, samples, settings, report, say, warnings)
     low = {n: v for n, v in gate.top1.items() if v < _defaults.INT8_MIN_TOP1}
     if settings.int8 and low:
         name, share = next(iter(low.items()))
@@ -652,6 +654,26 @@ def _verify(graph: Graph, bundle_path: str, settings: CompileSettings, segments:
             "more representative --calibration data, try --calibration-method entropy or "
             "percentile, or compile with --fp16"), report)
     return checks
+
+
+def _degenerate_outputs(graph: Graph, gate: Any, samples: List[Dict[str, np.ndarray]],
+                        settings: CompileSettings, report: PartitionReport, say: Progress,
+                        warnings: List[str]) -> None:
+    """Say (or, with strict_verify, fail) when an output the gate compared is all zeros or the
+    same for two different inputs: a comparison that passes there proves little."""
+    try:
+        found = degenerate_outputs(graph, gate, samples, settings.seed)
+    except ReferenceFailed:  # MXNet cannot run the second input: nothing more to learn
+        return
+    if not found:
+        return
+    what = "; ".join(f"output {name} is {why}" for name, why in found.items())
+    line = (f"the accuracy gate saw degenerate outputs ({what}): its comparison proves little; "
+            "give real inputs with --verify-inputs FILE.npz")
+    if settings.strict_verify:
+        raise _with_report(CompileError(f"{line} (--strict-verify: no bundle written)"), report)
+    say(f"warning: {line} (--strict-verify makes this an error)")
+    warnings.append(line)
 
 
 def _out_of_memory(doing: str) -> CompileError:
@@ -710,13 +732,27 @@ def _gate_message(failed: List[OutputCheck], settings: CompileSettings, segments
              if worst.scope == "local" else f"{what} '{worst.name}'")
     text = (f"accuracy gate failed: {where} {worst.relative:.3g} relative off MXNet (tolerance "
             f"{worst.tolerance:g}" + (f"; {worst.note}" if worst.note else "") + "); no bundle written")
+    # orders of magnitude over the tolerance is no rounding error: a wrong conversion, which a
+    # higher tolerance would only hide
+    wrong = worst.relative > max(_defaults.WRONG_NOT_ROUNDING * worst.tolerance, 1e-2)
     if worst.scope == "local":
         seg = next((s for s in segments if s.name == worst.stage), None)
         ops = Counter(graph.nodes[i].op for i in seg.nodes).most_common(4) if seg else []
-        hint = ("compile without --fp16, or keep the fp16-sensitive ops in MXNet with --exclude-op "
-                if settings.fp16 else "keep some of this engine's ops in MXNet with --exclude-op ")
-        text += (f". {worst.stage} itself is off: {hint}(its ops: "
-                 + ", ".join(op for op, _ in ops) + "), or raise --tolerance")
+        its_ops = "(its ops: " + ", ".join(op for op, _ in ops) + ")"
+        if wrong:
+            text += (f". {worst.stage} itself is off by far more than rounding explains (over "
+                     f"{_defaults.WRONG_NOT_ROUNDING:g}x the tolerance): an op of it converts "
+                     f"wrongly; keep its ops in MXNet with --exclude-op {its_ops} to find which, "
+                     "and please report the model")
+        else:
+            hint = ("compile without --fp16, or keep the fp16-sensitive ops in MXNet with "
+                    "--exclude-op " if settings.fp16 else
+                    "keep some of this engine's ops in MXNet with --exclude-op ")
+            text += f". {worst.stage} itself is off: {hint}{its_ops}, or raise --tolerance"
+    elif wrong:
+        text += (". Every engine passes on MXNet's own inputs, yet the output is off by far more "
+                 "than rounding explains: check the inputs the gate used (--verify-inputs "
+                 "FILE.npz with real ones), and please report the model")
     else:
         text += (". Every engine passes on MXNet's own inputs, so the error accumulates across "
                  "stages: raise --tolerance, or give real inputs with --verify-inputs FILE.npz")

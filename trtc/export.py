@@ -13,7 +13,7 @@ import os
 import tempfile
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -154,8 +154,10 @@ def _provenance() -> Iterator[Dict[str, Any]]:
 
     import onnx.checker
     import onnx.defs
+    import onnx.helper
 
     check_graph = onnx.checker.check_graph
+    make_tensor = onnx.helper.make_tensor
 
     def checked(graph: Any, *args: Any, **kwargs: Any) -> Any:
         """mx2onnx's final check of the whole graph names no node when it fails: find every
@@ -186,6 +188,7 @@ def _provenance() -> Iterator[Dict[str, Any]]:
         saved_opsets = dict(onnx.checker.DEFAULT_CONTEXT.opset_imports)
         MXNetGraph.convert_layer = staticmethod(tagged)
         onnx.checker.check_graph = checked
+        onnx.helper.make_tensor = _fp16_from_bit_patterns(make_tensor)
         # The opset the model declares (read by export_model at call time) and the one mx2onnx's
         # `checker.check_graph` validates against (onnx.checker.DEFAULT_CONTEXT) must agree, or
         # every opset-13 node whose schema changed later (ReduceMean's `axes`, ...) is refused.
@@ -197,10 +200,36 @@ def _provenance() -> Iterator[Dict[str, Any]]:
         finally:
             MXNetGraph.convert_layer = original
             onnx.checker.check_graph = check_graph
+            onnx.helper.make_tensor = make_tensor
             onnx.defs.onnx_opset_version = newest
             onnx.checker.DEFAULT_CONTEXT.opset_imports = saved_opsets
             root.removeHandler(handler)
             root.setLevel(root_level)
+
+
+def _fp16_from_bit_patterns(make_tensor: Callable[..., Any]) -> Callable[..., Any]:
+    """mx2onnx gives ``make_tensor`` every float16 value as its uint16 bit pattern (what onnx
+    before 1.15 wanted); newer onnx converts the values themselves, so 0.5 became 14336.0 (issue
+    22: a model casting to float16 failed the gate 1e4 off). Where this onnx converts values,
+    integer values of a non-raw FLOAT16 tensor are read as bit patterns again. mx2onnx writes no
+    float16 tensor of integers meant as numbers (under old onnx they were bit patterns too)."""
+    import onnx
+    import onnx.numpy_helper
+
+    FLOAT16 = onnx.TensorProto.FLOAT16
+    probe = make_tensor("probe", FLOAT16, [1], [np.uint16(0x3C00)])  # the bits of 1.0
+    if float(onnx.numpy_helper.to_array(probe)[0]) == 1.0:
+        return make_tensor  # an onnx that takes bit patterns: nothing to undo
+
+    def make(name: str, data_type: int, dims: Any, vals: Any, *args: Any, **kwargs: Any) -> Any:
+        raw = bool(args[0] if args else kwargs.get("raw", False))
+        if data_type == FLOAT16 and not raw:
+            values = np.asarray(vals)
+            if values.dtype.kind in "ui":
+                vals = values.astype(np.uint16).view(np.float16)
+        return make_tensor(name, data_type, dims, vals, *args, **kwargs)
+
+    return make
 
 
 def _benign_warning(graph: Graph, idx: int) -> bool:

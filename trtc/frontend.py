@@ -120,6 +120,18 @@ class Graph:
         return [name for name, _, _ in self.inputs]
 
 
+def _mxnet_said(exc: BaseException) -> str:
+    """MXNet's own message from one of its errors, without the traceback and the check that
+    failed: "Invalid NDArray file format", "ndarray was saved in np shape semantics, ...". At
+    most 200 characters."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = next((line for line in reversed(lines) if line.startswith("MXNetError")),
+                lines[-1] if lines else type(exc).__name__)
+    text = re.sub(r"^MXNetError:\s*", "", text)
+    text = re.sub(r"^Check failed: [^:]*(: |$)", "", text).strip()
+    return (text or type(exc).__name__)[:200]
+
+
 def path_problem(path: "str | Path") -> Optional[str]:
     """Why ``path`` is not a readable regular file, as the end of a sentence ("does not exist",
     "is a directory", "is not a regular file (a FIFO)"), or None when it is one. Asked with
@@ -412,9 +424,15 @@ def load_graph(symbol_path: Path, params_path: Path,
 
     try:
         raw_params = mx.nd.load(str(params_path))
-    except Exception:
+    except Exception as exc:
+        said = _mxnet_said(exc)
+        if "np shape semantics" in said:  # saved under npx.set_np(): MXNet's numpy interface
+            raise UsageError(
+                f"{params_path} was saved with MXNet's numpy interface (npx.set_np()), which trtc "
+                f"does not compile (MXNet: \"{said}\"); export the model with MXNet's classic "
+                "interface: build and export it without npx.set_np()") from None
         raise UsageError(f"{params_path} is not an MXNet params file (mx.nd.save / "
-                         "HybridBlock.export format)") from None
+                         f"HybridBlock.export format; MXNet: \"{said}\")") from None
     if not isinstance(raw_params, dict):
         raise UsageError(f"{params_path} holds an unnamed list of arrays, not named params; "
                          "export the model with HybridBlock.export")

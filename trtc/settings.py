@@ -39,6 +39,9 @@ class CompileSettings:
         seed: seed of the accuracy gate's random inputs.
         verify_inputs: an .npz of real inputs for the accuracy gate (arrays by input name; an
             extra leading axis holds several samples).
+        strict_verify: fail the accuracy gate (not only warn) when its comparison proves little:
+            a float output all zeros on every gate input, or the same for two different inputs
+            (e.g. a sequence-length input that masked everything).
         allow_nonfinite_weights: compile a model whose weights hold NaN/Inf (else a UsageError).
         sign_key: an Ed25519 private key (PEM) to sign the bundle with.
         keep_fp32: with fp16, op types (``softmax``) or node names kept in fp32 inside the
@@ -75,6 +78,7 @@ class CompileSettings:
     imports: Tuple[str, ...] = ()
     seed: int = _defaults.VERIFY_SEED
     verify_inputs: Optional[Path] = None
+    strict_verify: bool = False
     allow_nonfinite_weights: bool = False
     sign_key: Optional[Path] = None
     keep_fp32: Tuple[str, ...] = ()

@@ -15,6 +15,7 @@ tensors before the discontinuity.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
@@ -29,9 +30,11 @@ from .runtime._native import quiet_native
 from .runtime.bundle import range_text
 from ._isolate import signal_text
 from .runtime.errors import CompileError, UsageError
+from ._defaults import FP16_TOLERANCE
 
 __all__ = ["OutputCheck", "GateResult", "random_inputs", "gate_inputs", "gate_shapes", "load_verify_inputs",
-           "mxnet_forward", "ReferenceFailed", "gate_memory", "available_memory", "compare", "recheck_in_fp64", "discontinuities", "run_gate"]
+           "mxnet_forward", "ReferenceFailed", "gate_memory", "available_memory", "compare", "recheck_in_fp64", "discontinuities", "run_gate",
+           "fp16_tensors", "degenerate_outputs", "length_range"]
 
 # A tensor that fails against MXNet's fp32 forward still passes when the model is
 # ill-conditioned there (MXNet's own fp32 result is more than ILL_CONDITIONED off its fp64
@@ -74,6 +77,7 @@ class OutputCheck:
     after: str = ""
     order_insensitive: bool = False
     only_nonfinite: bool = False
+    half: str = ""  # computed in float16 inside the model, after this op: fp16 tolerance
 
     @property
     def ok(self) -> bool:
@@ -104,6 +108,9 @@ class OutputCheck:
                          + ("" if self.ok else "; differs by tie order/selection, not counted"))
         if self.only_nonfinite:
             notes.append("MXNet's values are all NaN/Inf: only their positions were compared")
+        if self.half:
+            notes.append(f"computed in float16 inside the model (after {self.half}): judged at "
+                         f"the fp16 tolerance {self.tolerance:g}")
         if self.fp64 is not None:
             ours, theirs = self.fp64
             notes.append(f"against MXNet's fp64 forward: trtc {ours:.3g}, MXNet fp32 itself "
@@ -124,6 +131,8 @@ class GateResult:
     # model outputs shaped (batch, classes): fraction of rows whose argmax agrees with MXNet's
     top1: Dict[str, float] = field(default_factory=dict)
     top1_rows: Dict[str, int] = field(default_factory=dict)  # rows compared, over all samples
+    # float model output -> one (shape and bytes digest, all zeros) per sample of MXNet's output
+    seen: Dict[str, List[Tuple[str, bool]]] = field(default_factory=dict)
 
     @property
     def failed(self) -> List[OutputCheck]:
@@ -141,17 +150,17 @@ _ID_PASSTHROUGH = {"Cast", "cast", "Reshape", "reshape", "expand_dims", "squeeze
                    "SwapAxis", "swapaxes"}
 
 
-def id_range(graph: Graph, name: str) -> Optional[Tuple[int, str]]:
-    """If input ``name`` (possibly through casts/reshapes) indexes an Embedding, ``take`` or
-    ``one_hot``: (the number of valid ids, the node that bounds them)."""
+def _reached(graph: Graph, name: str) -> List[Tuple[Any, int]]:
+    """(node, input position) of every op input that input ``name`` reaches unchanged (directly
+    or through casts, reshapes and slices: ``_ID_PASSTHROUGH``)."""
     consumers: Dict[Tuple[int, int], List[Tuple[int, int]]] = {}
     for node in graph.op_nodes:
         for pos, entry in enumerate(node.inputs):
             consumers.setdefault(entry, []).append((node.index, pos))
     start = next((n.index for n in graph.nodes if not n.is_op and n.name == name), None)
     if start is None:
-        return None
-    bounds: List[Tuple[int, str]] = []
+        return []
+    reached: List[Tuple[Any, int]] = []
     frontier, seen = [(start, 0)], set()
     while frontier:
         entry = frontier.pop()
@@ -160,18 +169,80 @@ def id_range(graph: Graph, name: str) -> Optional[Tuple[int, str]]:
         seen.add(entry)
         for idx, pos in consumers.get(entry, []):
             node = graph.nodes[idx]
-            if node.op == "Embedding" and pos == 0 and "input_dim" in node.attrs:
-                bounds.append((int(node.attrs["input_dim"]), node.name))
-            elif node.op == "take" and pos == 1:
-                table = graph.shapes.get(graph.tensor(node.inputs[0]), ())
-                axis = int(node.attrs.get("axis", "0"))
-                if table:
-                    bounds.append((int(table[axis]), node.name))
-            elif node.op == "one_hot" and "depth" in node.attrs:
-                bounds.append((int(node.attrs["depth"]), node.name))
-            elif node.op in _ID_PASSTHROUGH and pos == 0:
+            reached.append((node, pos))
+            if node.op in _ID_PASSTHROUGH and pos == 0:
                 frontier.extend((idx, o) for o in range(max(len(node.outputs), 1)))
+    return reached
+
+
+def id_range(graph: Graph, name: str) -> Optional[Tuple[int, str]]:
+    """If input ``name`` (possibly through casts/reshapes) indexes an Embedding, ``take`` or
+    ``one_hot``: (the number of valid ids, the node that bounds them)."""
+    bounds: List[Tuple[int, str]] = []
+    for node, pos in _reached(graph, name):
+        if node.op == "Embedding" and pos == 0 and "input_dim" in node.attrs:
+            bounds.append((int(node.attrs["input_dim"]), node.name))
+        elif node.op == "take" and pos == 1:
+            table = graph.shapes.get(graph.tensor(node.inputs[0]), ())
+            axis = int(node.attrs.get("axis", "0"))
+            if table:
+                bounds.append((int(table[axis]), node.name))
+        elif node.op == "one_hot" and "depth" in node.attrs:
+            bounds.append((int(node.attrs["depth"]), node.name))
     return min(bounds) if bounds else None
+
+
+def _true(value: Optional[str]) -> bool:
+    return str(value).lower() in ("true", "1")
+
+
+def _length_axis(node: Any, pos: int) -> Optional[int]:
+    """The axis of ``node``'s data input that input ``pos`` gives lengths along, or None when
+    that input is no sequence length: SequenceMask/Last/Reverse and the fused RNN with
+    ``use_sequence_length``, softmax/log_softmax with ``use_length``."""
+    attrs = node.attrs
+    if node.op in ("SequenceMask", "SequenceLast", "SequenceReverse") and pos == 1:
+        if _true(attrs.get("use_sequence_length")):
+            return 0 if node.op == "SequenceReverse" else int(attrs.get("axis", "0"))
+    elif node.op == "RNN" and pos == len(node.inputs) - 1 and _true(attrs.get("use_sequence_length")):
+        return 0  # the fused RNN's data is TNC
+    elif node.op in ("softmax", "log_softmax") and pos == 1 and _true(attrs.get("use_length")):
+        return int(attrs.get("axis", "-1"))
+    return None
+
+
+def length_range(graph: Graph, name: str,
+                 shapes: Optional[Mapping[str, Tuple[int, ...]]] = None) -> Optional[Tuple[int, str]]:
+    """If input ``name`` reaches an op's sequence-length argument (issue 22: Gluon names it
+    ``data1``, so its name says nothing): (the longest valid length L, that op's name), at the
+    input ``shapes`` of this run (default: the graph's own). Lengths in [1, L] mask something and
+    keep something; uniform [0, 1) floats truncate to 0 and mask everything."""
+    found = [(node, axis) for node, pos in _reached(graph, name)
+             if (axis := _length_axis(node, pos)) is not None]
+    if not found:
+        return None
+    known = _shapes_at(graph, shapes)
+    bounds = []
+    for node, axis in found:
+        data = known.get(graph.tensor(node.inputs[0]), ())
+        if data:
+            bounds.append((int(data[axis]), node.name))
+    return min(bounds) if bounds else None
+
+
+def _shapes_at(graph: Graph, shapes: Optional[Mapping[str, Tuple[int, ...]]]
+               ) -> Mapping[str, Tuple[int, ...]]:
+    """Every tensor's shape with the inputs at ``shapes`` (MXNet's shape inference over the
+    whole graph); the graph's own shapes where those are the same (or no other is given)."""
+    if not shapes or all(tuple(graph.shapes.get(n, ())) == tuple(s) for n, s in shapes.items()):
+        return graph.shapes
+    internals = graph.mxnet_symbol().get_internals()
+    fixed = {k.split(":", 1)[1]: v.shape for k, v in graph.params.items()}
+    try:  # the _impl call: the public one prints its arguments on stdout on an error
+        _, out_shapes, _ = internals._infer_shape_impl(False, **dict(shapes), **fixed)
+    except Exception:  # checked elsewhere (frontend.check_input_shapes)
+        return graph.shapes
+    return {n: tuple(s) for n, s in zip(internals.list_outputs(), out_shapes or []) if s is not None}
 
 
 def gate_shapes(graph: Graph) -> List[Dict[str, Tuple[int, ...]]]:
@@ -263,6 +334,9 @@ def gate_inputs(graph: Graph, seed: int, shapes: Optional[Mapping[str, Tuple[int
 
     - an input that indexes an Embedding / take / one_hot (directly or through casts and
       reshapes): integer ids uniform in [0, size), whatever its dtype;
+    - an input that reaches a sequence-length argument (SequenceMask/Last/Reverse, the fused
+      RNN, softmax with ``use_length``; directly or through casts and reshapes): integers in
+      [1, L], L the length of that op's sequence axis at this run's shapes;
     - an input named like a length (``valid_length``, ``seq_len``, ``lengths``...): integers in
       [1, L], L the largest non-batch dimension among the other inputs (a sequence length);
     - an input named like a mask: ones (nothing masked);
@@ -277,9 +351,13 @@ def gate_inputs(graph: Graph, seed: int, shapes: Optional[Mapping[str, Tuple[int
         dt = np.dtype(dtype)
         ids = id_range(graph, name)
         others = [s for n, s, _ in inputs if n != name and len(s) >= 2]
+        lengths = None if ids is not None else length_range(graph, name, shapes)
         if ids is not None:
             feeds[name] = rng.integers(0, ids[0], size=shape).astype(dt)
             how.append(f"{name}: ids in [0, {ids[0]}) (indexes {ids[1]})")
+        elif lengths is not None:
+            feeds[name] = rng.integers(1, lengths[0] + 1, size=shape).astype(dt)
+            how.append(f"{name}: lengths in [1, {lengths[0]}] (the sequence length of {lengths[1]})")
         elif _LENGTH_NAME.search(name) and others:
             limit = max(max(s[1:]) for s in others)
             feeds[name] = rng.integers(1, limit + 1, size=shape).astype(dt)
@@ -423,7 +501,7 @@ def _shapes_text(feeds: Mapping[str, np.ndarray]) -> str:
 
 # How MXNet, ONNX Runtime (its BFC arena) and numpy say an allocation failed.
 _OUT_OF_MEMORY = re.compile(r"bad_alloc|out of memory|(failed|unable) to allocate|cannot allocate|"
-                            r"bfc_arena", re.I)
+                            r"bfc_arena|TRTC_MEMORY_LIMIT", re.I)
 
 
 def _mxnet_forward_here(graph: Graph, feeds: Mapping[str, np.ndarray],
@@ -525,16 +603,19 @@ def recheck_in_fp64(graph: Graph, feeds: Mapping[str, np.ndarray], checks: List[
 
 def compare(actual: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
             tolerance: float, after: Optional[Mapping[str, str]] = None,
-            **fields: Any) -> List[OutputCheck]:
+            half: Optional[Mapping[str, str]] = None, **fields: Any) -> List[OutputCheck]:
     """One OutputCheck per reference tensor; tensors in ``after`` (name -> discontinuous op) are
-    compared order-insensitively when the element-wise comparison fails."""
+    compared order-insensitively when the element-wise comparison fails; tensors in ``half``
+    (name -> the float16 op upstream: ``fp16_tensors``) at least at the fp16 tolerance."""
     after = after or {}
+    half = half or {}
     checks = []
     for name, ref in reference.items():
-        check = OutputCheck(name, *_errors(actual[name], ref), tolerance, after=after.get(name, ""),
-                            **fields)
+        tol = max(tolerance, FP16_TOLERANCE) if name in half else tolerance
+        check = OutputCheck(name, *_errors(actual[name], ref), tol, after=after.get(name, ""),
+                            half=half.get(name, "") if tol > tolerance else "", **fields)
         if check.after and not check.ok:
-            sorted_check = OutputCheck(name, *_sorted_errors(actual[name], ref), tolerance)
+            sorted_check = OutputCheck(name, *_sorted_errors(actual[name], ref), tol)
             check.max_abs, check.relative = sorted_check.max_abs, sorted_check.relative
             check.order_insensitive = True
         ref_arr = np.asarray(ref)
@@ -547,6 +628,26 @@ def compare(actual: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray
 # ----------------------------------------------------------------------------------------------
 # Discontinuities
 # ----------------------------------------------------------------------------------------------
+def fp16_tensors(graph: Graph, within: Optional[Sequence[int]] = None) -> Dict[str, str]:
+    """Tensor -> the first op that made a float16 tensor on its way, for every tensor computed
+    from float16 values inside the model (a ``Cast`` to float16 in an fp32 model): MXNet and
+    trtc both round to float16 there, in different orders, so such tensors are judged at the
+    fp16 tolerance. ``within``: only paths through these op nodes count (as in
+    ``discontinuities``)."""
+    allowed: Optional[Set[int]] = set(within) if within is not None else None
+    source: Dict[Tuple[int, int], str] = {}
+    for node in graph.op_nodes:
+        if allowed is not None and node.index not in allowed:
+            continue
+        upstream = next((source[e] for e in node.inputs if e in source), "")
+        for out, name in enumerate(node.outputs):
+            if upstream:
+                source[(node.index, out)] = upstream
+            elif graph.dtypes.get(name) == "float16":
+                source[(node.index, out)] = f"{node.name} ({node.op})"
+    return {graph.tensor(e): op for e, op in source.items()}
+
+
 def discontinuities(graph: Graph, within: Optional[Sequence[int]] = None) -> Dict[str, str]:
     """Tensor -> the discontinuous op it is computed after, for every tensor downstream of a
     discontinuous op one of whose inputs carries rounding noise (depends on a weight). Ops on
@@ -604,8 +705,12 @@ def run_gate(graph: Graph, model: Any, segments: Sequence[Any],
     judged = ("engine", "onnx")  # stages judged locally: what MXNet runs is the reference itself
     after_local = {seg.name: discontinuities(graph, seg.nodes) for seg in segments
                    if seg.kind in judged}
+    half_e2e = fp16_tensors(graph)
+    half_local = {seg.name: fp16_tensors(graph, seg.nodes) for seg in segments
+                  if seg.kind in judged}
     worst: Dict[Tuple[str, str, str], OutputCheck] = {}
     agree: Dict[str, List[bool]] = {}
+    gate_seen: Dict[str, List[Tuple[str, bool]]] = {}
     for sample in samples:
         tensors: Dict[str, np.ndarray] = model.validate_inputs(sample)
         # MXNet first, in its child process: where it crashes, the bundle's MXNet stages (run
@@ -616,10 +721,12 @@ def run_gate(graph: Graph, model: Any, segments: Sequence[Any],
         actual = {n: tensors[n] for n in names}
         for name in graph.outputs:
             ref = reference[name]
+            if ref.dtype.kind == "f":
+                gate_seen.setdefault(name, []).append(_digest(ref))
             if ref.ndim == 2 and ref.shape[1] > 1 and actual[name].shape == ref.shape:
                 agree.setdefault(name, []).extend(
                     (np.argmax(actual[name], axis=1) == np.argmax(ref, axis=1)).tolist())
-        e2e = compare(actual, reference, tolerance, after_e2e)
+        e2e = compare(actual, reference, tolerance, after_e2e, half_e2e)
         for check in e2e:
             check.kind = "output" if check.name in outputs else "boundary"
             check.stage = next((s.name for s in stages if check.name in s.outputs), "")
@@ -637,11 +744,50 @@ def run_gate(graph: Graph, model: Any, segments: Sequence[Any],
                 local_out = stage.run(feeds)
             local_out = {t: v for t, v in local_out.items() if t not in draws}
             local = compare(local_out, {t: reference[t] for t in local_out}, tolerance,
-                            after_local[stage.name], scope="local", stage=stage.name)
+                            after_local[stage.name], half_local[stage.name], scope="local", stage=stage.name)
             for check in local:
                 check.kind = "output" if check.name in outputs else "boundary"
             recheck_in_fp64(graph, sample, local, local_out, reference)
             _merge_worst(worst, local)
     return GateResult(checks=list(worst.values()), samples=len(samples),
                       top1={n: float(np.mean(v)) for n, v in agree.items() if v},
-                      top1_rows={n: len(v) for n, v in agree.items() if v})
+                      top1_rows={n: len(v) for n, v in agree.items() if v}, seen=gate_seen)
+
+
+def _digest(value: np.ndarray) -> Tuple[str, bool]:
+    """(shape and a digest of the bytes, all zeros) of one output."""
+    array = np.ascontiguousarray(value)
+    return (f"{array.shape}:{hashlib.blake2b(array.tobytes(), digest_size=16).hexdigest()}",
+            array.size > 0 and not np.any(array))
+
+
+def degenerate_outputs(graph: Graph, gate: GateResult, samples: Sequence[Mapping[str, np.ndarray]],
+                       seed: int) -> Dict[str, str]:
+    """Float model outputs on which the gate's comparison proves little (issue 22: a length
+    input fed uniform [0, 1) masked every position, the outputs were all zeros, and the gate
+    said "max abs err 0 ok"): output -> why, for an output that is all zeros on every sample,
+    or the same for two different inputs of one shape. Where no two samples share a shape,
+    MXNet runs once more on inputs of another seed at the first sample's shapes."""
+    keys = [_digest(np.concatenate([np.ascontiguousarray(sample[n]).view(np.uint8).ravel()
+                                    for n in sorted(sample)]))[0] for sample in samples]
+    seen = {name: list(zip(keys, digests)) for name, digests in gate.seen.items()}
+    shapes = [tuple(sorted((n, v.shape) for n, v in sample.items())) for sample in samples]
+    if seen and samples and len(set(shapes)) == len(shapes):  # no two samples of one shape
+        first = {n: tuple(v.shape) for n, v in samples[0].items()}
+        other, _ = gate_inputs(graph, seed + 1, first)
+        if all(np.array_equal(other[n], samples[0][n]) for n in other):
+            other = {n: v + 1 if v.dtype.kind == "f" else v for n, v in other.items()}
+        extra = mxnet_forward(graph, other, list(seen))
+        for name in seen:
+            seen[name].append(("another seed", _digest(extra[name])))
+    found: Dict[str, str] = {}
+    for name, entries in seen.items():
+        if entries and all(zero for _, (_, zero) in entries):
+            found[name] = f"all zeros on all {len(entries)} gate inputs"
+            continue
+        inputs_of: Dict[str, Set[str]] = {}
+        for key, (digest, _) in entries:
+            inputs_of.setdefault(digest, set()).add(key)
+        if any(len(keys_) > 1 for keys_ in inputs_of.values()):
+            found[name] = "the same for two different gate inputs"
+    return found

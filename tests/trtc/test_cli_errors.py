@@ -93,6 +93,23 @@ def test_params_file_that_is_not_mxnet_params(files: Path, tmp_path: Path, conte
            "is not an MXNet params file")
 
 
+def test_numpy_interface_params_say_what_mxnet_said(tmp_path: Path) -> None:
+    """Issue 22 part 5: params saved under npx.set_np() were "not an MXNet params file"; the
+    error now says what they are, what MXNet said and what to do. (Exported in a child process:
+    npx.set_np() switches this process's MXNet for good.)"""
+    import subprocess
+    import sys
+
+    script = ("import mxnet as mx; from mxnet import gluon, npx, np; npx.set_np(); "
+              "net = gluon.nn.HybridSequential(); net.add(gluon.nn.Dense(4)); net.initialize(); "
+              "net.hybridize(); net(np.ones((1, 8))); net.export('npm')")
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, check=True, timeout=120,
+                   capture_output=True)
+    _fails(["compile", str(tmp_path / "npm-0000.params"), "--input", "data:1x8", "-q"], 2,
+           "npm-0000.params was saved with MXNet's numpy interface (npx.set_np())",
+           "MXNet: ", "np shape semantics", "export the model with MXNet's classic interface")
+
+
 def test_numpy_file_as_params(files: Path, tmp_path: Path) -> None:
     shutil.copy(files / "tiny-symbol.json", tmp_path / "np-symbol.json")
     with open(tmp_path / "np-0000.params", "wb") as fh:

@@ -154,3 +154,148 @@ def test_integer_samples_for_a_float_input_are_said(pair, tmp_path):
     result = compile(CompileSettings(params=params, output=tmp_path / "m.trtb",
                                      verify_inputs=tmp_path / "u8.npz"))
     assert any("converted as is, not scaled" in w for w in result.warnings)
+
+
+# ----------------------------------------------------------------------------------------------
+# Issue 22 part 4: gate inputs that mean something, and outputs that prove nothing are said
+# ----------------------------------------------------------------------------------------------
+def _export_block(block, tmp_path: Path, name: str, *shapes) -> Path:
+    import mxnet as mx
+
+    mx.random.seed(0)
+    block.initialize(mx.init.Xavier())
+    block.hybridize()
+    block(*[mx.nd.ones(s) for s in shapes])
+    block.export(str(tmp_path / name))
+    return tmp_path / f"{name}-0000.params"
+
+
+def _masked_block():
+    """Embedding -> Dense -> SequenceMask(use_sequence_length): Gluon exports the lengths as
+    ``data1``, a name that says nothing (issue 22's RoBERTa-style repro)."""
+    from mxnet import gluon
+
+    class Masked(gluon.HybridBlock):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = gluon.nn.Embedding(50, 16)
+            self.dense = gluon.nn.Dense(8, flatten=False)
+
+        def hybrid_forward(self, F, tokens, lengths):
+            x = self.dense(self.embed(tokens))  # (N, T, 8)
+            x = F.swapaxes(x, 0, 1)  # (T, N, 8): SequenceMask's axis 0
+            return F.SequenceMask(x, sequence_length=lengths, use_sequence_length=True)
+
+    return Masked()
+
+
+def test_a_sequence_length_input_gets_lengths_whatever_its_name(tmp_path: Path) -> None:
+    params = _export_block(_masked_block(), tmp_path, "masked", (1, 12), (1,))
+    graph = load_graph(*resolve_model_files(params), {"data0": (1, 12), "data1": (1,)})
+    feeds, how = gate_inputs(graph, seed=0)
+    assert 1 <= feeds["data1"][0] <= 12 and feeds["data1"][0] == int(feeds["data1"][0])
+    assert any(line.startswith("data1: lengths in [1, 12] (the sequence length of ")
+               and "sequencemask" in line.lower() for line in how), how
+    lines = []
+    result = compile(CompileSettings(params=params, inputs={"data0": (1, 12), "data1": (1,)},
+                                     output=tmp_path / "masked.trtb"), progress=lines.append)
+    assert not any("degenerate" in w for w in result.warnings), result.warnings
+    assert any("data1: lengths in [1, 12]" in line for line in lines)
+
+
+def test_degenerate_outputs_are_said_and_strict_verify_fails(tmp_path: Path) -> None:
+    """Issue 22 part 4: with every position masked (lengths of 0, as uniform [0, 1) floats made
+    them) the outputs were all zeros and the gate said "max abs err 0 ok". Now an output all
+    zeros, or the same for two different inputs, is a warning; --strict-verify fails."""
+    import mxnet as mx
+    from mxnet import gluon
+
+    class Zeroed(gluon.HybridBlock):  # the output is all zeros whatever the input
+        def __init__(self) -> None:
+            super().__init__()
+            self.dense = gluon.nn.Dense(8)
+
+        def hybrid_forward(self, F, x):
+            return F.relu(self.dense(x)) * 0
+
+    class Constant(gluon.HybridBlock):  # the output does not depend on the input
+        def __init__(self) -> None:
+            super().__init__()
+            self.dense = gluon.nn.Dense(8)
+
+        def hybrid_forward(self, F, x):
+            return self.dense(F.ones_like(x))
+
+    for name, block, why in [("zeroed", Zeroed(), "all zeros on all 2 gate inputs"),
+                             ("constant", Constant(), "the same for two different gate inputs")]:
+        params = _export_block(block, tmp_path, name, (2, 6))
+        lines = []
+        result = compile(CompileSettings(params=params, inputs={"data": (2, 6)},
+                                         output=tmp_path / f"{name}.trtb"), progress=lines.append)
+        warning = next(w for w in result.warnings if "degenerate" in w)
+        assert why in warning and "--verify-inputs" in warning, warning
+        assert any(line.startswith("warning: the accuracy gate saw degenerate outputs")
+                   and "--strict-verify makes this an error" in line for line in lines)
+        assert result.output.exists()
+        with pytest.raises(CompileError, match=f"degenerate outputs.*{why}.*--strict-verify: "
+                                               "no bundle written"):
+            compile(CompileSettings(params=params, inputs={"data": (2, 6)},
+                                    output=tmp_path / f"{name}-strict.trtb", strict_verify=True))
+        assert not (tmp_path / f"{name}-strict.trtb").exists()
+    # an ordinary model: nothing said
+    params = tiny.export("pair", tmp_path)
+    result = compile(CompileSettings(params=params, output=tmp_path / "pair.trtb",
+                                     strict_verify=True))
+    assert not any("degenerate" in w for w in result.warnings)
+
+
+def test_a_cast_to_float16_inside_an_fp32_model_compiles_and_is_judged_at_fp16(tmp_path: Path
+                                                                              ) -> None:
+    """Issue 22 part 5: mxnet.onnx wrote every float16 scalar as its uint16 bit pattern, which
+    onnx >= 1.15 reads as a number (0.5 became 14336): the gate failed 1.5e4 off and said "raise
+    --tolerance". trtc's export reads them as bit patterns again; what is computed in float16
+    inside the model is judged at the fp16 tolerance, and the report says so."""
+    from mxnet import gluon
+
+    class Half(gluon.HybridBlock):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = gluon.nn.Dense(16)
+            self.b = gluon.nn.Dense(4)
+
+        def hybrid_forward(self, F, x):
+            h = F.cast(self.a(x), "float16") * 0.5 + 1.25
+            return self.b(F.cast(F.relu(h), "float32"))
+
+    params = _export_block(Half(), tmp_path, "half", (2, 8))
+    lines = []
+    result = compile(CompileSettings(params=params, inputs={"data": (2, 8)},
+                                     output=tmp_path / "half.trtb"), progress=lines.append)
+    (out,) = [c for c in result.checks if c.kind == "output" and c.scope == "end_to_end"]
+    assert out.ok and out.half and out.tolerance == 2e-2 and out.relative < 2e-2
+    assert "judged at the fp16 tolerance 0.02" in out.note
+    assert any("computed in float16 inside the model" in line for line in lines)
+    graph = load_graph(*resolve_model_files(params), {"data": (2, 8)})
+    feeds = {"data": np.random.default_rng(1).random((2, 8)).astype(np.float32)}
+    from trtc.verify import mxnet_forward
+    reference = mxnet_forward(graph, feeds, graph.outputs)[graph.outputs[0]]
+    got = load(result.output, device="cpu")(**feeds)[graph.outputs[0]]
+    np.testing.assert_allclose(got, reference, rtol=2e-2, atol=2e-2 * np.abs(reference).max())
+
+
+def test_a_failure_far_beyond_rounding_never_suggests_raising_the_tolerance(pair) -> None:
+    from trtc.compiler import _gate_message
+
+    params, result = pair
+    graph = load_graph(*resolve_model_files(params), {})
+    engine = next(s for s in result.report.segments if s.kind == "engine")
+    output = graph.outputs[0]
+    for relative, tolerance, wrong in [(1.5e4, 1e-4, True), (3e-3, 1e-4, False),
+                                       (1e-7, 1e-15, False), (0.5, 2e-2, False), (5.0, 2e-2, True)]:
+        for scope in ("local", "end_to_end"):
+            check = OutputCheck(output, relative, relative, tolerance, scope=scope,
+                                stage=engine.name)
+            text = _gate_message([check], CompileSettings(params=params), result.report.segments,
+                                 graph)
+            assert ("raise --tolerance" in text) is not wrong, (relative, tolerance, text)
+            assert ("far more than rounding explains" in text) is wrong, text
