@@ -6,7 +6,27 @@ opset trtc exports at, over mxnet.onnx's own. trtc/export.py calls it before eve
 * ``_contrib_box_nms`` (and its aliases): a new, exact converter (below);
 * ``_contrib_ROIAlign``: mxnet.onnx's, with a negative ``sample_ratio`` passed as 0 (both mean
   adaptive; ONNX Runtime refuses a negative one);
-* ``topk``: mxnet.onnx's, refusing ``k < 1`` (MXNet: the whole axis; mxnet.onnx: nothing).
+* ``topk``: mxnet.onnx's, refusing ``k < 1`` (MXNet: the whole axis; mxnet.onnx: nothing);
+* ``RNN`` (gluon.rnn's fused LSTM / GRU / vanilla RNN): a new, exact converter (below).
+
+``RNN``. mxnet.onnx's converter multiplies each begin state by ones of shape (D, batch, H) taken
+from the data's shape; Gluon's default begin state is ``_zeros(shape=(L, 0, H))`` (MXNet fills
+in the 0 from the batch), which mxnet.onnx exports as an empty tensor: ONNX Runtime and
+TensorRT then fail on a "reshape of an empty tensor" and the op ran in MXNet. It also handles
+1-2 layers only, and bidirectional only for a 1-layer LSTM. This one writes one ONNX LSTM/GRU/RNN node per
+layer (both directions in one node; MXNet's layout is ONNX's: time-major, forward then backward
+features), with weights unpacked from MXNet's flat ``parameters`` constant (every layer's and
+direction's ``W_x, W_h``, then every ``b_x, b_h``: src/operator/rnn-inl.h, rnn_impl.h) and gates
+reordered: MXNet LSTM i, f, g, o -> ONNX i, o, f, c; MXNet GRU r, z, n -> ONNX z, r, h, with
+``linear_before_reset=1`` (MXNet's n = tanh(W_n x + b_xn + r * (R_n h + b_hn))); vanilla RNN
+``activations`` Tanh or Relu. A begin state that is all zeros (``_zeros``, or its folded
+constant) is left out (ONNX's default is zeros: no batch-dependent shape arithmetic); a real one
+is sliced per layer into ``initial_h``/``initial_c``. State outputs: the layers' Y_h / Y_c
+concatenated. ``p`` (dropout between layers) applies in training only. Refused (kept in
+MXNet): ``use_sequence_length``, ``projection_size`` (LSTMP: no ONNX projection),
+``lstm_state_clip_min/max`` (ONNX's ``clip`` bounds the gates' inputs, not the cell state;
+MXNet 1.9.1 applies it with cuDNN only),
+``parameters`` that are not a weight, data other than float32.
 
 ``_contrib_box_nms`` (GluonCV's detection post-processing: SSD, YOLOv3, Faster R-CNN, CenterNet).
 mxnet.onnx's converter ignores ``id_index``/``force_suppress=False`` (it suppresses across
@@ -64,7 +84,8 @@ are float32 (synthetic scores, output order): exact up to 2**24 candidates per b
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -84,6 +105,7 @@ ONNX_OPS_USED = frozenset("""
     Add And Cast Concat ConstantOfShape Div Equal Gather GatherND Greater GreaterOrEqual Identity
     Less Min NonMaxSuppression Not Pad Range ReduceMax ReduceMin ReduceSum Reshape ScatterND Shape
     Slice Squeeze Sub TopK Unsqueeze Where
+    GRU LSTM RNN Transpose
 """.split())
 
 _REGISTERED = False
@@ -108,6 +130,7 @@ def register() -> None:
     opset = _defaults.ONNX_OPSET
     for op in BOX_NMS_OPS:
         MXNetGraph.register(op, opset_version=opset)(convert_box_nms)
+    MXNetGraph.register("RNN", opset_version=opset)(convert_rnn)
     # wrappers around mxnet.onnx's own converters (found as convert_layer would find them)
     for op, wrapper in (("_contrib_ROIAlign", _roi_align_wrapper), ("topk", _topk_wrapper)):
         original = _mxnet_converter(MXNetGraph.registry_, op, opset)
@@ -419,6 +442,226 @@ def _convert_format(b: _Builder, rows: str, cs: int, out_format: str) -> str:
     before = b.op("Slice", [rows, b.ints(0), b.ints(cs), b.ints(2)])
     after = b.op("Slice", [rows, b.ints(cs + 4), b.ints(_INT64_MAX), b.ints(2)])
     return b.op("Concat", [before, coords, after], axis=2)
+
+
+# ----------------------------------------------------------------------------------------------
+# RNN (the fused LSTM / GRU / vanilla RNN of gluon.rnn)
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _RnnMode:
+    """How one MXNet RNN ``mode`` maps onto ONNX."""
+
+    onnx_op: str
+    order: Tuple[int, ...]  # ONNX gate k is MXNet gate order[k]
+    activation: Optional[str] = None  # vanilla RNN: ONNX 'activations', one per direction
+    linear_before_reset: bool = False  # GRU
+
+    @property
+    def gates(self) -> int:
+        return len(self.order)
+
+
+# MXNet 1.9.1's gates (src/operator/rnn_impl.h): LSTM i, f, g, o; GRU r, z, n with
+# n = tanh(W_n x + b_in + r * (R_n h + b_hn)). ONNX: LSTM i, o, f, c; GRU z, r, h, and
+# linear_before_reset=1 is that n.
+_RNN_MODES: Dict[str, _RnnMode] = {
+    "lstm": _RnnMode("LSTM", (0, 3, 1, 2)),
+    "gru": _RnnMode("GRU", (1, 0, 2), linear_before_reset=True),
+    "rnn_tanh": _RnnMode("RNN", (0,), activation="Tanh"),
+    "rnn_relu": _RnnMode("RNN", (0,), activation="Relu"),
+}
+
+
+@dataclass(frozen=True)
+class _RnnSpec:
+    """The attributes of one MXNet ``RNN`` node that shape its ONNX."""
+
+    mode: _RnnMode
+    hidden: int
+    layers: int
+    directions: int
+    state_outputs: bool
+
+    @property
+    def lstm(self) -> bool:
+        return self.mode.onnx_op == "LSTM"
+
+
+def _rnn_spec(attrs: Dict[str, str]) -> _RnnSpec:
+    """The node's attributes (MXNet's defaults where absent).
+
+    Raises:
+        NotImplementedError: what no ONNX LSTM/GRU/RNN computes as MXNet does.
+    """
+    def flag(key: str) -> bool:
+        return str(attrs.get(key, "False")).strip().lower() in ("true", "1")
+
+    def given(key: str) -> bool:
+        return str(attrs.get(key, "None")).strip() not in ("None", "")
+
+    mode = str(attrs.get("mode", ""))
+    if mode not in _RNN_MODES:
+        raise NotImplementedError(f"RNN mode={mode!r}")
+    if flag("use_sequence_length"):
+        raise NotImplementedError("RNN use_sequence_length=True: MXNet computes it with cuDNN "
+                                  "only; not exported (kept in MXNet)")
+    if given("projection_size"):
+        raise NotImplementedError("RNN projection_size (LSTMP): ONNX LSTM has no projection")
+    if given("lstm_state_clip_min") or given("lstm_state_clip_max"):
+        raise NotImplementedError("RNN lstm_state_clip_min/max: ONNX LSTM's clip bounds the "
+                                  "gates' inputs, not the cell state")
+    # 'p' (dropout between layers) applies in training only
+    return _RnnSpec(mode=_RNN_MODES[mode], hidden=int(attrs["state_size"]),
+                    layers=int(attrs.get("num_layers", 1)),
+                    directions=2 if flag("bidirectional") else 1,
+                    state_outputs=flag("state_outputs"))
+
+
+def _rnn_input_size(spec: _RnnSpec, count: int) -> int:
+    """The data's feature size, from the length of MXNet's flat ``parameters`` (GetRnnParamSize:
+    (I + H + 2) * G*H*D for layer 0, (D*H + H + 2) * G*H*D for each other layer)."""
+    h, d = spec.hidden, spec.directions
+    per_row = spec.mode.gates * h * d
+    first = count - (spec.layers - 1) * (d * h + h + 2) * per_row
+    if first <= 0 or first % per_row or first // per_row - h - 2 < 1:
+        raise NotImplementedError(f"RNN parameters of {count} values do not fit "
+                                  f"{spec.layers} layer(s) of {h} (directions {d})")
+    return first // per_row - h - 2
+
+
+def _rnn_weights(spec: _RnnSpec, flat: np.ndarray
+                 ) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """ONNX (W, R, B) of each layer from MXNet's flat ``parameters``, gates in ONNX's order.
+
+    MXNet's layout (rnn-inl.h, rnn_impl.h): first every weight, per layer and direction
+    ``W_x (G*H, I_l)`` then ``W_h (G*H, H)``; then every bias, per layer and direction ``b_x``
+    then ``b_h`` (G*H each). ONNX: W (D, G*H, I_l), R (D, G*H, H), B (D, 2*G*H) = [b_x, b_h]."""
+    h, d, g = spec.hidden, spec.directions, spec.mode.gates
+    inputs = _rnn_input_size(spec, flat.size)
+    order = np.array(spec.mode.order)
+    offset = 0
+
+    def take(*shape: int) -> np.ndarray:
+        nonlocal offset
+        size = int(np.prod(shape))
+        block = flat[offset:offset + size].reshape(shape)
+        offset += size
+        # rows are gates: (G, H, ...) -> ONNX's gate order
+        return block.reshape(g, h, *shape[1:])[order].reshape(shape)
+
+    matrices = []
+    for layer in range(spec.layers):
+        width = inputs if layer == 0 else d * h
+        pairs = [(take(g * h, width), take(g * h, h)) for _ in range(d)]
+        matrices.append((np.stack([w for w, _ in pairs]), np.stack([r for _, r in pairs])))
+    layers = []
+    for w, r in matrices:
+        biases = [np.concatenate([take(g * h), take(g * h)]) for _ in range(d)]
+        layers.append((w, r, np.stack(biases)))
+    assert offset == flat.size
+    return layers
+
+
+def _rnn_source(node: Dict[str, Any], index: int, kwargs: Dict[str, Any]
+                ) -> Tuple[Optional[Dict[str, Any]], Optional[np.ndarray]]:
+    """The mx2onnx node feeding input ``index`` and, when it is a weight, its value."""
+    if index >= len(node["inputs"]):
+        return None, None
+    source = kwargs["mx_graph"][node["inputs"][index][0]]
+    value = kwargs["weights"].get(source["name"]) if source["op"] == "null" else None
+    return source, value
+
+
+def _rnn_begin_state(node: Dict[str, Any], index: int, name: Optional[str],
+                     kwargs: Dict[str, Any], dtype: np.dtype) -> Optional[Any]:
+    """A begin state: None when it is all zeros (ONNX's default; Gluon's ``_zeros(shape=(L, 0,
+    H))`` or its folded constant), else a numpy constant or the ONNX tensor that holds it."""
+    source, value = _rnn_source(node, index, kwargs)
+    if source is None or source["op"] in ("_zeros", "_zeros_without_dtype"):
+        return None
+    if value is not None:
+        return None if not np.any(value) else np.asarray(value, dtype)
+    return name
+
+
+def _rnn_layer_state(b: _Builder, state: Optional[Any], layer: int, directions: int) -> str:
+    """The ONNX ``initial_h``/``initial_c`` input of one layer ('' for zeros): rows
+    ``layer*D : (layer+1)*D`` of MXNet's (L*D, N, H) state."""
+    if state is None:
+        return ""
+    rows = slice(layer * directions, (layer + 1) * directions)
+    if isinstance(state, np.ndarray):
+        return b.const(state[rows], state.dtype, "state")
+    return b.op("Slice", [state, b.ints(rows.start), b.ints(rows.stop), b.ints(0)])
+
+
+def convert_rnn(node: Dict[str, Any], **kwargs: Any) -> List[Any]:
+    """mx2onnx converter for MXNet's fused ``RNN``: one ONNX LSTM/GRU/RNN node per layer (both
+    directions in one node), weights unpacked from the flat ``parameters`` constant. Outputs
+    (mx2onnx's names): ``<node>`` (T, N, D*H), ``<node>1`` hy and ``<node>2`` cy (L*D, N, H).
+
+    Raises:
+        NotImplementedError: attributes ONNX cannot express (``_rnn_spec``), a ``parameters``
+            input that is not a weight, data other than float32.
+    """
+    from mxnet.onnx.mx2onnx._op_translations._op_translations_opset13 import (
+        get_input_dtypes, get_inputs)
+
+    name, inputs, attrs = get_inputs(node, kwargs)
+    spec = _rnn_spec(attrs)
+    dtype = np.dtype(get_input_dtypes(node, kwargs)[0])
+    if dtype != np.float32:
+        raise NotImplementedError(f"RNN on {dtype} data: exported for float32 only")
+    _, flat = _rnn_source(node, 1, kwargs)
+    if flat is None:
+        raise NotImplementedError("RNN whose parameters are computed at run time (not a weight)")
+    layers = _rnn_weights(spec, np.asarray(flat, dtype).ravel())
+
+    b = _Builder(name, kwargs)
+    h0 = _rnn_begin_state(node, 2, inputs[2] if len(inputs) > 2 else None, kwargs, dtype)
+    c0 = (_rnn_begin_state(node, 3, inputs[3] if len(inputs) > 3 else None, kwargs, dtype)
+          if spec.lstm else None)
+    x, hy, cy = inputs[0], [], []
+    for layer, (w, r, bias) in enumerate(layers):
+        y, y_h, y_c = _rnn_layer(b, spec, x, (w, r, bias),
+                                 _rnn_layer_state(b, h0, layer, spec.directions),
+                                 _rnn_layer_state(b, c0, layer, spec.directions),
+                                 out=name if layer == spec.layers - 1 else None)
+        x = y
+        hy.append(y_h)
+        cy.append(y_c)
+    if spec.state_outputs:
+        b.op("Concat", hy, out=f"{name}1", axis=0)
+        if spec.lstm:
+            b.op("Concat", cy, out=f"{name}2", axis=0)
+    return b.nodes
+
+
+def _rnn_layer(b: _Builder, spec: _RnnSpec, x: str,
+               weights: Tuple[np.ndarray, np.ndarray, np.ndarray], initial_h: str,
+               initial_c: str, out: Optional[str]) -> Tuple[str, str, Optional[str]]:
+    """One ONNX LSTM/GRU/RNN node (both directions) on ``x`` (T, N, I); returns its output
+    as MXNet lays it out, (T, N, D*H), and its Y_h and Y_c (D, N, H)."""
+    w, r, bias = (b.const(v, v.dtype, hint) for v, hint in zip(weights, "WRB"))
+    inputs = [x, w, r, bias, "", initial_h]
+    if spec.lstm:
+        inputs.append(initial_c)
+    while inputs[-1] == "":
+        inputs.pop()
+    attrs: Dict[str, Any] = {"hidden_size": spec.hidden,
+                             "direction": "bidirectional" if spec.directions == 2 else "forward"}
+    if spec.mode.activation:
+        attrs["activations"] = [spec.mode.activation] * spec.directions
+    if spec.mode.linear_before_reset:
+        attrs["linear_before_reset"] = 1
+    outputs = b.op(spec.mode.onnx_op, inputs, outputs=3 if spec.lstm else 2, **attrs)
+    y = outputs[0]  # (T, D, N, H)
+    if spec.directions == 1:
+        y = b.op("Squeeze", [y, b.ints(1)], out=out)
+    else:  # MXNet's (T, N, D*H): forward then backward features
+        y = b.op("Reshape", [b.op("Transpose", [y], perm=[0, 2, 1, 3]), b.ints(0, 0, -1)],
+                 out=out)
+    return y, outputs[1], outputs[2] if spec.lstm else None
 
 
 # ONNX TensorProto data types (onnx.TensorProto.FLOAT, ...), without importing onnx here

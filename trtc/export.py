@@ -258,9 +258,13 @@ def _apply_fix_gamma(graph: Graph, segment: Segment, arg_params: Dict[str, Any])
 
 
 def _onnx_output_name(mx_output: str) -> str:
-    # mx2onnx names graph outputs after the MXNet output, with the '_output' suffix removed.
+    # mx2onnx names graph outputs after the MXNet output, with the '_output' suffix removed, and
+    # an RNN's state outputs '<node>1' (hy) and '<node>2' (cy) (MXNetGraph.get_outputs).
     import re
 
+    for suffix, index in (("_state_output", "1"), ("_statecell_output", "2")):
+        if mx_output.endswith(suffix):
+            return mx_output[: -len(suffix)] + index
     if mx_output.endswith("_output"):
         return mx_output[: -len("_output")]
     if re.search(r"_output[0-9]$", mx_output):
