@@ -18,6 +18,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import pytest
 
+from _gpus import gpu_params
 from _threads import run_in_threads
 from trtc.runtime import IncompatibleError, cuda, load
 from trtc.runtime.dlpack import DeviceArray
@@ -104,11 +105,13 @@ def test_engines_run_on_the_gpu_through_onnxruntime_where_tensorrt_cannot(cuda_g
 
 @pytest.mark.gpu
 @needs_ort_cuda
+@pytest.mark.parametrize("gpu", gpu_params())
 @pytest.mark.parametrize("batch", [1, 3, 4, 2])
-def test_mixed_bundle_keeps_onnx_stages_on_the_gpu(batch):
+def test_mixed_bundle_keeps_onnx_stages_on_the_gpu(batch, gpu):
     """Two engines around an ONNX Runtime stage; every stage on the GPU (the engines too, by
-    TensorRT where it runs here, else by ONNX Runtime), any batch of the range."""
-    model = load(PAIR, device="cuda")
+    TensorRT where it runs here, else by ONNX Runtime), any batch of the range, on each GPU."""
+    model = load(PAIR, device=f"cuda:{gpu}")
+    assert model.gpu == gpu
     assert model.executors["onnx0"] == "ONNX Runtime (CUDA)", model.executors
     assert not any(getattr(s, "graphed", False) for s in model.stages)  # dynamic: no graph
     cpu = load(PAIR, device="cpu")
@@ -121,13 +124,15 @@ def test_mixed_bundle_keeps_onnx_stages_on_the_gpu(batch):
 
 @pytest.mark.gpu
 @needs_ort_cuda
-def test_device_outputs_and_device_inputs_stay_on_the_gpu():
-    model = load(PAIR, device="cuda")
+@pytest.mark.parametrize("gpu", gpu_params())
+def test_device_outputs_and_device_inputs_stay_on_the_gpu(gpu):
+    model = load(PAIR, device=f"cuda:{gpu}")
     cpu = load(PAIR, device="cpu")
     feeds = _feeds(model, batch=2, seed=7)
     on_gpu = {}
     for name, value in feeds.items():  # inputs already on the GPU, read in place
-        array = DeviceArray.empty(value.shape, value.dtype, 0)
+        cuda.set_device(gpu)
+        array = DeviceArray.empty(value.shape, value.dtype, gpu)
         stream = cuda.Stream()
         stream.copy_h2d(array.ptr, value.ctypes.data, value.nbytes)
         stream.synchronize()
@@ -135,15 +140,16 @@ def test_device_outputs_and_device_inputs_stay_on_the_gpu():
     out = model(output="device", **on_gpu)
     ref = cpu(**feeds)
     for name, value in out.items():
-        assert isinstance(value, DeviceArray) and value.device == 0
-        assert cuda.pointer_device(value.ptr) == 0
+        assert isinstance(value, DeviceArray) and value.device == gpu
+        assert cuda.pointer_device(value.ptr) == gpu
         _close(value.numpy(), ref[name])
 
 
 @pytest.mark.gpu
 @needs_ort_cuda
-def test_threads_share_the_onnxruntime_gpu_stages():
-    model = load(PAIR, device="cuda")
+@pytest.mark.parametrize("gpu", gpu_params())
+def test_threads_share_the_onnxruntime_gpu_stages(gpu):
+    model = load(PAIR, device=f"cuda:{gpu}")
     cpu = load(PAIR, device="cpu")
     cases = [_feeds(model, batch=1 + i % 4, seed=i) for i in range(8)]
     expected = [cpu(**feeds) for feeds in cases]
@@ -202,11 +208,12 @@ def test_a_gpu_index_beyond_the_machine_is_one_clear_error() -> None:
 
 @pytest.mark.gpu
 @needs_ort_cuda
-def test_model_on_gpu_0_by_index() -> None:
-    model = load(PAIR, device="cuda:0")
-    assert model.device == "cuda" and model.gpu == 0
+@pytest.mark.parametrize("gpu", gpu_params())
+def test_model_on_a_gpu_by_index(gpu) -> None:
+    model = load(PAIR, device=f"cuda:{gpu}")
+    assert model.device == "cuda" and model.gpu == gpu
     out = model(output="device", **_feeds(model, batch=2))
-    assert all(v.device == 0 and cuda.pointer_device(v.ptr) == 0 for v in out.values())
+    assert all(v.device == gpu and cuda.pointer_device(v.ptr) == gpu for v in out.values())
 
 
 @pytest.mark.gpu
