@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .runtime.errors import UsageError
-from .runtime.stages.residual import _check_attrs, mxnet_error_text
+from .runtime.stages.residual import check_attrs, mxnet_error_text
 
 __all__ = ["Node", "Graph", "resolve_model_files", "load_graph", "fold_constants", "parse_input_spec",
            "import_user_modules", "check_input_shapes", "path_problem"]
@@ -331,7 +331,7 @@ def _read_symbol_json(symbol_path: Path) -> Tuple[str, Dict[str, Any]]:
                          "the model from Gluon")
     for node in nodes:  # attributes MXNet divides by unchecked (num_group=0: SIGFPE at load)
         try:
-            _check_attrs(node["op"], node.get("attrs", {}), f"node '{node['name'][:80]}'")
+            check_attrs(node["op"], node.get("attrs", {}), f"node '{node['name'][:80]}'")
         except ValueError as exc:
             raise UsageError(f"{symbol_path.name}: {exc}: MXNet would crash on it; fix or "
                              "re-export the model") from None

@@ -27,7 +27,7 @@ from ..bundle import (MAX_NPY_HEADER_BYTES, MAX_RESIDUAL_PARAMS, MAX_SYMBOL_NODE
                       MAX_TENSOR_ELEMENTS, shape_fits, shape_text, zip_entry_count)
 from ..errors import BundleError, IncompatibleError, InputError
 
-__all__ = ["MXNetStage", "import_mxnet", "load_residual_params"]
+__all__ = ["MXNetStage", "import_mxnet", "load_residual_params", "check_attrs", "mxnet_error_text"]
 
 
 def import_mxnet(ops: Collection[str] = ()) -> Any:
@@ -221,7 +221,7 @@ def symbol_from_json(mx: Any, text: bytes) -> Any:
             outputs.append(1)
             continue
         inputs = [entry(e, built, f"{where} input {j}") for j, e in enumerate(node["inputs"])]
-        _check_attrs(node["op"], attrs, where)
+        check_attrs(node["op"], attrs, where)
         op = OpHandle()
         check_call(_LIB.NNGetOpHandle(c_str(node["op"]), ctypes.byref(op)))
         handle = SymbolHandle()
@@ -269,7 +269,7 @@ def _int_tuple(text: str) -> Optional[Tuple[int, ...]]:
         return None
 
 
-def _check_attrs(op: str, attrs: Mapping[str, str], where: str) -> None:
+def check_attrs(op: str, attrs: Mapping[str, str], where: str) -> None:
     """Refuse attribute values MXNet itself would crash on (``_POSITIVE_ATTRS``).
 
     Raises:
