@@ -84,8 +84,9 @@ are float32 (synthetic scores, output order): exact up to 2**24 candidates per b
 
 from __future__ import annotations
 
+import contextvars
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -132,7 +133,8 @@ def register() -> None:
         MXNetGraph.register(op, opset_version=opset)(convert_box_nms)
     MXNetGraph.register("RNN", opset_version=opset)(convert_rnn)
     # wrappers around mxnet.onnx's own converters (found as convert_layer would find them)
-    for op, wrapper in (("_contrib_ROIAlign", _roi_align_wrapper), ("topk", _topk_wrapper)):
+    for op, wrapper in (("_contrib_ROIAlign", _roi_align_wrapper), ("topk", _topk_wrapper),
+                        ("SwapAxis", _swapaxis_wrapper), ("swapaxes", _swapaxis_wrapper)):
         original = _mxnet_converter(MXNetGraph.registry_, op, opset)
         if original is not None:
             MXNetGraph.register(op, opset_version=opset)(wrapper(original))
@@ -184,6 +186,43 @@ def _topk_wrapper(original: Any) -> Any:
         return original(node, **kwargs)
 
     return convert_topk
+
+
+# (MXNet node name, output index) -> rank of that tensor, for the export in progress: trtc knows
+# every tensor's shape (trtc/export.py sets it around each mxnet.onnx call); mx2onnx's converters
+# are given no shapes, so some of them compute ranks at run time with Shape ops.
+STATIC_RANKS: "contextvars.ContextVar[Mapping[Tuple[str, int], int]]" = contextvars.ContextVar(
+    "trtc_static_ranks", default={})
+
+
+def _input_rank(node: Dict[str, Any], kwargs: Dict[str, Any], index: int = 0) -> Optional[int]:
+    """The static rank of ``node``'s input ``index`` (None where trtc did not say)."""
+    source, out = node["inputs"][index][0], node["inputs"][index][1]
+    return STATIC_RANKS.get().get((kwargs["mx_graph"][source]["name"], out))
+
+
+def _swapaxis_wrapper(original: Any) -> Any:
+    """mxnet.onnx's ``SwapAxis`` pads the input to rank 8 with Shape/ScatterND/Pad/Reshape
+    arithmetic, because its converter does not know the rank; TensorRT's parser refuses that
+    chain where the shape is dynamic (a dynamic-batch NTC RNN model kept its two SwapAxis out of
+    the engine). With the rank known it is one exact ``Transpose``."""
+
+    def convert_swapaxis(node: Dict[str, Any], **kwargs: Any) -> Any:
+        from mxnet.onnx.mx2onnx._op_translations._op_translations_opset13 import get_inputs
+        from onnx.helper import make_node
+
+        rank = _input_rank(node, kwargs)
+        attrs = node.get("attrs", {})
+        dims = [int(attrs.get("dim1", 0)), int(attrs.get("dim2", 0))]
+        if rank is None or not all(-rank <= d < rank for d in dims):
+            return original(node, **kwargs)
+        first, second = (d % rank for d in dims)
+        perm = list(range(rank))
+        perm[first], perm[second] = second, first
+        name, inputs, _ = get_inputs(node, kwargs)
+        return [make_node("Transpose", [inputs[0]], [name], perm=perm, name=name)]
+
+    return convert_swapaxis
 
 
 # ----------------------------------------------------------------------------------------------

@@ -18,8 +18,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set,
 import numpy as np
 
 from . import _defaults
+from .converters import STATIC_RANKS
 from .frontend import Graph
-from .partition import Segment, describe_nodes
+from .segments import Segment, describe_nodes
 
 __all__ = ["ExportError", "ExportedSegment", "WholeExport", "export_nodes", "cut_segment",
            "onnx_from_segment", "convert_to_fp16", "subgraph_symbol_json"]
@@ -207,6 +208,30 @@ def _provenance() -> Iterator[Dict[str, Any]]:
             root.setLevel(root_level)
 
 
+def _static_ranks(graph: Graph, inputs: Sequence[str]) -> Dict[Tuple[str, int], int]:
+    """(MXNet node name, output index) -> rank, for converters that need it (converters.py
+    STATIC_RANKS): every op output of ``graph`` and every variable of the sub-symbol (named
+    after the trtc tensor it stands for)."""
+    ranks: Dict[Tuple[str, int], int] = {}
+    for node in graph.nodes:
+        for index, tensor in enumerate(node.outputs if node.is_op else [node.name]):
+            if tensor in graph.shapes:
+                ranks[(node.name, index)] = len(graph.shapes[tensor])
+    for tensor in inputs:
+        if tensor in graph.shapes:
+            ranks[(tensor, 0)] = len(graph.shapes[tensor])
+    return ranks
+
+
+@contextlib.contextmanager
+def _reset(var: Any, token: Any) -> Iterator[None]:
+    """Undo ``var.set()`` (its ``token``) when the block ends."""
+    try:
+        yield
+    finally:
+        var.reset(token)
+
+
 def _fp16_from_bit_patterns(make_tensor: Callable[..., Any]) -> Callable[..., Any]:
     """mx2onnx gives ``make_tensor`` every float16 value as its uint16 bit pattern (what onnx
     before 1.15 wanted); newer onnx converts the values themselves, so 0.5 became 14336.0 (issue
@@ -298,7 +323,9 @@ def _export_symbol(graph: Graph, segment: Segment
     if not data_names:
         raise ExportError("segment has no tensor inputs (only constants); it is kept in MXNet")
 
-    with tempfile.TemporaryDirectory(prefix="trtc-export-") as tmp, _provenance() as state:
+    ranks_set = STATIC_RANKS.set(_static_ranks(graph, segment.inputs))
+    with tempfile.TemporaryDirectory(prefix="trtc-export-") as tmp, _provenance() as state, \
+            _reset(STATIC_RANKS, ranks_set):
         path = os.path.join(tmp, "segment.onnx")
         try:
             dynamic = any(graph.dynamic_axes(n) for n in data_names)

@@ -433,6 +433,8 @@ def load_graph(symbol_path: Path, params_path: Path,
                 "interface: build and export it without npx.set_np()") from None
         raise UsageError(f"{params_path} is not an MXNet params file (mx.nd.save / "
                          f"HybridBlock.export format; MXNet: \"{said}\")") from None
+    if isinstance(raw_params, list) and not raw_params:
+        raw_params = {}  # a model without weights: MXNet saves {} and loads it back as []
     if not isinstance(raw_params, dict):
         raise UsageError(f"{params_path} holds an unnamed list of arrays, not named params; "
                          "export the model with HybridBlock.export")

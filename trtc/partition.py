@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from .frontend import Graph
+from .segments import Segment, describe_nodes
 
 __all__ = [
     "PartitionResult",
@@ -74,22 +75,6 @@ class Decision:
 
 # Segment.kind -> what runs it, as reports say it.
 EXECUTOR_TEXT = {"engine": "TensorRT", "onnx": "ONNX Runtime", "residual": "MXNet"}
-
-
-@dataclass
-class Segment:
-    """A cycle-free group of op nodes that runs as one stage."""
-
-    kind: str  # 'engine' (TensorRT) | 'onnx' (ONNX Runtime) | 'residual' (MXNet)
-    nodes: List[int]  # op node indices, topologically ordered
-    inputs: List[str] = field(default_factory=list)  # tensors consumed from outside
-    outputs: List[str] = field(default_factory=list)  # tensors used outside or model outputs
-    params: List[str] = field(default_factory=list)  # param keys its nodes use
-    name: str = ""
-
-    @property
-    def key(self) -> Tuple[Tuple[int, ...], Tuple[str, ...]]:
-        return tuple(self.nodes), tuple(self.outputs)
 
 
 _EXPORTABLE_CACHE: Optional[Set[str]] = None
@@ -299,38 +284,6 @@ def renumber_segments(segments: Sequence[Segment]) -> None:
     for seg in segments:
         seg.name = f"{seg.kind}{counts[seg.kind]}"
         counts[seg.kind] += 1
-
-
-def describe_nodes(graph: Graph, nodes: List[int], kind: str) -> Segment:
-    """A Segment for ``nodes``: the tensors it reads from outside, the params it uses, and the
-    tensors it produces that are used outside or are model outputs."""
-    inside = set(nodes)
-    consumers = graph.consumers()
-    heads = set(graph.heads)
-    inputs: List[str] = []
-    params: List[str] = []
-    outputs: List[str] = []
-    for idx in nodes:
-        for src, out in graph.nodes[idx].inputs:
-            producer = graph.nodes[src]
-            if producer.is_op and src in inside:
-                continue
-            if not producer.is_op and producer.param_key is not None:
-                if producer.param_key not in params:
-                    params.append(producer.param_key)
-                continue
-            name = graph.tensor((src, out))
-            if name not in inputs:
-                inputs.append(name)
-    for idx in nodes:
-        node = graph.nodes[idx]
-        used_outside = {c for c in consumers[idx] if c not in inside}
-        for out, name in enumerate(node.outputs):
-            external = (idx, out) in heads or any(
-                (idx, out) in graph.nodes[c].inputs for c in used_outside)
-            if external and name not in outputs:
-                outputs.append(name)
-    return Segment(kind=kind, nodes=list(nodes), inputs=inputs, outputs=outputs, params=params)
 
 
 # ----------------------------------------------------------------------------------------------

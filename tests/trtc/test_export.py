@@ -91,3 +91,40 @@ def test_export_declares_the_opset_its_converters_implement(tmp_path):
     x = np.random.default_rng(0).random((1, 4, 8, 8)).astype(np.float32)
     (got,) = _run(exp.onnx_bytes, {"data": x}).values()
     np.testing.assert_allclose(got, np.maximum(x[:, :2] + x[:, 2:], 0), rtol=1e-6)
+
+
+def test_swapaxes_is_one_transpose_and_parses_with_a_dynamic_batch(tmp_path):
+    """mxnet.onnx pads SwapAxis to rank 8 with Shape/ScatterND/Pad arithmetic (it is not told the
+    rank), which TensorRT's parser refuses where the batch is dynamic. trtc gives converters the
+    static rank: one exact Transpose, negative axes too; the model is one engine and matches
+    MXNet at every batch of the range."""
+    import mxnet as mx
+
+    from trtc import CompileSettings, compile
+    from trtc.runtime import load
+    from trtc.verify import mxnet_forward
+
+    data = mx.sym.var("data")
+    x = mx.sym.swapaxes(mx.sym.relu(data), dim1=-1, dim2=1)  # (N, 5, 4, 3)
+    x = mx.sym.swapaxes(x * 2, dim1=0, dim2=2)  # (4, 5, N, 3)
+    sym = mx.sym.sum(x, axis=(0, 1)) + 1
+    sym.save(str(tmp_path / "sw-symbol.json"))
+    mx.nd.save(str(tmp_path / "sw-0000.params"), {})
+    params = tmp_path / "sw-0000.params"
+    result = compile(CompileSettings(params=params, inputs={"data": ((1, 4), 3, 4, 5)},
+                                     output=tmp_path / "sw.trtb"))
+    assert [s["kind"] for s in result.manifest["stages"]] == ["engine"], result.report.to_text()
+    model = load(result.output, device="cpu")
+    rng = np.random.default_rng(0)
+    for batch in (1, 3, 4):
+        feeds = {"data": rng.standard_normal((batch, 3, 4, 5)).astype(np.float32)}
+        graph = load_graph(*resolve_model_files(params), {"data": (batch, 3, 4, 5)})
+        reference = mxnet_forward(graph, feeds, graph.outputs)
+        out = model(**feeds)
+        for name in graph.outputs:
+            np.testing.assert_allclose(out[name], reference[name], rtol=1e-5, atol=1e-5)
+    segment_onnx = [n.op_type for n in export_nodes(
+        load_graph(*resolve_model_files(params), {"data": (2, 3, 4, 5)}),
+        [n.index for n in load_graph(*resolve_model_files(params),
+                                     {"data": (2, 3, 4, 5)}).op_nodes]).model.graph.node]
+    assert segment_onnx.count("Transpose") == 2 and "ScatterND" not in segment_onnx, segment_onnx
