@@ -7,7 +7,11 @@ opset trtc exports at, over mxnet.onnx's own. trtc/export.py calls it before eve
 * ``_contrib_ROIAlign``: mxnet.onnx's, with a negative ``sample_ratio`` passed as 0 (both mean
   adaptive; ONNX Runtime refuses a negative one);
 * ``topk``: mxnet.onnx's, refusing ``k < 1`` (MXNet: the whole axis; mxnet.onnx: nothing);
-* ``RNN`` (gluon.rnn's fused LSTM / GRU / vanilla RNN): a new, exact converter (below).
+* ``RNN`` (gluon.rnn's fused LSTM / GRU / vanilla RNN): a new, exact converter (below);
+* ``Reshape``: mxnet.onnx's for ONNX's own codes (positive, 0, -1); MXNet's -2, -3, -4 and
+  ``reverse=True`` by MXNet's shape inference on the symbolic input shape (``_reshape_wrapper``);
+* ``_contrib_AdaptiveAvgPooling2D``: mxnet.onnx's for a 1x1 output; larger ones (PSPNet's
+  pyramid) as two MatMuls with MXNet's bins (``_adaptive_avg_pool_wrapper``).
 
 ``RNN``. mxnet.onnx's converter multiplies each begin state by ones of shape (D, batch, H) taken
 from the data's shape; Gluon's default begin state is ``_zeros(shape=(L, 0, H))`` (MXNet fills
@@ -107,6 +111,7 @@ ONNX_OPS_USED = frozenset("""
     Less Min NonMaxSuppression Not Pad Range ReduceMax ReduceMin ReduceSum Reshape ScatterND Shape
     Slice Squeeze Sub TopK Unsqueeze Where
     GRU LSTM RNN Transpose
+    Mul MatMul
 """.split())
 
 _REGISTERED = False
@@ -134,7 +139,9 @@ def register() -> None:
     MXNetGraph.register("RNN", opset_version=opset)(convert_rnn)
     # wrappers around mxnet.onnx's own converters (found as convert_layer would find them)
     for op, wrapper in (("_contrib_ROIAlign", _roi_align_wrapper), ("topk", _topk_wrapper),
-                        ("SwapAxis", _swapaxis_wrapper), ("swapaxes", _swapaxis_wrapper)):
+                        ("SwapAxis", _swapaxis_wrapper), ("swapaxes", _swapaxis_wrapper),
+                        ("Reshape", _reshape_wrapper),
+                        ("_contrib_AdaptiveAvgPooling2D", _adaptive_avg_pool_wrapper)):
         original = _mxnet_converter(MXNetGraph.registry_, op, opset)
         if original is not None:
             MXNetGraph.register(op, opset_version=opset)(wrapper(original))
@@ -712,3 +719,194 @@ def _tensor(array: np.ndarray) -> Any:
     from onnx import numpy_helper
 
     return numpy_helper.from_array(array)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reshape with MXNet's special codes (-2, -3, -4) or reverse=True
+# ----------------------------------------------------------------------------------------------
+def _reshape_wrapper(original: Any) -> Any:
+    """mxnet.onnx's ``Reshape`` converter is exact for targets of positive values, 0 and -1
+    (ONNX Reshape's own codes: a constant target), which it keeps converting. For MXNet's other
+    codes it knows a handful of literal targets (``[0, 0, -3, -3]``, ``[-3, -1]``, ...) and raises
+    "Shape value not supported in ONNX" for the rest (``(0, 0, -3)``, ``(-3, 0, 0)``,
+    ``(-4, -1, H, 0, 0)``: the head split and merge of every hand-written multi-head attention);
+    and with ``reverse=True`` it writes a Pad/Slice over the input's shape that TensorRT's parser
+    refuses where the shape is not folded ("Only support constant zero padding for slicing a
+    shape tensor"). Those go to ``_reshape_graph``: MXNet's own shape inference
+    (InferReshapeShape, src/operator/tensor/matrix_op-inl.h) run on the symbolic input shape,
+    one output dimension at a time (a constant, an input dimension, a product of two, a
+    quotient), concatenated into ONNX Reshape's target. No input size is baked in: batch and
+    sequence may be dynamic; with static shapes trtc's constant folding makes it a constant."""
+
+    def convert_reshape(node: Dict[str, Any], **kwargs: Any) -> Any:
+        attrs = node.get("attrs", {})
+        if attrs.get("target_shape") not in (None, "", "()", "[]"):
+            return original(node, **kwargs)  # the deprecated attribute: mxnet.onnx's
+        target = [int(v) for v in _int_tuple(attrs.get("shape", "()"))]
+        reverse = str(attrs.get("reverse", "False")).strip().lower() in ("true", "1")
+        if not reverse and not any(v in (-2, -3, -4) for v in target):
+            return original(node, **kwargs)
+        from mxnet.onnx.mx2onnx._op_translations._op_translations_opset13 import get_inputs
+
+        name, inputs, _ = get_inputs(node, kwargs)
+        b = _Builder(name, kwargs)
+        b.op("Reshape", [inputs[0], _reshape_target(b, inputs[0], target, reverse)], out=name)
+        return b.nodes
+
+    return convert_reshape
+
+
+def _int_tuple(text: str) -> List[int]:
+    """``'(0, 0, -3)'`` / ``'[2,-1]'`` / ``'(4,)'`` -> list of ints (MXNet writes tuples as
+    strings in a symbol's attributes; 'None' entries are not valid Reshape codes)."""
+    inner = str(text).strip().strip("()[]")
+    return [int(float(v)) for v in inner.split(",") if v.strip()]
+
+
+def _reshape_dims(target: Sequence[int], reverse: bool) -> List[Tuple[Any, ...]]:
+    """MXNet's InferReshapeShape over a symbolic input shape. Each output dimension is
+    ``("const", v)``, ``("dim", i)`` (input dimension i; negative: from the end),
+    ``("mul", i, j)``, ``("div", i, v)`` (input dimension i / v) or ``("rest", start, stop)``
+    (input dimensions start:stop, for -2; stop None: to the end). A plain -1 is ``("const",
+    -1)``: ONNX Reshape infers it from the element count as MXNet does.
+
+    Raises:
+        NotImplementedError: a target MXNet itself refuses (two -1, a -4 without two values, both
+            of a -4's values -1).
+    """
+    params = list(reversed(target)) if reverse else list(target)
+
+    def src(k: int) -> int:  # the k-th source dimension as the (possibly reversed) walk sees it
+        return -(k + 1) if reverse else k
+
+    dims: List[Tuple[Any, ...]] = []
+    k, i, inferred, rest = 0, 0, False, False
+    while i < len(params):
+        v = params[i]
+        if rest and v in (0, -2, -3, -4):
+            raise NotImplementedError(f"Reshape shape={tuple(target)}: code {v} after -2 (which "
+                                      "consumed every input dimension)")
+        if v == 0:
+            dims.append(("dim", src(k)))
+            k += 1
+        elif v == -1:
+            if inferred:
+                raise NotImplementedError(f"Reshape shape={tuple(target)}: two dimensions to infer")
+            inferred = True
+            dims.append(("const", -1))
+            k += 1
+        elif v == -2:
+            dims.append(("rest", k))
+            rest = True
+        elif v == -3:
+            dims.append(("mul", src(k), src(k + 1)))
+            k += 2
+        elif v == -4:
+            if i + 2 >= len(params):
+                raise NotImplementedError(f"Reshape shape={tuple(target)}: -4 needs two values")
+            d1, d2 = params[i + 1], params[i + 2]
+            if (d1 == -1 and d2 == -1) or d1 == 0 or d2 == 0 or d1 < -1 or d2 < -1:
+                raise NotImplementedError(f"Reshape shape={tuple(target)}: -4 split {d1}, {d2}")
+            dims.append(("div", src(k), d2) if d1 == -1 else ("const", d1))
+            dims.append(("div", src(k), d1) if d2 == -1 else ("const", d2))
+            k += 1
+            i += 2
+        elif v > 0:
+            dims.append(("const", v))
+            k += 1
+        else:
+            raise NotImplementedError(f"Reshape shape={tuple(target)}: code {v}")
+        i += 1
+    if reverse:
+        dims.reverse()
+        # -2 in reverse copies the input's leading dimensions (all but the k read from the end)
+        dims = [("rest_rev", d[1]) if d[0] == "rest" else d for d in dims]
+    return dims
+
+
+def _reshape_target(b: _Builder, data: str, target: Sequence[int], reverse: bool) -> str:
+    """ONNX Reshape's target (1-D int64) for MXNet's ``shape``/``reverse`` on ``data``."""
+    dims = _reshape_dims(target, reverse)
+    if all(d[0] == "const" for d in dims):
+        return b.ints(*[d[1] for d in dims])
+    shape = b.op("Shape", [data])
+
+    def one(i: int) -> str:  # input dimension i as a 1-element int64 tensor
+        return b.op("Slice", [shape, b.ints(i), b.ints(i + 1 if i != -1 else _INT64_MAX)])
+
+    parts: List[str] = []
+    for d in dims:
+        if d[0] == "const":
+            parts.append(b.ints(d[1]))
+        elif d[0] == "dim":
+            parts.append(one(d[1]))
+        elif d[0] == "mul":
+            parts.append(b.op("Mul", [one(d[1]), one(d[2])]))
+        elif d[0] == "div":
+            parts.append(b.op("Div", [one(d[1]), b.ints(d[2])]))
+        elif d[0] == "rest":  # forward -2: dimensions k: of the input
+            parts.append(b.op("Slice", [shape, b.ints(d[1]), b.ints(_INT64_MAX)]))
+        else:  # reverse -2: all but the last k dimensions
+            stop = -d[1] if d[1] else _INT64_MAX
+            parts.append(b.op("Slice", [shape, b.ints(0), b.ints(stop)]))
+    return b.op("Concat", parts, axis=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# _contrib_AdaptiveAvgPooling2D with an output larger than 1x1
+# ----------------------------------------------------------------------------------------------
+def _adaptive_avg_pool_wrapper(original: Any) -> Any:
+    """mxnet.onnx converts ``_contrib_AdaptiveAvgPooling2D`` to GlobalAveragePool for a 1x1
+    output only and raises for any other (PSPNet's and Fast-SCNN's pyramid pooling: 2x2, 3x3,
+    6x6), so the op ran in MXNet. MXNet's bins (src/operator/contrib/adaptive_avg_pooling.cc)
+    are ``[floor(i*H/o), ceil((i+1)*H/o))`` along each axis, overlapping where o does not divide
+    H, each averaged over its own size: a separable mean, ``P_h @ x @ P_w^T`` with P holding
+    1/size inside each bin. P is built from the input's shape at run time (Range, compares, no
+    size baked in); with static shapes trtc's constant folding makes it a constant and the
+    engine gets two MatMuls. Exact up to float summation order."""
+
+    def convert_adaptive_avg_pool(node: Dict[str, Any], **kwargs: Any) -> Any:
+        size = _int_tuple(node.get("attrs", {}).get("output_size", "()")) or [1]
+        if len(size) == 1:
+            size = size * 2
+        if len(size) != 2 or min(size) < 1:
+            raise NotImplementedError(f"_contrib_AdaptiveAvgPooling2D output_size={size}")
+        if size == [1, 1]:
+            return original(node, **kwargs)
+        from mxnet.onnx.mx2onnx._op_translations._op_translations_opset13 import (
+            get_input_dtypes, get_inputs)
+
+        name, inputs, _ = get_inputs(node, kwargs)
+        dtype = np.dtype(get_input_dtypes(node, kwargs)[0])
+        if dtype != np.float32:
+            raise NotImplementedError(f"_contrib_AdaptiveAvgPooling2D on {dtype} data: "
+                                      "exported for float32 only")
+        b = _Builder(name, kwargs)
+        shape = b.op("Shape", [inputs[0]])
+        p_h = _adaptive_bins(b, shape, 2, size[0], transpose=False)  # (oh, H)
+        p_w = _adaptive_bins(b, shape, 3, size[1], transpose=True)   # (W, ow)
+        rows = b.op("MatMul", [p_h, inputs[0]])                      # (N, C, oh, W)
+        b.op("MatMul", [rows, p_w], out=name)                        # (N, C, oh, ow)
+        return b.nodes
+
+    return convert_adaptive_avg_pool
+
+
+def _adaptive_bins(b: _Builder, shape: str, axis: int, out: int, transpose: bool) -> str:
+    """The (out, n) averaging matrix of MXNet's adaptive pooling bins along ``axis`` (n its
+    size), or its transpose: P[i, j] = 1 / (end_i - start_i) where start_i <= j < end_i."""
+    n = b.op("Slice", [shape, b.ints(axis), b.ints(axis + 1)])            # (1,) int64
+    i = b.const(np.arange(out, dtype=np.int64), np.int64, "bin")           # (out,)
+    o = b.ints(out)
+    start = b.op("Div", [b.op("Mul", [i, n]), o])                          # floor(i*n/out)
+    stop = b.op("Div", [b.op("Add", [b.op("Mul", [b.op("Add", [i, b.ints(1)]), n]),
+                                     b.ints(out - 1)]), o])               # ceil((i+1)*n/out)
+    j = b.op("Range", [b.const(0, np.int64), b.op("Squeeze", [n, b.ints(0)]),
+                       b.const(1, np.int64)])                              # (n,)
+    bins, cols = (1, 0) if transpose else (0, 1)  # which axis of P holds the bins
+    start_e = b.op("Unsqueeze", [start, b.ints(cols)])
+    stop_e = b.op("Unsqueeze", [stop, b.ints(cols)])
+    j_e = b.op("Unsqueeze", [j, b.ints(bins)])
+    inside = b.op("And", [b.op("GreaterOrEqual", [j_e, start_e]), b.op("Less", [j_e, stop_e])])
+    count = b.op("Cast", [b.op("Sub", [stop_e, start_e])], to=_ONNX_FLOAT)
+    return b.op("Div", [b.op("Cast", [inside], to=_ONNX_FLOAT), count])

@@ -31,6 +31,7 @@ GluonNLP and GluonCV are imported inside the functions that need them.
 from __future__ import annotations
 
 import json
+import math
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Tuple
@@ -69,6 +70,20 @@ INPUTS: Dict[str, Dict[str, Tuple[Tuple[int, ...], str]]] = {
     "video": {"data": ((1, 3, 16, 112, 112), "float32")},
     "ops_block": {"ids": ((1, 16), "int32"), "x": ((1, 16, 32), "float32")},
     "reused_block": {"data": ((1, 3, 32, 32), "float32")},
+    "lm_standard": {"data": ((16, 1), "int32")},
+    "lm_awd": {"data": ((16, 1), "int32")},
+    "bigru_classifier": {"tokens": ((1, 24), "int32"), "valid_length": ((1,), "float32")},
+    "gru_encoder": {"tokens": ((1, 20), "int32"), "valid_length": ((1,), "float32")},
+    "transformer_encoder": {"x": ((1, 32, 64), "float32"), "valid_length": ((1,), "float32")},
+    "self_attention": {"x": ((1, 16, 32), "float32"), "valid_length": ((1,), "float32")},
+    "psp": {"data": ((1, 3, 128, 128), "float32")},
+    "deeplab": {"data": ((1, 3, 128, 128), "float32")},
+    "fastscnn": {"data": ((1, 3, 256, 256), "float32")},
+    "mask_rcnn": {"data": ((1, 3, 256, 256), "float32")},
+    "i3d": {"data": ((1, 3, 8, 112, 112), "float32")},
+    "slowfast": {"data": ((1, 3, 36, 112, 112), "float32")},
+    "c3d": {"data": ((1, 3, 16, 112, 112), "float32")},
+    "tsn_vgg16": {"data": ((1, 3, 224, 224), "float32")},
 }
 OPS_BLOCK_VOCAB = 100
 
@@ -433,6 +448,364 @@ def export_reused_block(out_dir: Path, seed: int = 0) -> Path:
     return params
 
 
+# ---------------------------------------------------------------------------------------------
+# issue 22: families no earlier test named (recurrent, attention, segmentation, instance
+# segmentation, action recognition), at small sizes
+
+LM_VOCAB = 200
+TEXT_VOCAB = 100
+
+
+def _lm_inputs(seed: int, name: str, vocab: int) -> Dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for n, (shape, dtype) in INPUTS[name].items():
+        out[n] = rng.integers(0, vocab, size=shape).astype(dtype)
+    return out
+
+
+def _wrap_first(net: Any) -> Any:
+    """A HybridBlock returning ``net``'s outputs flattened (lists of states included)."""
+    from mxnet.gluon import HybridBlock
+
+    class Flat(HybridBlock):
+        def __init__(self, inner: Any, **kwargs: Any):
+            super().__init__(**kwargs)
+            self.inner = inner
+
+        def hybrid_forward(self, F: Any, *args: Any) -> Any:
+            return tuple(_flatten(self.inner(*args)))
+
+    return Flat(net, prefix="")
+
+
+def export_lm_standard(out_dir: Path, seed: int = 0) -> Path:
+    """GluonNLP ``model.StandardRNN`` (Embedding -> 2-layer LSTM, TNC -> Dense over the
+    vocabulary; no dropout: its inference path calls ``nd.Dropout`` on a symbol otherwise),
+    vocab 200, embed 32, hidden 32, tied weights. ``data`` (16, 1) int32 token ids (time major);
+    default begin state (``sym.zeros`` of batch 0). Outputs: logits (16, 1, 200), h, c."""
+    import mxnet as mx
+    from gluonnlp.model import StandardRNN
+
+    _seed(seed)
+    with _fresh_names():
+        net = _wrap_first(StandardRNN("lstm", LM_VOCAB, 32, 32, 2, dropout=0.0,
+                                      tie_weights=True, prefix="lm_"))
+    _initialize(net, mx.init.Xavier(), INPUTS["lm_standard"])
+    return _save(net, out_dir, "lm_standard", INPUTS["lm_standard"])
+
+
+def verify_inputs_lm_standard(seed: int = 0) -> Dict[str, np.ndarray]:
+    """Token ids in [0, 200)."""
+    return _lm_inputs(seed, "lm_standard", LM_VOCAB)
+
+
+def export_lm_awd(out_dir: Path, seed: int = 0) -> Path:
+    """GluonNLP ``model.AWDRNN`` (AWD-LSTM: Embedding -> three 1-layer LSTMs -> Dense, tied
+    weights), vocab 200, embed 32, hidden 48, dropouts 0 (inference). ``data`` (16, 1) int32.
+    Outputs: logits and the three layers' (h, c)."""
+    import mxnet as mx
+    from gluonnlp.model import AWDRNN
+
+    _seed(seed)
+    with _fresh_names():
+        net = _wrap_first(AWDRNN("lstm", LM_VOCAB, 32, 48, 3, tie_weights=True, dropout=0.0,
+                                 weight_drop=0.0, drop_h=0.0, drop_i=0.0, drop_e=0.0,
+                                 prefix="awd_"))
+    _initialize(net, mx.init.Xavier(), INPUTS["lm_awd"])
+    return _save(net, out_dir, "lm_awd", INPUTS["lm_awd"])
+
+
+def verify_inputs_lm_awd(seed: int = 0) -> Dict[str, np.ndarray]:
+    """Token ids in [0, 200)."""
+    return _lm_inputs(seed, "lm_awd", LM_VOCAB)
+
+
+def _text_inputs(seed: int, name: str) -> Dict[str, np.ndarray]:
+    """Token ids in [1, 100) (0: padding after the valid length), valid_length in [1, T]."""
+    rng = np.random.default_rng(seed)
+    (batch, seq), ids_dtype = INPUTS[name]["tokens"]
+    length = rng.integers(max(1, seq // 4), seq + 1, size=(batch,))
+    ids = rng.integers(1, TEXT_VOCAB, size=(batch, seq))
+    for b in range(batch):
+        ids[b, length[b]:] = 0
+    return {"tokens": ids.astype(ids_dtype), "valid_length": length.astype(np.float32)}
+
+
+def _bigru_classifier_class() -> Any:
+    from mxnet.gluon import HybridBlock, nn, rnn
+
+    class BiGRUClassifier(HybridBlock):
+        """Embedding -> bidirectional GRU (NTC) -> SequenceMask by ``valid_length`` -> mean over
+        the valid steps -> Dense (3 classes)."""
+
+        def __init__(self, **kwargs: Any):
+            super().__init__(**kwargs)
+            with self.name_scope():
+                self.embedding = nn.Embedding(TEXT_VOCAB, 32)
+                self.encoder = rnn.GRU(32, bidirectional=True, layout="NTC", input_size=32)
+                self.output = nn.Dense(3, in_units=64)
+
+        def hybrid_forward(self, F: Any, tokens: Any, valid_length: Any) -> Any:
+            h = self.encoder(self.embedding(tokens))                        # (B, T, 64)
+            h = F.SequenceMask(h, sequence_length=valid_length, use_sequence_length=True,
+                               axis=1)
+            pooled = F.broadcast_div(F.sum(h, axis=1), F.expand_dims(valid_length, axis=1))
+            return self.output(pooled)
+
+    return BiGRUClassifier
+
+
+def export_bigru_classifier(out_dir: Path, seed: int = 0) -> Path:
+    """``tokens`` (1, 24) int32 and ``valid_length`` (1,) float32 -> (1, 3)."""
+    import mxnet as mx
+
+    _seed(seed)
+    with _fresh_names():
+        net = _bigru_classifier_class()(prefix="cls_")
+    _initialize(net, mx.init.Xavier(), INPUTS["bigru_classifier"])
+    return _save(net, out_dir, "bigru_classifier", INPUTS["bigru_classifier"])
+
+
+def verify_inputs_bigru_classifier(seed: int = 0) -> Dict[str, np.ndarray]:
+    return _text_inputs(seed, "bigru_classifier")
+
+
+def _gru_encoder_class() -> Any:
+    from mxnet.gluon import HybridBlock, nn, rnn
+
+    class GRUEncoder(HybridBlock):
+        """A GNMT-style seq2seq encoder: Embedding -> bidirectional GRU layer -> 2-layer GRU
+        with a residual connection (TNC, as GluonNLP's GNMT encoder) -> outputs masked by
+        ``valid_length``, and the last layer's final state."""
+
+        def __init__(self, **kwargs: Any):
+            super().__init__(**kwargs)
+            with self.name_scope():
+                self.embedding = nn.Embedding(TEXT_VOCAB, 32)
+                self.birnn = rnn.GRU(16, bidirectional=True, layout="TNC", input_size=32)
+                self.rnn = rnn.GRU(32, num_layers=2, layout="TNC", input_size=32)
+
+        def hybrid_forward(self, F: Any, tokens: Any, valid_length: Any) -> Any:
+            x = F.transpose(self.embedding(tokens), axes=(1, 0, 2))        # (T, B, 32)
+            x = self.birnn(x)                                               # (T, B, 32)
+            begin = self.rnn.begin_state(batch_size=0, func=F.zeros)
+            y, state = self.rnn(x, begin)
+            y = F.SequenceMask(y + x, sequence_length=valid_length, use_sequence_length=True)
+            return F.transpose(y, axes=(1, 0, 2)), state[0]
+
+    return GRUEncoder
+
+
+def export_gru_encoder(out_dir: Path, seed: int = 0) -> Path:
+    """``tokens`` (1, 20) int32 and ``valid_length`` (1,) float32 -> outputs (1, 20, 32) and
+    the final state (2, 1, 32)."""
+    import mxnet as mx
+
+    _seed(seed)
+    with _fresh_names():
+        net = _gru_encoder_class()(prefix="enc_")
+    _initialize(net, mx.init.Xavier(), INPUTS["gru_encoder"])
+    return _save(net, out_dir, "gru_encoder", INPUTS["gru_encoder"])
+
+
+def verify_inputs_gru_encoder(seed: int = 0) -> Dict[str, np.ndarray]:
+    return _text_inputs(seed, "gru_encoder")
+
+
+def _transformer_encoder_class() -> Any:
+    from mxnet.gluon import HybridBlock
+
+    class Encoder(HybridBlock):
+        """GluonNLP ``model.transformer.TransformerEncoder`` (2 layers, 64 units, 4 heads,
+        sinusoidal positions) on embedded inputs, with a ``valid_length`` mask."""
+
+        def __init__(self, **kwargs: Any):
+            super().__init__(**kwargs)
+            from gluonnlp.model.transformer import TransformerEncoder
+
+            with self.name_scope():
+                self.encoder = TransformerEncoder(num_layers=2, units=64, hidden_size=128,
+                                                  num_heads=4, max_length=64, dropout=0.0,
+                                                  scaled=True, prefix="enc_")
+
+        def hybrid_forward(self, F: Any, x: Any, valid_length: Any) -> Any:
+            out, _ = self.encoder(x, None, valid_length)
+            return out
+
+    return Encoder
+
+
+def export_transformer_encoder(out_dir: Path, seed: int = 0) -> Path:
+    """``x`` (1, 32, 64) float32 embeddings and ``valid_length`` (1,) float32 -> (1, 32, 64)."""
+    import mxnet as mx
+
+    _seed(seed)
+    with _fresh_names():
+        net = _transformer_encoder_class()(prefix="tf_")
+    _initialize(net, mx.init.Xavier(), INPUTS["transformer_encoder"])
+    return _save(net, out_dir, "transformer_encoder", INPUTS["transformer_encoder"])
+
+
+def verify_inputs_transformer_encoder(seed: int = 0) -> Dict[str, np.ndarray]:
+    """``x`` standard normal, ``valid_length`` in [8, 32]."""
+    rng = np.random.default_rng(seed)
+    (batch, seq, units), _ = INPUTS["transformer_encoder"]["x"]
+    return {"x": rng.standard_normal((batch, seq, units)).astype(np.float32),
+            "valid_length": rng.integers(8, seq + 1, size=(batch,)).astype(np.float32)}
+
+
+ATTN_HEADS = 4
+
+
+def _self_attention_class() -> Any:
+    from mxnet.gluon import HybridBlock, nn
+
+    class SelfAttention(HybridBlock):
+        """Multi-head self-attention by hand: Dense -> split heads (reshape/transpose) ->
+        ``batch_dot(q, k, transpose_b=True)`` -> ``softmax(use_length=True)`` over the keys ->
+        ``batch_dot`` with v -> merge heads -> Dense -> residual -> LayerNorm -> SequenceMask."""
+
+        def __init__(self, units: int = 32, heads: int = ATTN_HEADS, **kwargs: Any):
+            super().__init__(**kwargs)
+            self._units, self._heads = units, heads
+            with self.name_scope():
+                self.qkv = nn.Dense(3 * units, flatten=False, in_units=units)
+                self.proj = nn.Dense(units, flatten=False, in_units=units)
+                self.norm = nn.LayerNorm(in_channels=units)
+
+        def hybrid_forward(self, F: Any, x: Any, valid_length: Any) -> Any:
+            heads, depth = self._heads, self._units // self._heads
+            qkv = self.qkv(x)                                               # (B, T, 3C)
+            qkv = F.reshape(qkv, shape=(0, 0, 3 * heads, depth))
+            qkv = F.transpose(qkv, axes=(0, 2, 1, 3))                       # (B, 3H, T, d)
+            q, k, v = F.split(qkv, num_outputs=3, axis=1)                   # (B, H, T, d)
+            q = F.reshape(q, shape=(-3, 0, 0)) / math.sqrt(depth)           # (BH, T, d)
+            k, v = F.reshape(k, shape=(-3, 0, 0)), F.reshape(v, shape=(-3, 0, 0))
+            scores = F.batch_dot(q, k, transpose_b=True)                    # (BH, T, T)
+            length = F.broadcast_like(F.reshape(valid_length, shape=(-1, 1, 1)),
+                                      F.reshape(scores, shape=(-4, -1, heads, 0, 0)),
+                                      lhs_axes=(1, 2), rhs_axes=(1, 2))     # (B, H, T)
+            length = F.cast(F.reshape(F.slice_axis(length, axis=-1, begin=0, end=None),
+                                      shape=(-3, 0)), dtype="int32")        # (BH, T)
+            attn = F.softmax(scores, length=length, use_length=True, axis=-1)
+            out = F.batch_dot(attn, v)                                      # (BH, T, d)
+            out = F.reshape(out, shape=(-4, -1, heads, 0, 0))
+            out = F.reshape(F.transpose(out, axes=(0, 2, 1, 3)), shape=(0, 0, -3))
+            out = self.norm(self.proj(out) + x)
+            return F.SequenceMask(out, sequence_length=valid_length, use_sequence_length=True,
+                                  axis=1)
+
+    return SelfAttention
+
+
+def export_self_attention(out_dir: Path, seed: int = 0) -> Path:
+    """``x`` (1, 16, 32) float32 and ``valid_length`` (1,) float32 -> (1, 16, 32)."""
+    import mxnet as mx
+
+    _seed(seed)
+    with _fresh_names():
+        net = _self_attention_class()(prefix="attn_")
+    _initialize(net, mx.init.Xavier(), INPUTS["self_attention"])
+    return _save(net, out_dir, "self_attention", INPUTS["self_attention"])
+
+
+def verify_inputs_self_attention(seed: int = 0) -> Dict[str, np.ndarray]:
+    """``x`` standard normal, ``valid_length`` in [4, 16]."""
+    rng = np.random.default_rng(seed)
+    (batch, seq, units), _ = INPUTS["self_attention"]["x"]
+    return {"x": rng.standard_normal((batch, seq, units)).astype(np.float32),
+            "valid_length": rng.integers(4, seq + 1, size=(batch,)).astype(np.float32)}
+
+
+def _export_segmentation(name: str, zoo_name: str, out_dir: Path, seed: int) -> Path:
+    """A GluonCV segmentation net at the input's size (``crop_size``: its upsampling sizes are
+    fixed at construction); ``aux`` off (inference)."""
+    import mxnet as mx
+
+    _seed(seed)
+    size = INPUTS[name]["data"][0][-1]
+    net = _gluoncv_model(zoo_name, crop_size=size, base_size=size, aux=False)
+    _initialize(net, mx.init.Xavier(), INPUTS[name])
+    return _save(net, out_dir, name, INPUTS[name])
+
+
+def export_psp(out_dir: Path, seed: int = 0) -> Path:
+    """GluonCV ``psp_resnet50_ade`` (PSPNet: dilated ResNet-50, pyramid pooling) at 1x3x128x128."""
+    return _export_segmentation("psp", "psp_resnet50_ade", out_dir, seed)
+
+
+def export_deeplab(out_dir: Path, seed: int = 0) -> Path:
+    """GluonCV ``deeplab_resnet50_ade`` (DeepLabV3: ASPP) at 1x3x128x128."""
+    return _export_segmentation("deeplab", "deeplab_resnet50_ade", out_dir, seed)
+
+
+def export_fastscnn(out_dir: Path, seed: int = 0) -> Path:
+    """GluonCV ``fastscnn_citys`` (Fast-SCNN) at 1x3x256x256."""
+    import mxnet as mx
+
+    _seed(seed)
+    size = INPUTS["fastscnn"]["data"][0][-1]
+    with _fresh_names():
+        from gluoncv import model_zoo
+
+        net = model_zoo.get_model("fastscnn_citys", pretrained=False, crop_size=size,
+                                  base_size=size, aux=False)
+    _initialize(net, mx.init.Xavier(), INPUTS["fastscnn"])
+    return _save(net, out_dir, "fastscnn", INPUTS["fastscnn"])
+
+
+def export_mask_rcnn(out_dir: Path, seed: int = 0) -> Path:
+    """GluonCV ``mask_rcnn_resnet18_v1b_coco`` at 1x3x256x256, RPN 1000 boxes before NMS and 100
+    after (the zoo's 6000/1000 are sized for 800-pixel images). Outputs ids, scores, boxes,
+    masks."""
+    import mxnet as mx
+
+    _seed(seed)
+    net = _gluoncv_model("mask_rcnn_resnet18_v1b_coco", rpn_test_pre_nms=1000,
+                         rpn_test_post_nms=100)
+    _initialize(net, mx.init.Xavier(), INPUTS["mask_rcnn"])
+    return _save(net, out_dir, "mask_rcnn", INPUTS["mask_rcnn"])
+
+
+def export_i3d(out_dir: Path, seed: int = 0) -> Path:
+    """GluonCV ``i3d_resnet50_v1_kinetics400`` (inflated 3-D ResNet-50) at 1x3x8x112x112."""
+    return _export_gluoncv("i3d", "i3d_resnet50_v1_kinetics400", out_dir, seed)
+
+
+def export_slowfast(out_dir: Path, seed: int = 0) -> Path:
+    """GluonCV ``slowfast_4x16_resnet50_kinetics400`` at 1x3x36x112x112 (32 fast frames, then 4
+    slow ones, along time)."""
+    return _export_gluoncv("slowfast", "slowfast_4x16_resnet50_kinetics400", out_dir, seed)
+
+
+def export_c3d(out_dir: Path, seed: int = 0) -> Path:
+    """GluonCV ``c3d_kinetics400`` at 1x3x16x112x112 (its fc6 fixes the clip size)."""
+    import mxnet as mx
+    from gluoncv import model_zoo
+
+    _seed(seed)
+    with _fresh_names():
+        net = model_zoo.get_model("c3d_kinetics400", pretrained=False)
+    _initialize(net, mx.init.Xavier(), INPUTS["c3d"])
+    return _save(net, out_dir, "c3d", INPUTS["c3d"])
+
+
+def export_tsn_vgg16(out_dir: Path, seed: int = 0) -> Path:
+    """GluonCV's ``vgg16_ucf101`` (TSN with a VGG-16, 2-D, one segment) at 1x3x224x224. Built
+    as ``ActionRecVGG16`` directly: ``vgg16_ucf101(pretrained_base=False)`` calls
+    ``reset_ctx`` on its parameters before anything initialized them, and raises."""
+    import mxnet as mx
+    from gluoncv.model_zoo.action_recognition.actionrec_vgg16 import ActionRecVGG16
+
+    _seed(seed)
+    with _fresh_names():
+        net = ActionRecVGG16(nclass=101, pretrained_base=False, num_segments=1, num_crop=1,
+                             dropout_ratio=0.9, init_std=0.001)
+    _initialize(net, mx.init.Xavier(), INPUTS["tsn_vgg16"])
+    return _save(net, out_dir, "tsn_vgg16", INPUTS["tsn_vgg16"])
+
+
 MODELS: Dict[str, Callable[..., Path]] = {
     "bert": export_bert,
     "bert_small": export_bert_small,
@@ -443,4 +816,18 @@ MODELS: Dict[str, Callable[..., Path]] = {
     "video": export_video,
     "ops_block": export_ops_block,
     "reused_block": export_reused_block,
+    "lm_standard": export_lm_standard,
+    "lm_awd": export_lm_awd,
+    "bigru_classifier": export_bigru_classifier,
+    "gru_encoder": export_gru_encoder,
+    "transformer_encoder": export_transformer_encoder,
+    "self_attention": export_self_attention,
+    "psp": export_psp,
+    "deeplab": export_deeplab,
+    "fastscnn": export_fastscnn,
+    "mask_rcnn": export_mask_rcnn,
+    "i3d": export_i3d,
+    "slowfast": export_slowfast,
+    "c3d": export_c3d,
+    "tsn_vgg16": export_tsn_vgg16,
 }

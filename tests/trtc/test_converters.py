@@ -365,3 +365,104 @@ def test_argsort(tmp_path, attrs):
             np.testing.assert_array_equal(got, want)
         else:
             _ties_agree(x, got, want, attrs.get("axis", -1))
+
+
+# ----------------------------------------------------------------------------------------------
+# Reshape with MXNet's special codes: trtc's shape walk against MXNet
+# ----------------------------------------------------------------------------------------------
+RESHAPE_CASES = [
+    # (input shape, target, reverse): multi-head attention's head split and merge first
+    ((2, 5, 12), (0, 0, -4, 3, -1), False),
+    ((2, 5, 3, 4), (0, 0, -3), False),
+    ((6, 5, 4), (-4, -1, 3, 0, 0), False),
+    ((2, 3, 5, 4), (-3, 0, 0), False),
+    ((2, 3, 5, 4), (-1, 0, 0), True),          # GluonNLP's attention cell
+    ((2, 3, 5, 4), (0, 0, 0, 2, -1, -4), True),  # reverse reads a -4 pair after it
+    ((2, 3, 5, 4), (0, -2), False),
+    ((2, 3, 5, 4), (-2, 1, 1), False),
+    ((2, 3, 5, 4), (-3, -2), False),
+    ((2, 3, 5, 4), (-2, -3), True),
+    ((2, 3, 5, 4), (0, -3, -1), False),
+    ((2, 3, 5, 4), (5, -1), True),
+    ((2, 3, 5, 4), (0, -4, 1, -1, 0, 0), False),
+    ((2, 3, 5, 4), (-3, -3), False),
+    ((4, 6), (-4, 2, 2, -4, 3, -1), False),
+]
+
+
+@pytest.mark.parametrize("shape,target,reverse", RESHAPE_CASES)
+def test_reshape_special_codes_exact(tmp_path, shape, target, reverse):
+    """mxnet.onnx raised for most targets with -2/-3/-4 (the op then ran in MXNet) and wrote a
+    Pad/Slice over the shape for reverse=True that TensorRT refuses unfolded. trtc's converter
+    runs MXNet's own shape walk on the symbolic shape. Checked twice: the shape-generic ONNX
+    (no size folded: what a dynamic batch gets) and trtc's folded segment."""
+    import mxnet.onnx as mx_onnx
+
+    from trtc.export import _provenance
+
+    x = np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    want = mx.nd.reshape(mx.nd.array(x), shape=target, reverse=reverse).asnumpy()
+    symbol = mx.sym.reshape(mx.sym.var("data"), shape=target, reverse=reverse, name="r")
+    path = tmp_path / "r.onnx"
+    with _provenance() as state:
+        mx_onnx.export_model(symbol, {}, in_shapes=[shape], in_types=[np.float32],
+                             onnx_file_path=str(path), dynamic=True)
+    assert state["failed"] is None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x})
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+
+    exported, _ = _export(tmp_path, lambda d: mx.sym.reshape(d, shape=target, reverse=reverse,
+                                                             name="r"), {"d": shape}, "Reshape")
+    (got,) = _run(exported, x)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("target", [(-1, -1), (-4, -1, -1), (-4, 2), (-2, 0)])
+def test_reshape_targets_mxnet_refuses_are_refused(target):
+    """Targets MXNet's own shape inference refuses (two -1, a -4 splitting into -1 and -1 or
+    missing a value, 0 after -2): the shape walk raises too, never guesses."""
+    from trtc.converters import _reshape_dims
+
+    with pytest.raises(mx.base.MXNetError):
+        mx.nd.reshape(mx.nd.zeros((4, 6)), shape=target)
+    with pytest.raises(NotImplementedError):
+        _reshape_dims(target, reverse=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# AdaptiveAvgPooling2D beyond 1x1 (PSPNet, Fast-SCNN): MXNet's overlapping bins
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape,output_size", [
+    ((2, 3, 16, 16), (6,)),       # PSPNet's 6x6 on a 16x16 map: bins of 3 and 4, overlapping
+    ((1, 4, 16, 16), (3, 3)),
+    ((1, 2, 12, 20), (2, 3)),
+    ((1, 2, 5, 7), (6, 8)),       # more bins than pixels: repeated pixels
+    ((1, 2, 9, 9), (1, 1)),       # mxnet.onnx's GlobalAveragePool
+])
+def test_adaptive_avg_pooling_exact(tmp_path, shape, output_size):
+    """mxnet.onnx raised for any output but 1x1 (the op ran in MXNet). Checked on the
+    shape-generic ONNX (dynamic sizes, nothing folded) and on trtc's folded segment."""
+    import mxnet.onnx as mx_onnx
+
+    from trtc.export import _provenance
+
+    x = np.random.default_rng(11).standard_normal(shape).astype(np.float32)
+    want = mx.nd.contrib.AdaptiveAvgPooling2D(mx.nd.array(x), output_size=output_size).asnumpy()
+    symbol = mx.sym.contrib.AdaptiveAvgPooling2D(mx.sym.var("data"), output_size=output_size,
+                                                 name="pool")
+    path = tmp_path / "pool.onnx"
+    with _provenance() as state:
+        mx_onnx.export_model(symbol, {}, in_shapes=[shape], in_types=[np.float32],
+                             onnx_file_path=str(path), dynamic=True)
+    assert state["failed"] is None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x})
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+    exported, _ = _export(tmp_path, lambda d: mx.sym.contrib.AdaptiveAvgPooling2D(
+        d, output_size=output_size, name="pool"), {"d": shape}, "_contrib_AdaptiveAvgPooling2D")
+    (got,) = _run(exported, x)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

@@ -152,3 +152,56 @@ def test_bert_base_compiles_whole_in_under_three_minutes(family_dir, tmp_path):
     params, result, _ = _compile(family_dir, "bert", verify_inputs=tmp_path / "verify.npz")
     assert result.report.engine_ops / result.report.total_ops >= 0.95
     assert result.timings["total"] < 180, result.timings
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 22: attention and pyramid pooling, whole in one engine (trtc's Reshape and
+# AdaptiveAvgPooling2D converters; before them: MXNet stages and several engines)
+# ----------------------------------------------------------------------------------------------
+def _one_engine_and_close(family_dir: Path, name: str, **settings) -> None:
+    params, result, _ = _compile(family_dir, name, **settings)
+    report = result.report
+    assert report.full and len(report.engine_segments) == 1, report.to_text()
+    assert not result.manifest["requires"]["mxnet"]
+    assert all(c.ok for c in result.checks)
+    feeds = families.random_inputs(name, 5)
+    graph, reference = _mxnet(params, feeds)
+    out = load(result.output, device="cpu")(**feeds)
+    for output in graph.outputs:
+        assert _close(out[output], reference[output]), output
+
+
+def test_hand_written_multi_head_attention_is_one_engine(family_dir):
+    """Head split/merge by Reshape (0, 0, -3) / (-3, 0, 0) / (-4, -1, H, 0, 0): mxnet.onnx raised
+    for them and 6 Reshapes ran in MXNet, between 3 engines."""
+    _one_engine_and_close(family_dir, "self_attention")
+
+
+def test_multi_head_attention_with_a_dynamic_batch_is_one_engine(family_dir):
+    """The same block over batch 1..4: the Reshape targets are computed from the input's shape in
+    the engine, not folded to batch 1."""
+    params = families.MODELS["self_attention"](family_dir)
+    result = compile(CompileSettings(params=params, output=family_dir / "attn_dyn.trtb",
+                                     inputs={"x": ((1, 4), 16, 32), "valid_length": ((1, 4),)}))
+    assert result.report.full and len(result.report.engine_segments) == 1
+    model = load(result.output, device="cpu")
+    rng = np.random.default_rng(2)
+    for batch in (1, 3):
+        feeds = {"x": rng.standard_normal((batch, 16, 32)).astype(np.float32),
+                 "valid_length": rng.integers(1, 17, size=(batch,)).astype(np.float32)}
+        graph = load_graph(*resolve_model_files(params), {k: v.shape for k, v in feeds.items()})
+        reference = mxnet_forward(graph, feeds)
+        out = model(**feeds)
+        assert _close(out[graph.outputs[0]], reference[graph.outputs[0]])
+
+
+def test_gluonnlp_transformer_encoder_is_one_engine(family_dir):
+    """GluonNLP's attention cell reshapes with reverse=True: mxnet.onnx's Pad/Slice over the
+    shape was refused by TensorRT's parser (3 Reshapes in an ONNX Runtime stage, 2 engines)."""
+    _one_engine_and_close(family_dir, "transformer_encoder")
+
+
+def test_pspnet_pyramid_pooling_is_one_engine(family_dir):
+    """PSPNet's 2x2, 3x3 and 6x6 adaptive average pooling ran in MXNet (mxnet.onnx: 1x1 only)."""
+    pytest.importorskip("gluoncv")
+    _one_engine_and_close(family_dir, "psp")
