@@ -7,9 +7,12 @@ Two sources of models:
 
 - ``trtc.zoo`` architectures (``resnet18_v1``, ``yolo3_darknet53_voc``, ...), exported with
   seeded random weights (activations normalized, see ``trtc.zoo.normalize_activations``);
-- the issue-10 families of ``tests/models/families.py`` (``bert``, ``bert_small``,
+- the issue-10 and issue-22 families of ``tests/models/families.py`` (``bert``, ``bert_small``,
   ``ssd_mobilenet``, ``faster_rcnn``, ``yolo3``, ``center_net``, ``video``, ``ops_block``,
-  ``reused_block``), exported with
+  ``reused_block``; recurrent, attention, segmentation, instance segmentation and action
+  recognition nets: ``lm_standard``, ``lm_awd``, ``bigru_classifier``, ``gru_encoder``,
+  ``transformer_encoder``, ``self_attention``, ``psp``, ``deeplab``, ``fastscnn``,
+  ``mask_rcnn``, ``i3d``, ``slowfast``, ``c3d``, ``tsn_vgg16``), exported with
   ordinary initialization (Xavier; BERT Normal(0.02)) and, where the module has a
   ``verify_inputs_<name>``, gated on those real-looking inputs (``--verify-inputs``: token ids,
   token types and valid lengths for BERT) instead of the gate's own random ones.
@@ -71,6 +74,21 @@ FAMILY_MODELS = {
     "video": "R(2+1)D (video)",
     "ops_block": "LayerNorm/reduce/Embedding block",
     "reused_block": "reused block (duplicate names)",
+    # issue 22: families no earlier test named
+    "lm_standard": "LSTM language model (GluonNLP StandardRNN)",
+    "lm_awd": "AWD-LSTM language model (GluonNLP AWDRNN)",
+    "bigru_classifier": "biGRU text classifier, SequenceMask",
+    "gru_encoder": "GRU seq2seq encoder (GNMT-style)",
+    "transformer_encoder": "Transformer encoder (GluonNLP), valid_length",
+    "self_attention": "multi-head self-attention (hand-written)",
+    "psp": "PSPNet ResNet-50 (segmentation)",
+    "deeplab": "DeepLabV3 ResNet-50 (segmentation)",
+    "fastscnn": "Fast-SCNN (segmentation)",
+    "mask_rcnn": "Mask R-CNN ResNet-18 (instance segmentation)",
+    "i3d": "I3D ResNet-50 (video)",
+    "slowfast": "SlowFast 4x16 ResNet-50 (video)",
+    "c3d": "C3D (video)",
+    "tsn_vgg16": "TSN VGG-16 (video, UCF101)",
 }
 
 # One or two per family; the whole list takes about 15 minutes on a 2-core CPU-only machine
@@ -82,6 +100,9 @@ DEFAULT_MODELS = (
     "fcn_resnet50_voc", "simple_pose_resnet18_v1b", "center_net_resnet18_v1b_voc",
     "bert", "ssd_mobilenet", "faster_rcnn", "yolo3", "center_net", "video", "ops_block",
     "reused_block",
+    "lm_standard", "lm_awd", "bigru_classifier", "gru_encoder", "transformer_encoder",
+    "self_attention", "psp", "deeplab", "fastscnn", "mask_rcnn", "i3d", "slowfast", "c3d",
+    "tsn_vgg16",
 )
 QUICK_MODELS = ("resnet18_v1", "squeezenet1.1", "ops_block")
 DEFAULT_OUT = REPO / "docs" / "coverage.md"
@@ -232,7 +253,10 @@ def families_module() -> Any:
 # which optional package each issue-10 model is built with
 _NEEDS = {"bert": "gluonnlp", "bert_small": "gluonnlp", "ssd_mobilenet": "gluoncv",
           "faster_rcnn": "gluoncv", "yolo3": "gluoncv", "center_net": "gluoncv",
-          "video": "gluoncv"}
+          "video": "gluoncv", "lm_standard": "gluonnlp", "lm_awd": "gluonnlp",
+          "transformer_encoder": "gluonnlp", "psp": "gluoncv", "deeplab": "gluoncv",
+          "fastscnn": "gluoncv", "mask_rcnn": "gluoncv", "i3d": "gluoncv", "slowfast": "gluoncv",
+          "c3d": "gluoncv", "tsn_vgg16": "gluoncv"}
 
 
 def export_model(name: str, work_dir: Path) -> Dict[str, Any]:
@@ -585,6 +609,24 @@ def mxnet_section(rows: List[Dict[str, Any]]) -> List[str]:
     return lines
 
 
+def _load_average() -> float:
+    try:
+        return round(os.getloadavg()[0], 1)
+    except OSError:  # not on this platform
+        return 0.0
+
+
+def load_note(t: Dict[str, Any], cpus: Optional[int]) -> str:
+    """' Timings were taken on a loaded machine (...).' when other work competed for the CPUs
+    (a 1-minute load average above the cores' count while the models ran), else ''."""
+    peak = t.get("load_max")
+    if peak is None or not cpus or peak <= cpus:
+        return ""
+    return (f" Timings were taken on a loaded machine (other jobs ran alongside: 1-minute load "
+            f"average up to {peak:g} on {cpus} cores as models started); compile times are "
+            "longer than on an idle one.")
+
+
 def machine() -> Dict[str, str]:
     """What the header says about where the numbers come from."""
     info = {"cpus": str(os.cpu_count()), "cpu": platform.processor() or platform.machine(),
@@ -626,14 +668,16 @@ def markdown(rows: List[Dict[str, Any]], command: str, started: datetime.datetim
         "",
         f"Produced by `{command}` on {started:%Y-%m-%d} (UTC): trtc {__version__}, "
         f"{m['builder']}, fp32, `--residual onnxruntime` (the default), accuracy gate on; machine: {m['cpus']} CPU cores "
-        f"({m['cpu']}), {m['gpu']}, Python {m['python']}.",
+        f"({m['cpu']}), {m['gpu']}, Python {m['python']}." + load_note(t, os.cpu_count()),
         "",
         "Every model is compiled with `trtc.compile()` at fp32, each in a fresh process, from "
         "one of two sources. **`trtc.zoo` architectures** (`trtc example NAME`): seeded random "
         "weights (seed 0), activations normalized to an RMS of 1 layer by layer as trained "
-        "models' are (`trtc.zoo.normalize_activations`). **Issue-10 test models** (in *italics*;"
-        " `tests/models/families.py`: GluonNLP BERT, GluonCV detectors and video nets with "
-        "ordinary `Xavier()` initialization (BERT: `Normal(0.02)`), hand-written blocks): "
+        "models' are (`trtc.zoo.normalize_activations`). **Test models of issues 10 and 22** (in *italics*;"
+        " `tests/models/families.py`: GluonNLP BERT, language models and Transformer encoder, "
+        "GluonCV detectors, segmentation and video nets, hand-written recurrent and attention "
+        "blocks, at small input sizes, with "
+        "ordinary `Xavier()` initialization (BERT: `Normal(0.02)`)): "
         "what a user gets from `net.initialize()`, not rescaled. The errors are the accuracy "
         "gate's: trtc's CPU path (ONNX Runtime running each engine's ONNX and the ONNX Runtime "
         "stages, MXNet the MXNet stages, if any) against MXNet's own forward pass, on one seeded random input, except "
@@ -715,11 +759,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     started = datetime.datetime.now(datetime.timezone.utc)
     start = time.perf_counter()
     rows: List[Dict[str, Any]] = []
+    loads: List[float] = []  # the 1-minute load average as each model starts
     if not args.json:
         print(table_header(), flush=True)
     scratch = Path(tempfile.mkdtemp(prefix="trtc-coverage-"))
     try:
         for i, name in enumerate(models, 1):
+            loads.append(_load_average())
             _say(f"[{i}/{len(models)}] {name} ...")
             work_dir = (args.keep or scratch) / name
             row = run_one(name, work_dir, args.timeout)
@@ -741,6 +787,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     t = totals(rows, time.perf_counter() - start)
+    t["load_max"] = max(loads) if loads else None
     if args.json:
         print(json.dumps({"rows": rows, "totals": t}, indent=1))
     else:
