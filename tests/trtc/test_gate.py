@@ -299,3 +299,37 @@ def test_a_failure_far_beyond_rounding_never_suggests_raising_the_tolerance(pair
                                  graph)
             assert ("raise --tolerance" in text) is not wrong, (relative, tolerance, text)
             assert ("far more than rounding explains" in text) is wrong, text
+
+
+def test_an_argsort_stage_that_orders_ties_differently_passes_and_a_wrong_one_fails(
+        tmp_path: Path) -> None:
+    """Mask R-CNN's argsort (over TensorRT's TopK limit: an ONNX Runtime stage) failed its local
+    check on scores with many ties: ONNX TopK and MXNet order equal values differently, and the
+    op went to MXNet. Indices that pick exactly MXNet's values, each once, now pass (said in the
+    report); indices that pick other values, or one twice, still fail."""
+    import mxnet as mx
+
+    from trtc.verify import _same_selection
+
+    data = mx.sym.var("data")
+    scores = mx.sym.relu(mx.sym.floor(mx.sym.broadcast_mul(data, mx.sym.var("w"))) + 1) * 3
+    idx = mx.sym.argsort(scores, axis=-1, is_ascend=False)  # 5000 wide: > TopK's 3840
+    out = mx.sym.take(mx.sym.reshape(data, shape=(-1,)), mx.sym.reshape(idx, shape=(-1,))) * 2 + 1
+    mx.sym.Group([out, idx]).save(str(tmp_path / "ties-symbol.json"))
+    mx.nd.save(str(tmp_path / "ties-0000.params"),
+               {"arg:w": mx.nd.array(np.full((1, 5000), 4.0, np.float32))})
+    result = compile(CompileSettings(params=tmp_path / "ties-0000.params",
+                                     inputs={"data": (1, 5000)}, output=tmp_path / "t.trtb"))
+    assert result.report.mxnet_ops == 0, result.report.to_text()
+    (local,) = [c for c in result.checks if c.scope == "local" and c.name == "argsort0_output"]
+    assert result.manifest["stages"][1]["kind"] == "onnx"
+    assert local.ok and local.tie_order and "ties in another order" in local.note
+
+    graph = load_graph(tmp_path / "ties-symbol.json", tmp_path / "ties-0000.params",
+                       {"data": (1, 5000)})
+    node = next(n for n in graph.op_nodes if n.op == "argsort")
+    values = np.array([[3.0, 1.0, 3.0, 2.0, 1.0]], np.float32)
+    mxnet_order = np.array([[0, 2, 3, 1, 4]], np.float32)  # descending
+    assert _same_selection(node, 0, values, np.array([[2, 0, 3, 4, 1]], np.float32), mxnet_order)
+    for wrong in ([[0, 2, 1, 3, 4]], [[0, 0, 3, 1, 4]], [[0, 2, 3, 1, 5]], [[0, 2, 3, 1, 4.5]]):
+        assert not _same_selection(node, 0, values, np.array(wrong, np.float32), mxnet_order)
