@@ -214,7 +214,8 @@ class Model:
     """
 
     def __init__(self, bundle: Bundle, device: str, device_reason: Optional[str] = None,
-                 cuda_graph: bool = True, gpu: int = 0, cache_dir: Optional[Any] = None):
+                 cuda_graph: bool = True, gpu: int = 0, cache_dir: Optional[Any] = None,
+                 memory_arena: bool = True):
         self.path = bundle.path
         self.manifest = bundle.manifest
         self.device = device
@@ -232,7 +233,7 @@ class Model:
                                 else "onnxruntime")
         from .runtime_cache import cache_dir_from
         self.stages: List[Any] = _make_stages(bundle, device, self.engine_executor, cuda_graph,
-                                              gpu, cache_dir_from(cache_dir))
+                                              gpu, cache_dir_from(cache_dir), memory_arena)
         self.executors: Dict[str, str] = {entry["name"]: _executor_text(stage) for entry, stage
                                           in zip(bundle.manifest["stages"], self.stages)}
         self._gpu: Any = None
@@ -421,9 +422,10 @@ def _executor_text(stage: Any) -> str:
 
 
 def _make_stages(bundle: Bundle, device: str, engine_executor: str,
-                 cuda_graph: bool = True, gpu: int = 0, cache_dir: Optional[Any] = None) -> List[Any]:
+                 cuda_graph: bool = True, gpu: int = 0, cache_dir: Optional[Any] = None,
+                 memory_arena: bool = True) -> List[Any]:
     try:
-        return _stages(bundle, device, engine_executor, cuda_graph, gpu, cache_dir)
+        return _stages(bundle, device, engine_executor, cuda_graph, gpu, cache_dir, memory_arena)
     except (BundleError, IncompatibleError) as exc:  # say which file the stage belongs to
         text = str(exc)
         if text.startswith(f"{bundle.path}: "):  # read_member's own errors name it already
@@ -432,7 +434,8 @@ def _make_stages(bundle: Bundle, device: str, engine_executor: str,
 
 
 def _stages(bundle: Bundle, device: str, engine_executor: str,
-            cuda_graph: bool = True, gpu: int = 0, cache_dir: Optional[Any] = None) -> List[Any]:
+            cuda_graph: bool = True, gpu: int = 0, cache_dir: Optional[Any] = None,
+            memory_arena: bool = True) -> List[Any]:
     """The stages of ``device``'s path, built from the members ``path_members`` lists for it:
     each is read (and its sha256 verified) here, and nothing else is read. On the GPU, ONNX
     Runtime stages (and, with ``engine_executor`` 'onnxruntime', the engines' ONNX) run with the
@@ -469,7 +472,8 @@ def _stages(bundle: Bundle, device: str, engine_executor: str,
         elif stage["kind"] in ("engine", "onnx"):  # ONNX Runtime, on the GPU where it can
             from .stages.engine_cpu import OnnxRuntimeStage
             stages.append(OnnxRuntimeStage(stage, read(stage["onnx"]), intra_op_threads=threads,
-                                           cuda_device=on_gpu, cuda_graph=cuda_graph))
+                                           cuda_device=on_gpu, cuda_graph=cuda_graph,
+                                           memory_arena=memory_arena))
         else:
             from .stages.residual import MXNetStage, load_residual_params
             if residual_params is None:
@@ -485,7 +489,7 @@ def _stages(bundle: Bundle, device: str, engine_executor: str,
 
 def load(path: "os.PathLike[str] | str", device: str = "auto", cuda_graph: bool = True,
          trusted_keys: Optional[List[Any]] = None,
-         cache_dir: "Optional[os.PathLike[str] | str]" = None) -> Model:
+         cache_dir: "Optional[os.PathLike[str] | str]" = None, memory_arena: bool = True) -> Model:
     """Load a ``.trtb`` bundle for inference, without recompiling.
 
     Args:
@@ -507,6 +511,9 @@ def load(path: "os.PathLike[str] | str", device: str = "auto", cuda_graph: bool 
             kept there, one file per engine and GPU model / driver / TensorRT-RTX version, so the
             next process start does not compile them again (default:
             ``$TRTC_RUNTIME_CACHE_DIR``, else none). Full TensorRT has no JIT: unused there.
+        memory_arena: False: ONNX Runtime stages on the host free each run's buffers when it
+            returns instead of keeping every stage's peak in an arena (less memory for a model
+            run once, e.g. the compiler's accuracy gate; some time per call).
 
     Only the members the chosen path needs are read (``bundle.path_members``), each verified
     against the manifest's sha256 on the very bytes used; the file is never read whole, and it
@@ -534,4 +541,5 @@ def load(path: "os.PathLike[str] | str", device: str = "auto", cuda_graph: bool 
             bundle.verify_members()
         chosen, reason = select_device(bundle, device)
         return Model(bundle, chosen, reason, cuda_graph=cuda_graph,
-                     gpu=gpu_index(device) if chosen == "cuda" else 0, cache_dir=cache_dir)
+                     gpu=gpu_index(device) if chosen == "cuda" else 0, cache_dir=cache_dir,
+                     memory_arena=memory_arena)

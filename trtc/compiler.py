@@ -29,9 +29,10 @@ from . import _defaults
 from .settings import CompileSettings
 from .strip import check_can_strip, strip_engines
 from .runtime._native import quiet_native
-from .verify import (_OUT_OF_MEMORY, OutputCheck, ReferenceFailed, available_memory,
-                     degenerate_outputs, gate_inputs, gate_memory, gate_shapes, id_range,
-                     load_verify_inputs, run_gate)
+from .memory import available_memory
+from . import memory
+from .verify import (_OUT_OF_MEMORY, OutputCheck, ReferenceFailed, degenerate_outputs,
+                     gate_inputs, gate_memory, gate_shapes, id_range, load_verify_inputs, run_gate)
 
 __all__ = ["compile", "CompileResult", "Progress", "check_output_path"]
 
@@ -137,6 +138,7 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
                                allow_nonfinite_weights=settings.allow_nonfinite_weights,
                                opt_shapes=settings.opt_shapes)
             graph = fold_constants(graph)
+    memory.step("load")
     say(f"model: {len(graph.op_nodes)} ops, inputs "
         + ", ".join(f"{n}:{_dims_text(graph, n)}{'' if d == 'float32' else ':' + d}"
                     for n, _, d in graph.inputs))
@@ -181,6 +183,7 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
                                         calibration=calibration)
     except MemoryError as exc:  # MXNet's forward for fp16 / int8 calibration, a build
         raise _out_of_memory(f"partitioning and building ({str(exc)[:160]})") from None
+    memory.step("partitioning and building")
     report = PartitionReport(total_ops=len(graph.op_nodes), segments=parts.segments,
                              decisions=sorted(parts.decisions.values(), key=lambda d: d.node),
                              built=not settings.dry_run, folded=dict(graph.folded), notes=notes,
@@ -588,7 +591,8 @@ def _verify(graph: Graph, bundle_path: str, settings: CompileSettings, segments:
     kinds = {seg.name: seg.kind for seg in segments}
     try:
         with quiet_native():
-            model = load(bundle_path, device="cpu")
+            model = load(bundle_path, device="cpu", memory_arena=False)
+        memory.step("loading the bundle for the gate")
     except (BundleError, IncompatibleError) as exc:  # e.g. ONNX Runtime refuses an engine's ONNX
         _raise_if_onnx_stage(exc, kinds)
         raise CompileError(f"the compiled bundle does not load on the CPU path: {exc}; no bundle "

@@ -465,8 +465,7 @@ def fold_static_shapes(model: Any) -> Any:
         # (Shape -> Gather -> Concat -> Reshape -> Shape ...) folds in the next pass, after shape
         # inference has run again; bounded, and each pass must remove nodes
         for _ in range(FOLD_PASSES):
-            inferred = onnx.shape_inference.infer_shapes(result)
-            g = gs.import_onnx(inferred)
+            g = gs.import_onnx(_with_inferred_shapes(result))
             outputs = [t.name for t in g.outputs]
             # shape arithmetic only: no large folded tensor (a zeros_like of a feature map)
             g.fold_constants(fold_shapes=True, error_ok=True, size_threshold=1 << 16)
@@ -486,6 +485,29 @@ def fold_static_shapes(model: Any) -> Any:
         return result
     finally:
         logger.severity = severity
+
+
+def _with_inferred_shapes(model: Any, threshold: int = 1 << 16) -> Any:
+    """``model`` with ONNX's inferred shapes as its value_info (in place). Shape inference reads
+    weights' dims only, yet ``infer_shapes`` copies the whole model to C++ and back (3 copies of
+    every weight at once: 4 GB of BERT-base's export peak): it runs on the model with the bytes
+    of its large initializers set aside, then put back."""
+    import onnx
+
+    aside = {}
+    for init in model.graph.initializer:
+        if len(init.raw_data) >= threshold:
+            aside[init.name] = init.raw_data
+            init.ClearField("raw_data")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    finally:
+        for init in model.graph.initializer:
+            if init.name in aside:
+                init.raw_data = aside.pop(init.name)
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(inferred.graph.value_info)
+    return model
 
 
 def export_nodes(graph: Graph, nodes: List[int]) -> WholeExport:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 from .frontend import Graph
 from .segments import Segment, describe_nodes
+from .memory import note
 
 __all__ = [
     "PartitionResult",
@@ -495,6 +496,7 @@ class _Loop:
                     self.whole.close()
                     self.whole = None
                 self.whole = export_nodes(self.graph, candidates)
+            note("exporting to ONNX")
         except ExportError as exc:
             self.export_failed(exc, candidates, Reason.EXPORT_FAILED)
             return False
@@ -775,6 +777,7 @@ class _Loop:
                         changed = True
                     else:
                         self.exported[seg.key] = exp
+                    note(f"cutting and parsing {seg.name}")
                 if changed:
                     continue
                 if getattr(self.settings, "require_full", False) and all_decisions:
@@ -788,6 +791,7 @@ class _Loop:
                     for seg in engines:
                         if seg.key not in self.built and not self.build(seg):
                             changed = True
+                        note(f"building {seg.name}")
                 if not changed:
                     for seg in segments:
                         if seg.kind == "onnx" and seg.key not in self.exported \

@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, 
 import numpy as np
 
 from .frontend import Graph
+from .memory import note
 from .runtime._native import quiet_native
 from .runtime.bundle import range_text
 from ._isolate import signal_text
@@ -33,7 +34,7 @@ from .runtime.errors import CompileError, UsageError
 from ._defaults import FP16_TOLERANCE
 
 __all__ = ["OutputCheck", "GateResult", "random_inputs", "gate_inputs", "gate_shapes", "load_verify_inputs",
-           "mxnet_forward", "ReferenceFailed", "gate_memory", "available_memory", "compare", "recheck_in_fp64", "discontinuities", "run_gate",
+           "mxnet_forward", "ReferenceFailed", "gate_memory", "compare", "recheck_in_fp64", "discontinuities", "run_gate",
            "fp16_tensors", "degenerate_outputs", "length_range", "tie_order_recheck"]
 
 # A tensor that fails against MXNet's fp32 forward still passes when the model is
@@ -305,32 +306,6 @@ def gate_memory(graph: Graph, runs: Sequence[Mapping[str, Tuple[int, ...]]]) -> 
     return held + worst, what
 
 
-def available_memory() -> Optional[int]:
-    """Bytes this process can still get: the kernel's MemAvailable, or less under a cgroup
-    (container) limit. None where unknown."""
-    found: List[int] = []
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    found.append(int(line.split()[1]) * 1024)
-    except (OSError, ValueError, IndexError):
-        pass
-    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                          "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
-        try:
-            with open(limit, encoding="ascii") as fh:
-                text = fh.read().strip()
-            with open(usage, encoding="ascii") as fh:
-                used = int(fh.read().strip())
-        except (OSError, ValueError):
-            continue
-        if text.isdigit() and int(text) < 1 << 60:
-            found.append(max(int(text) - used, 0))
-    return min(found) if found else None
-
-
 def gate_inputs(graph: Graph, seed: int, shapes: Optional[Mapping[str, Tuple[int, ...]]] = None
                 ) -> Tuple[Dict[str, np.ndarray], List[str]]:
     """Seeded inputs that mean something to the model, and one line per input saying how it was
@@ -457,10 +432,14 @@ def load_verify_inputs(graph: Graph, path: Path, flag: str = "--verify-inputs",
 # MXNet's reference
 # ----------------------------------------------------------------------------------------------
 def mxnet_forward(graph: Graph, feeds: Mapping[str, np.ndarray],
-                  tensors: Optional[List[str]] = None, float64: bool = False) -> Dict[str, np.ndarray]:
+                  tensors: Optional[List[str]] = None, float64: bool = False,
+                  spill: Optional[str] = None) -> Mapping[str, np.ndarray]:
     """MXNet's own forward pass of the model as exported (before constant folding) on the CPU;
     returns the model outputs, or ``tensors`` (any internal tensor names) when given.
-    ``float64`` runs float32 params and inputs in float64.
+    ``float64`` runs float32 params and inputs in float64. ``spill``: a directory; each tensor
+    is written there as it is read off MXNet and the result is a :class:`SpilledTensors` that
+    loads one when asked (the accuracy gate's reference of every stage boundary, gigabytes for
+    a detector, is never in memory at once, neither here nor in the child).
 
     It runs in a forked child process (trtc/_isolate.py): MXNet's CPU operators crash the
     process on some inputs (SIGSEGV, SIGFPE, abort), and the compiler must survive that.
@@ -472,13 +451,32 @@ def mxnet_forward(graph: Graph, feeds: Mapping[str, np.ndarray],
     from ._isolate import NativeCrash, in_child
 
     try:
-        return in_child("MXNet's forward", _mxnet_forward_here, graph, feeds, tensors, float64)
+        found = in_child("MXNet's forward", _mxnet_forward_here, graph, feeds, tensors, float64,
+                         spill)
     except NativeCrash as crash:
         if crash.signum == signal.SIGKILL:
             raise MemoryError(f"MXNet's forward was killed (SIGKILL) at {_shapes_text(feeds)}, "
                               "most likely by the kernel for lack of memory") from None
         raise ReferenceFailed(f"MXNet's own forward crashed ({signal_text(crash.signum) if crash.signum else crash}) "
                               f"at {_shapes_text(feeds)}", feeds) from None
+    return SpilledTensors(spill, found) if spill is not None else found
+
+
+class SpilledTensors(Mapping[str, np.ndarray]):
+    """Tensors :func:`mxnet_forward` wrote to a directory (``0.npy``, ``1.npy``... in order),
+    each loaded from disk whenever it is looked up; the caller owns the directory."""
+
+    def __init__(self, directory: str, names: Sequence[str]):
+        self._paths = {name: os.path.join(directory, f"{i}.npy") for i, name in enumerate(names)}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return np.load(self._paths[name])
+
+    def __iter__(self) -> Any:
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)
 
 
 class ReferenceFailed(CompileError):
@@ -509,8 +507,9 @@ _OUT_OF_MEMORY = re.compile(r"bad_alloc|out of memory|(failed|unable) to allocat
 
 
 def _mxnet_forward_here(graph: Graph, feeds: Mapping[str, np.ndarray],
-                        tensors: Optional[List[str]], float64: bool) -> Dict[str, np.ndarray]:
-    """:func:`mxnet_forward` in the calling process."""
+                        tensors: Optional[List[str]], float64: bool,
+                        spill: Optional[str] = None) -> Any:
+    """:func:`mxnet_forward` in the calling process (with ``spill``: the names written)."""
     import mxnet as mx
 
     graph = graph.reference or graph
@@ -540,7 +539,11 @@ def _mxnet_forward_here(graph: Graph, feeds: Mapping[str, np.ndarray],
         with quiet_native():  # MXNet logs "MXNET_SUBGRAPH_BACKEND=NONE is detected" at bind
             executor = symbol.bind(mx.cpu(), args, aux_states=aux, grad_req="null")
             outputs = executor.forward(is_train=False)
-            return {name: out.asnumpy() for name, out in zip(names, outputs)}
+            if spill is None:
+                return {name: out.asnumpy() for name, out in zip(names, outputs)}
+            for i, out in enumerate(outputs):  # one host copy at a time
+                np.save(os.path.join(spill, f"{i}.npy"), out.asnumpy())
+            return names
     except MemoryError:
         raise
     except Exception as exc:  # MXNetError (bind's shape checks, an operator's own check)
@@ -561,26 +564,44 @@ def _mxnet_forward_here(graph: Graph, feeds: Mapping[str, np.ndarray],
 # ----------------------------------------------------------------------------------------------
 # Comparison
 # ----------------------------------------------------------------------------------------------
+# Elements compared at a time: float64 copies of a chunk, never of a whole tensor (a detector's
+# 766 MB ROIAlign output took 9 GB of temporaries compared at once).
+_CHUNK = 1 << 20
+
+
 def _errors(got: np.ndarray, ref: np.ndarray) -> Tuple[float, float]:
     """(max |got - ref|, that / max |ref|) over the finite entries of ``ref``; (inf, inf) when
     the shapes differ or the non-finite entries (NaN, +-inf) are not the same in both; NaN when
-    ``got`` is NaN where ``ref`` is finite (a failed check either way)."""
-    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    ``got`` is NaN where ``ref`` is finite (a failed check either way). In float64, a chunk of
+    ``_CHUNK`` elements at a time."""
+    got, ref = np.asarray(got), np.asarray(ref)
     if got.shape != ref.shape:
         return float("inf"), float("inf")
-    finite = np.isfinite(ref)
-    if not np.array_equal(got[~finite], ref[~finite], equal_nan=True):
-        return float("inf"), float("inf")
-    diff = np.abs(got[finite] - ref[finite])
-    if not diff.size:
+    got, ref = got.reshape(-1), ref.reshape(-1)
+    max_abs, scale, compared, nan = 0.0, 0.0, False, False
+    for start in range(0, ref.size, _CHUNK):
+        g = got[start:start + _CHUNK].astype(np.float64)
+        r = ref[start:start + _CHUNK].astype(np.float64)
+        finite = np.isfinite(r)
+        if not finite.all():
+            if not np.array_equal(g[~finite], r[~finite], equal_nan=True):
+                return float("inf"), float("inf")
+            g, r = g[finite], r[finite]
+        if not r.size:
+            continue
+        diff = float(np.abs(g - r).max())
+        nan = nan or diff != diff
+        max_abs, scale, compared = max(max_abs, diff), max(scale, float(np.abs(r).max())), True
+    if not compared:
         return 0.0, 0.0
-    max_abs, scale = float(diff.max()), float(np.abs(ref[finite]).max())
+    if nan:
+        max_abs = float("nan")
     return max_abs, max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
 
 
 def _sorted_errors(got: np.ndarray, ref: np.ndarray) -> Tuple[float, float]:
     """``_errors`` on the sorted values of each batch item (order-insensitive)."""
-    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    got, ref = np.asarray(got), np.asarray(ref)
     if got.shape != ref.shape:
         return float("inf"), float("inf")
     lead = got.shape[0] if got.ndim > 1 else 1
@@ -695,7 +716,13 @@ def run_gate(graph: Graph, model: Any, segments: Sequence[Any],
              samples: List[Dict[str, np.ndarray]], tolerance: float) -> GateResult:
     """Run ``model`` (a CPU-path trtc.runtime Model of ``segments``) on each sample stage by
     stage; compare end to end and locally (each engine and ONNX Runtime stage on MXNet's own
-    inputs) with MXNet."""
+    inputs) with MXNet.
+
+    Memory: the gate holds one stage's worth of tensors, not the whole model's. MXNet's
+    reference tensors are written to disk by the child that computes them and loaded per stage;
+    each stage's outputs are compared as soon as it has run, and every tensor is dropped after
+    its last reader. ``model`` should be loaded with ``memory_arena=False`` (each ONNX Runtime
+    stage then frees its buffers when its run returns)."""
     outputs = set(graph.outputs)
     stages = list(model.stages)
     by_name = {seg.name: seg for seg in segments}
@@ -705,6 +732,9 @@ def run_gate(graph: Graph, model: Any, segments: Sequence[Any],
     from .partition import is_random_op
     draws = {t for n in graph.op_nodes if is_random_op(n.op) for t in n.outputs}
     names = [t for t in dict.fromkeys(graph.outputs + produced) if t not in draws]
+    unproduced = [t for t in names if t not in set(produced)]  # an output that is an input
+    last_read = {t: i for i, stage in enumerate(stages) for t in stage.inputs}
+    last_read.update({t: len(stages) for t in unproduced})
     after_e2e = discontinuities(graph)
     judged = ("engine", "onnx")  # stages judged locally: what MXNet runs is the reference itself
     after_local = {seg.name: discontinuities(graph, seg.nodes) for seg in segments
@@ -716,48 +746,63 @@ def run_gate(graph: Graph, model: Any, segments: Sequence[Any],
     worst: Dict[Tuple[str, str, str], OutputCheck] = {}
     agree: Dict[str, List[bool]] = {}
     gate_seen: Dict[str, List[Tuple[str, bool]]] = {}
-    for sample in samples:
-        tensors: Dict[str, np.ndarray] = model.validate_inputs(sample)
-        # MXNet first, in its child process: where it crashes, the bundle's MXNet stages (run
-        # here, in-process) would crash too, and the error names MXNet's forward
-        reference = mxnet_forward(graph, sample, names)
-        for stage in stages:
-            tensors.update(stage.run(tensors))
-        actual = {n: tensors[n] for n in names}
-        for name in graph.outputs:
+
+    def end_to_end(sample: Mapping[str, np.ndarray], actual: Dict[str, np.ndarray],
+                   reference: Dict[str, np.ndarray], stage: str) -> None:
+        for name in actual:
             ref = reference[name]
-            if ref.dtype.kind == "f":
+            if name in outputs and ref.dtype.kind == "f":
                 gate_seen.setdefault(name, []).append(_digest(ref))
-            if ref.ndim == 2 and ref.shape[1] > 1 and actual[name].shape == ref.shape \
-                    and name not in positions:  # (batch, classes) scores, not indices
-                agree.setdefault(name, []).extend(
+            if name in outputs and ref.ndim == 2 and ref.shape[1] > 1 \
+                    and actual[name].shape == ref.shape and name not in positions:
+                agree.setdefault(name, []).extend(  # (batch, classes) scores, not indices
                     (np.argmax(actual[name], axis=1) == np.argmax(ref, axis=1)).tolist())
-        e2e = compare(actual, reference, tolerance, after_e2e, half_e2e)
+        e2e = compare(actual, reference, tolerance, after_e2e, half_e2e, stage=stage)
         for check in e2e:
             check.kind = "output" if check.name in outputs else "boundary"
-            check.stage = next((s.name for s in stages if check.name in s.outputs), "")
         recheck_in_fp64(graph, sample, e2e, actual, reference)
         _merge_worst(worst, e2e)
-        for stage in stages:
-            seg = by_name.get(stage.name)
-            if seg is None or seg.kind not in judged:
-                continue
-            same_inputs = all(t not in reference or np.array_equal(tensors[t], reference[t])
-                              for t in stage.inputs)
-            if same_inputs:
-                local_out = {t: tensors[t] for t in stage.outputs}  # same inputs: same run
-            else:
-                feeds = {t: reference.get(t, tensors[t]) for t in stage.inputs}
-                local_out = stage.run(feeds)
-            local_out = {t: v for t, v in local_out.items() if t not in draws}
-            local = compare(local_out, {t: reference[t] for t in local_out}, tolerance,
-                            after_local[stage.name], half_local[stage.name], scope="local", stage=stage.name)
-            for check in local:
-                check.kind = "output" if check.name in outputs else "boundary"
-            stage_inputs = {t: (tensors[t] if same_inputs else feeds[t]) for t in stage.inputs}
-            tie_order_recheck(graph, local, local_out, reference, stage_inputs)
-            recheck_in_fp64(graph, sample, local, local_out, reference)
-            _merge_worst(worst, local)
+
+    import tempfile
+
+    for sample in samples:
+        tensors: Dict[str, np.ndarray] = model.validate_inputs(sample)
+        with tempfile.TemporaryDirectory(prefix="trtc-gate-") as spill:
+            # MXNet first, in its child process: where it crashes, the bundle's MXNet stages
+            # (run here, in-process) would crash too, and the error names MXNet's forward
+            reference = mxnet_forward(graph, sample, names, spill=spill)
+            note("MXNet's reference forward")
+            for index, stage in enumerate(stages):
+                out = stage.run(tensors)
+                tensors.update(out)
+                mine = [t for t in stage.outputs if t in reference]
+                expected = {t: reference[t] for t in mine}
+                end_to_end(sample, {t: tensors[t] for t in mine}, expected, stage.name)
+                seg = by_name.get(stage.name)
+                if seg is not None and seg.kind in judged:
+                    exact = {t: reference[t] for t in stage.inputs if t in reference}
+                    stage_inputs = {t: exact.get(t, tensors[t]) for t in stage.inputs}
+                    if not all(np.array_equal(tensors[t], v) for t, v in exact.items()):
+                        out = stage.run(stage_inputs)
+                    del exact
+                    local_out = {t: v for t, v in out.items() if t not in draws}
+                    local = compare(local_out, {t: expected[t] for t in local_out}, tolerance,
+                                    after_local[stage.name], half_local[stage.name],
+                                    scope="local", stage=stage.name)
+                    for check in local:
+                        check.kind = "output" if check.name in outputs else "boundary"
+                    tie_order_recheck(graph, local, local_out, expected, stage_inputs)
+                    recheck_in_fp64(graph, sample, local, local_out, expected)
+                    _merge_worst(worst, local)
+                    del local_out, stage_inputs
+                del out, expected
+                for t in [t for t in tensors if last_read.get(t, -1) <= index]:
+                    del tensors[t]  # read by no later stage: compared already
+                note(f"gate: {stage.name}")
+            if unproduced:
+                end_to_end(sample, {t: tensors[t] for t in unproduced},
+                           {t: reference[t] for t in unproduced}, "")
+            del tensors
     return GateResult(checks=list(worst.values()), samples=len(samples),
                       top1={n: float(np.mean(v)) for n, v in agree.items() if v},
                       top1_rows={n: len(v) for n, v in agree.items() if v}, seen=gate_seen)

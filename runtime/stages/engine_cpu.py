@@ -17,7 +17,7 @@ from ..errors import BundleError, IncompatibleError, InputError
 from ..onnx_check import OnnxRefused, check_onnx
 
 __all__ = ["OnnxRuntimeStage", "import_onnxruntime", "check_onnx", "cuda_provider_unavailable_reason",
-           "host_memory_limit", "MEMORY_LIMIT_ENV"]
+           "host_memory_limit", "parse_size", "MEMORY_LIMIT_ENV"]
 
 MEMORY_LIMIT_ENV = "TRTC_MEMORY_LIMIT"
 
@@ -48,17 +48,13 @@ def host_memory_limit() -> Optional[int]:
     crafted bundle whose ONNX makes a huge intermediate (a Resize, Expand, ConstantOfShape,
     Range or Pad edited to ask for tens of GiB) then fails with one line instead of taking the
     machine's memory, and so does a legitimate call too big for the machine."""
-    text = os.environ.get(MEMORY_LIMIT_ENV, "").strip().upper().removesuffix("B").removesuffix("I")
+    text = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
     if text:
-        if text in ("0", "NONE"):
-            return None
-        unit = text[-1] if text[-1] in _UNITS else ""
         try:
-            value = float(text[:len(text) - len(unit)])
+            return parse_size(text)
         except ValueError:
-            raise IncompatibleError(f"{MEMORY_LIMIT_ENV}={os.environ[MEMORY_LIMIT_ENV]!r} is not "
-                                    "a size: give bytes or e.g. 8G (0 or none: no bound)") from None
-        return max(int(value * _UNITS[unit]), 2**20)
+            raise IncompatibleError(f"{MEMORY_LIMIT_ENV}={text!r} is not a size: give bytes or "
+                                    "e.g. 8G (0 or none: no bound)") from None
     limits = []
     available = _proc_kib("/proc/meminfo", "MemAvailable:")
     if available is not None:
@@ -79,6 +75,23 @@ def _proc_kib(path: str, key: str) -> Optional[int]:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def parse_size(text: str) -> Optional[int]:
+    """A ``TRTC_MEMORY_LIMIT`` value in bytes: ``"8G"``, ``"512MiB"``, ``"1.5g"``, ``"1048576"``
+    (K/M/G/T binary); None for ``0`` or ``none`` (no bound); at least 1 MiB.
+
+    Raises:
+        ValueError: not a size.
+    """
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    if text in ("0", "NONE"):
+        return None
+    unit = text[-1:] if text[-1:] in _UNITS and not text[-1:].isdigit() else ""
+    value = float(text[:len(text) - len(unit)])  # ValueError for junk
+    if not value > 0:
+        raise ValueError(text)
+    return max(int(value * _UNITS[unit]), 2**20)
 
 
 _ALLOCATOR_LOCK = threading.Lock()
@@ -123,13 +136,18 @@ class OnnxRuntimeStage:
     exact ONNX). Thread-safe (ORT sessions are)."""
 
     def __init__(self, stage: Mapping[str, Any], onnx_bytes: bytes, intra_op_threads: int = 0,
-                 cuda_device: Optional[int] = None, cuda_graph: bool = False):
+                 cuda_device: Optional[int] = None, cuda_graph: bool = False,
+                 memory_arena: bool = True):
         """``cuda_device``: run on that GPU with ONNX Runtime's CUDA execution provider (nodes it
         has no kernel for run on the host, as ONNX Runtime places them), else on the CPU.
         ``cuda_graph``: on the GPU, for a stage of static shapes whose every node the CUDA
         provider runs, let ONNX Runtime capture it as a CUDA graph and replay it (its inputs and
         outputs then live in fixed device buffers, so calls of this stage are serialized); where
-        ONNX Runtime refuses (a node on the host), the stage runs without a graph."""
+        ONNX Runtime refuses (a node on the host), the stage runs without a graph.
+        ``memory_arena``: False: on the host, each run allocates its buffers and frees them when
+        it returns. ONNX Runtime's arena (the default) keeps a session's peak for its life:
+        right for a model called again and again, wrong for one that runs many large stages
+        once each (the compiler's accuracy gate then held every stage's peak at once)."""
         ort = import_onnxruntime()
         self._ort = ort
         self.cuda_device = cuda_device
@@ -149,10 +167,14 @@ class OnnxRuntimeStage:
         # multi-line log on stderr.
         options.log_severity_level = 4
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.enable_cpu_mem_arena = memory_arena
         if intra_op_threads:
             options.intra_op_num_threads = intra_op_threads
-        self._memory_limit = _bounded_host_allocator(ort)
-        options.add_session_config_entry("session.use_env_allocators", "1")
+        # the process's capped arena (TRTC_MEMORY_LIMIT); without an arena, plain allocations
+        # (memory_arena=False: the compiler's gate, on bundles it has just written)
+        self._memory_limit = _bounded_host_allocator(ort) if memory_arena else None
+        if memory_arena:
+            options.add_session_config_entry("session.use_env_allocators", "1")
         try:
             # enable_fallback=0: on a failure ORT's Python layer would otherwise print an
             # "EP Error" banner on stdout and retry; the failure reaches the user as one line.

@@ -12,6 +12,9 @@ initial values (mean 0, variance 1).
 
 ``bert``          GluonNLP ``bert_12_768_12`` (use_pooler, no decoder/classifier), seq 128.
 ``bert_small``    the same BERTModel with 2 layers, 128 units, 2 heads, vocab 1000: fast CI.
+``bert_large``    GluonNLP ``bert_24_1024_16`` (24 layers, 1024 units, 16 heads), seq 128.
+``mask_rcnn_r50`` GluonCV ``mask_rcnn_resnet50_v1b_coco``, 1x3x512x512 (``size`` picks another).
+                  (These two are benchmarks/memory.py's, not in ``MODELS``: too big for the suite.)
 ``ssd_mobilenet`` GluonCV ``ssd_512_mobilenet1.0_voc``, 1x3x512x512.
 ``faster_rcnn``   GluonCV ``faster_rcnn_resnet50_v1b_voc``, 1x3x600x800.
 ``yolo3``         GluonCV ``yolo3_mobilenet1.0_voc``, 1x3x320x320.
@@ -40,7 +43,8 @@ import numpy as np
 
 __all__ = [
     "MODELS", "INPUTS", "DTYPE_CODES", "duplicate_node_names", "op_counts", "input_specs",
-    "export_bert", "export_bert_small", "export_ssd_mobilenet", "export_faster_rcnn",
+    "export_bert", "export_bert_small", "export_bert_large", "export_mask_rcnn_r50",
+    "export_ssd_mobilenet", "export_faster_rcnn",
     "export_yolo3", "export_center_net",
     "export_video", "export_ops_block", "export_reused_block",
     "verify_inputs_bert", "verify_inputs_bert_small", "verify_inputs_ops_block",
@@ -60,6 +64,9 @@ BERT_SMALL_SEQ = 32
 INPUTS: Dict[str, Dict[str, Tuple[Tuple[int, ...], str]]] = {
     "bert": {"inputs": ((1, SEQ), "int32"), "token_types": ((1, SEQ), "int32"),
              "valid_length": ((1,), "float32")},
+    "bert_large": {"inputs": ((1, SEQ), "int32"), "token_types": ((1, SEQ), "int32"),
+                   "valid_length": ((1,), "float32")},
+    "mask_rcnn_r50": {"data": ((1, 3, 512, 512), "float32")},
     "bert_small": {"inputs": ((1, BERT_SMALL_SEQ), "int32"),
                    "token_types": ((1, BERT_SMALL_SEQ), "int32"),
                    "valid_length": ((1,), "float32")},
@@ -228,7 +235,8 @@ def _bert_vocab(size: int) -> Any:
     return vocab
 
 
-def export_bert(out_dir: Path, seed: int = 0) -> Path:
+def export_bert(out_dir: Path, seed: int = 0, zoo_name: str = "bert_12_768_12",
+                name: str = "bert") -> Path:
     """GluonNLP ``bert_12_768_12`` (12 layers, 768 units, 12 heads, ~110M params), seq 128,
     batch 1. Inputs ``inputs`` (1,128) int32 token ids, ``token_types`` (1,128) int32,
     ``valid_length`` (1,) float32 (GluonNLP adds it to a float arange: it must be float).
@@ -238,11 +246,17 @@ def export_bert(out_dir: Path, seed: int = 0) -> Path:
 
     _seed(seed)
     with _fresh_names():
-        net, _ = get_model("bert_12_768_12", dataset_name=None, vocab=_bert_vocab(BERT_VOCAB),
+        net, _ = get_model(zoo_name, dataset_name=None, vocab=_bert_vocab(BERT_VOCAB),
                            pretrained=False, use_pooler=True, use_decoder=False,
                            use_classifier=False)
-    _initialize(net, mx.init.Normal(0.02), INPUTS["bert"])
-    return _save(net, out_dir, "bert", INPUTS["bert"])
+    _initialize(net, mx.init.Normal(0.02), INPUTS[name])
+    return _save(net, out_dir, name, INPUTS[name])
+
+
+def export_bert_large(out_dir: Path, seed: int = 0) -> Path:
+    """GluonNLP ``bert_24_1024_16`` (24 layers, 1024 units, 16 heads, 4096 FFN, ~335M params,
+    1.34 GB), otherwise as ``bert``: the memory benchmark's large transformer."""
+    return export_bert(out_dir, seed, "bert_24_1024_16", "bert_large")
 
 
 def export_bert_small(out_dir: Path, seed: int = 0) -> Path:
@@ -277,6 +291,11 @@ def _bert_inputs(seed: int, vocab: int, seq: int, batch: int = 1) -> Dict[str, n
 
 def verify_inputs_bert(seed: int = 0) -> Dict[str, np.ndarray]:
     """Token ids in [0, 30522), token types 0/1 (sentence A then B), valid_length in [1, 128]."""
+    return _bert_inputs(seed, BERT_VOCAB, SEQ)
+
+
+def verify_inputs_bert_large(seed: int = 0) -> Dict[str, np.ndarray]:
+    """As ``verify_inputs_bert`` (the same vocabulary and sequence length)."""
     return _bert_inputs(seed, BERT_VOCAB, SEQ)
 
 
@@ -324,6 +343,18 @@ def _export_gluoncv(name: str, zoo_name: str, out_dir: Path, seed: int) -> Path:
     net = _gluoncv_model(zoo_name)
     _initialize(net, mx.init.Xavier(), INPUTS[name])
     return _save(net, out_dir, name, INPUTS[name])
+
+
+def export_mask_rcnn_r50(out_dir: Path, seed: int = 0, size: int = 512) -> Path:
+    """GluonCV ``mask_rcnn_resnet50_v1b_coco`` with Xavier weights; ``data`` 1x3xSIZExSIZE
+    float32 (512 by default). Outputs ids, scores, boxes and masks (inference mode)."""
+    import mxnet as mx
+
+    inputs = {"data": ((1, 3, size, size), "float32")}
+    _seed(seed)
+    net = _gluoncv_model("mask_rcnn_resnet50_v1b_coco")
+    _initialize(net, mx.init.Xavier(), inputs)
+    return _save(net, out_dir, "mask_rcnn_r50", inputs)
 
 
 def export_yolo3(out_dir: Path, seed: int = 0) -> Path:
