@@ -450,16 +450,25 @@ def fold_static_shapes(model: Any) -> Any:
     with shape folding): mx2onnx expresses ``Reshape(reverse=True)``, ``tile`` and friends as
     Shape -> Slice -> Concat chains that TensorRT's parser refuses ("Only support constant zero
     padding for slicing a shape tensor") though every input shape is known at compile time.
-    Node names (provenance tags) are kept; on any failure the model is returned unchanged."""
-    import onnx
+    Node names (provenance tags) are kept; on any failure the model is returned unchanged.
+
+    Memory: the large weights never take part. Folding works on a copy of the graph in which
+    they are typed graph inputs (their shapes are all shape arithmetic needs; folding skips
+    large tensors anyway), and the result is written back into ``model`` itself, whose large
+    initializers stay where they are: no copy of them is made (onnx-graphsurgeon's import and
+    export and ``make_model`` copied every weight each pass: BERT-base's export peaked at 10x
+    its params)."""
     import onnx_graphsurgeon as gs
 
     if not any(node.op_type == "Shape" for node in model.graph.node):
         return model
+    large = {init.name for init in model.graph.initializer
+             if _tensor_bytes(init) > _FOLD_LARGE_BYTES}
     logger = gs.logger.G_LOGGER
     severity = logger.severity
     logger.severity = logger.CRITICAL  # its hints go to stdout; trtc reports what matters
-    result = model
+    light = _without_initializers(model, large)
+    result = light
     try:
         # to a fixed point: a chain whose shapes become known only once an earlier part folded
         # (Shape -> Gather -> Concat -> Reshape -> Shape ...) folds in the next pass, after shape
@@ -471,20 +480,75 @@ def fold_static_shapes(model: Any) -> Any:
             g.fold_constants(fold_shapes=True, error_ok=True, size_threshold=1 << 16)
             g.cleanup(remove_unused_graph_inputs=False).toposort()
             if [t.name for t in g.outputs] != outputs:
-                return result
+                break
             folded = gs.export_onnx(g)
-            folded.ir_version = model.ir_version
-            del folded.opset_import[:]
-            folded.opset_import.extend(model.opset_import)
             done = len(folded.graph.node) >= len(result.graph.node)
             result = folded
             if done or not any(node.op_type == "Shape" for node in folded.graph.node):
                 break
-        return result
     except Exception:  # folding is an optimization: never a reason to fail the export
-        return result
+        pass
     finally:
         logger.severity = severity
+    if result is light:
+        return model
+    return _write_back(model, result, large)
+
+
+# Initializers above this size are left out of shape folding (set aside, never copied).
+_FOLD_LARGE_BYTES = 1 << 16
+
+
+def _tensor_bytes(init: Any) -> int:
+    """An initializer's size in bytes, from its dims (whatever field holds its data)."""
+    count = 1
+    for dim in init.dims:
+        count *= int(dim)
+    return count * 4 if not init.raw_data else len(init.raw_data)
+
+
+def _without_initializers(model: Any, names: Set[str]) -> Any:
+    """A new ModelProto of ``model``'s graph in which the initializers ``names`` are typed graph
+    inputs instead (their bytes are not copied)."""
+    import onnx
+    from onnx import helper
+
+    light = onnx.ModelProto()
+    light.ir_version = model.ir_version
+    light.opset_import.extend(model.opset_import)
+    graph = light.graph
+    graph.name = model.graph.name
+    graph.node.extend(model.graph.node)
+    graph.input.extend(model.graph.input)
+    graph.output.extend(model.graph.output)
+    graph.value_info.extend(model.graph.value_info)
+    for init in model.graph.initializer:
+        if init.name in names:
+            graph.input.append(helper.make_tensor_value_info(init.name, init.data_type,
+                                                             list(init.dims)))
+        else:
+            graph.initializer.append(init)
+    return light
+
+
+def _write_back(model: Any, folded: Any, large: Set[str]) -> Any:
+    """``model`` with ``folded``'s nodes, value_info, small initializers and inputs; of its own
+    large initializers it keeps, in place, those the folded graph still uses."""
+    graph = model.graph
+    used = {name for node in folded.graph.node for name in node.input}
+    used |= {out.name for out in folded.graph.output}
+    for index in reversed(range(len(graph.initializer))):
+        name = graph.initializer[index].name
+        if name not in large or name not in used:
+            del graph.initializer[index]
+    graph.initializer.extend(folded.graph.initializer)
+    del graph.node[:]
+    graph.node.extend(folded.graph.node)
+    del graph.value_info[:]
+    graph.value_info.extend(folded.graph.value_info)
+    del graph.input[:]
+    graph.input.extend(i for i in folded.graph.input if i.name not in large)
+    return model
 
 
 def _with_inferred_shapes(model: Any, threshold: int = 1 << 16) -> Any:
