@@ -208,6 +208,28 @@ def _provenance() -> Iterator[Dict[str, Any]]:
             root.setLevel(root_level)
 
 
+class _HostWeight:
+    """A weight as mxnet.onnx reads its params (``.shape``, ``.dtype``, ``.asnumpy()``: it
+    only reads them), over trtc's own numpy array: no NDArray copy for the export and no
+    ``asnumpy`` copy inside it (two copies of every weight less at the export's peak)."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    @property
+    def dtype(self) -> Any:
+        return self.array.dtype.type  # as NDArray.dtype: a numpy scalar type
+
+    def asnumpy(self) -> np.ndarray:
+        return self.array
+
+
 def _static_ranks(graph: Graph, inputs: Sequence[str]) -> Dict[Tuple[str, int], int]:
     """(MXNet node name, output index) -> rank, for converters that need it (converters.py
     STATIC_RANKS): every op output of ``graph`` and every variable of the sub-symbol (named
@@ -312,10 +334,10 @@ def _export_symbol(graph: Graph, segment: Segment
 
     text, params = subgraph_symbol_json(graph, segment.nodes, segment.inputs, segment.outputs)
     symbol = mx.sym.load_json(text)
-    arg_params = {}
+    arg_params: Dict[str, Any] = {}
     for name in params:
         key = f"arg:{name}" if f"arg:{name}" in graph.params else f"aux:{name}"
-        arg_params[name] = mx.nd.array(graph.params[key], dtype=graph.params[key].dtype)
+        arg_params[name] = _HostWeight(graph.params[key])
     _apply_fix_gamma(graph, segment, arg_params)
     data_names = [n for n in symbol.list_inputs() if n not in arg_params]
     in_shapes = [graph.shapes[n] for n in data_names]
