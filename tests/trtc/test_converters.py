@@ -390,26 +390,33 @@ RESHAPE_CASES = [
 ]
 
 
+def _run_shape_generic(tmp_path, symbol, x):
+    """``symbol`` (one input) exported by mxnet.onnx with trtc's converters and every size
+    dynamic (nothing folded), run by ONNX Runtime on ``x``: the converter's own ONNX."""
+    import mxnet.onnx as mx_onnx
+
+    from trtc.export import _provenance
+
+    path = tmp_path / "generic.onnx"
+    with _provenance() as state:
+        mx_onnx.export_model(symbol, {}, in_shapes=[x.shape], in_types=[np.float32],
+                             onnx_file_path=str(path), dynamic=True)
+    assert state["failed"] is None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x})
+    return got
+
+
 @pytest.mark.parametrize("shape,target,reverse", RESHAPE_CASES)
 def test_reshape_special_codes_exact(tmp_path, shape, target, reverse):
     """mxnet.onnx raised for most targets with -2/-3/-4 (the op then ran in MXNet) and wrote a
     Pad/Slice over the shape for reverse=True that TensorRT refuses unfolded. trtc's converter
     runs MXNet's own shape walk on the symbolic shape. Checked twice: the shape-generic ONNX
     (no size folded: what a dynamic batch gets) and trtc's folded segment."""
-    import mxnet.onnx as mx_onnx
-
-    from trtc.export import _provenance
-
     x = np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)
     want = mx.nd.reshape(mx.nd.array(x), shape=target, reverse=reverse).asnumpy()
     symbol = mx.sym.reshape(mx.sym.var("data"), shape=target, reverse=reverse, name="r")
-    path = tmp_path / "r.onnx"
-    with _provenance() as state:
-        mx_onnx.export_model(symbol, {}, in_shapes=[shape], in_types=[np.float32],
-                             onnx_file_path=str(path), dynamic=True)
-    assert state["failed"] is None
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {session.get_inputs()[0].name: x})
+    got = _run_shape_generic(tmp_path, symbol, x)
     assert got.shape == want.shape
     np.testing.assert_array_equal(got, want)
 
@@ -444,21 +451,11 @@ def test_reshape_targets_mxnet_refuses_are_refused(target):
 def test_adaptive_avg_pooling_exact(tmp_path, shape, output_size):
     """mxnet.onnx raised for any output but 1x1 (the op ran in MXNet). Checked on the
     shape-generic ONNX (dynamic sizes, nothing folded) and on trtc's folded segment."""
-    import mxnet.onnx as mx_onnx
-
-    from trtc.export import _provenance
-
     x = np.random.default_rng(11).standard_normal(shape).astype(np.float32)
     want = mx.nd.contrib.AdaptiveAvgPooling2D(mx.nd.array(x), output_size=output_size).asnumpy()
     symbol = mx.sym.contrib.AdaptiveAvgPooling2D(mx.sym.var("data"), output_size=output_size,
                                                  name="pool")
-    path = tmp_path / "pool.onnx"
-    with _provenance() as state:
-        mx_onnx.export_model(symbol, {}, in_shapes=[shape], in_types=[np.float32],
-                             onnx_file_path=str(path), dynamic=True)
-    assert state["failed"] is None
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {session.get_inputs()[0].name: x})
+    got = _run_shape_generic(tmp_path, symbol, x)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
