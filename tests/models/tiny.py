@@ -16,7 +16,7 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 
-__all__ = ["MODELS", "export", "bundle", "random_feeds"]
+__all__ = ["MODELS", "export", "export_block", "bundle", "random_feeds"]
 
 # name -> input name -> shape
 MODELS: Dict[str, Dict[str, Tuple[int, ...]]] = {
@@ -67,6 +67,20 @@ def _net(name: str) -> Any:
     assert name == "pair", name
     mx.random.seed(0)
     return Pair()
+
+
+def export_block(block: Any, out_dir: Path, name: str, *shapes: Tuple[int, ...]) -> Path:
+    """A hand-written Gluon block as a user exports it: ``mx.random.seed(0)``, Xavier weights,
+    hybridized, one forward on zeros of ``shapes`` (one per input), ``HybridBlock.export`` (its
+    inputs named ``data`` or ``data0``, ``data1``, ...). Returns ``NAME-0000.params``."""
+    import mxnet as mx
+
+    mx.random.seed(0)
+    block.initialize(mx.init.Xavier())
+    block.hybridize()
+    block(*[mx.nd.zeros(s) for s in shapes])
+    block.export(str(Path(out_dir) / name))
+    return Path(out_dir) / f"{name}-0000.params"
 
 
 def export(name: str, out_dir: Path) -> Path:

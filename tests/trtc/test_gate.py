@@ -159,17 +159,6 @@ def test_integer_samples_for_a_float_input_are_said(pair, tmp_path):
 # ----------------------------------------------------------------------------------------------
 # Issue 22 part 4: gate inputs that mean something, and outputs that prove nothing are said
 # ----------------------------------------------------------------------------------------------
-def _export_block(block, tmp_path: Path, name: str, *shapes) -> Path:
-    import mxnet as mx
-
-    mx.random.seed(0)
-    block.initialize(mx.init.Xavier())
-    block.hybridize()
-    block(*[mx.nd.ones(s) for s in shapes])
-    block.export(str(tmp_path / name))
-    return tmp_path / f"{name}-0000.params"
-
-
 def _masked_block():
     """Embedding -> Dense -> SequenceMask(use_sequence_length): Gluon exports the lengths as
     ``data1``, a name that says nothing (issue 22's RoBERTa-style repro)."""
@@ -190,7 +179,7 @@ def _masked_block():
 
 
 def test_a_sequence_length_input_gets_lengths_whatever_its_name(tmp_path: Path) -> None:
-    params = _export_block(_masked_block(), tmp_path, "masked", (1, 12), (1,))
+    params = tiny.export_block(_masked_block(), tmp_path, "masked", (1, 12), (1,))
     graph = load_graph(*resolve_model_files(params), {"data0": (1, 12), "data1": (1,)})
     feeds, how = gate_inputs(graph, seed=0)
     assert 1 <= feeds["data1"][0] <= 12 and feeds["data1"][0] == int(feeds["data1"][0])
@@ -228,7 +217,7 @@ def test_degenerate_outputs_are_said_and_strict_verify_fails(tmp_path: Path) -> 
 
     for name, block, why in [("zeroed", Zeroed(), "all zeros on all 2 gate inputs"),
                              ("constant", Constant(), "the same for two different gate inputs")]:
-        params = _export_block(block, tmp_path, name, (2, 6))
+        params = tiny.export_block(block, tmp_path, name, (2, 6))
         lines = []
         result = compile(CompileSettings(params=params, inputs={"data": (2, 6)},
                                          output=tmp_path / f"{name}.trtb"), progress=lines.append)
@@ -267,7 +256,7 @@ def test_a_cast_to_float16_inside_an_fp32_model_compiles_and_is_judged_at_fp16(t
             h = F.cast(self.a(x), "float16") * 0.5 + 1.25
             return self.b(F.cast(F.relu(h), "float32"))
 
-    params = _export_block(Half(), tmp_path, "half", (2, 8))
+    params = tiny.export_block(Half(), tmp_path, "half", (2, 8))
     lines = []
     result = compile(CompileSettings(params=params, inputs={"data": (2, 8)},
                                      output=tmp_path / "half.trtb"), progress=lines.append)

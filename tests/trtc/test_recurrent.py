@@ -14,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from models.tiny import export_block
 from trtc import CompileSettings, compile
 from trtc.converters import ONNX_OPS_USED
 from trtc.frontend import load_graph, resolve_model_files
@@ -186,16 +187,6 @@ def _with_states(layer: Any) -> Any:
     return WithStates()
 
 
-def _export_net(net: Any, directory: Path, name: str,
-                shapes: List[Tuple[int, ...]]) -> Path:
-    mx.random.seed(0)
-    net.initialize(mx.init.Xavier())
-    net.hybridize()
-    net(*[mx.nd.zeros(s) for s in shapes])
-    net.export(str(directory / name))
-    return directory / f"{name}-0000.params"
-
-
 def _compile_and_compare(params: Path, inputs: Dict[str, Any], tmp_path: Path,
                          samples: Optional[List[Dict[str, Tuple[int, ...]]]] = None,
                          feeds: Optional[Callable[..., Dict[str, np.ndarray]]] = None,
@@ -241,7 +232,7 @@ def test_gluon_rnn_with_its_default_begin_state_runs_in_an_engine(
         kind: str, layers: int, bidirectional: bool, layout: str, tmp_path: Path) -> None:
     net = _sequential(_layer(kind, 24, layers, bidirectional, layout))
     shape = (2, 12, 16) if layout == "NTC" else (12, 2, 16)
-    params = _export_net(net, tmp_path, kind, [shape])
+    params = export_block(net, tmp_path, kind, shape)
     _compile_and_compare(params, {"data": shape}, tmp_path)
 
 
@@ -258,7 +249,7 @@ def test_gluon_rnn_with_explicit_begin_states_runs_in_an_engine(
     net = _with_states(_layer(kind, 16, layers, bidirectional, layout))
     data = (2, 8, 12) if layout == "NTC" else (8, 2, 12)
     state = (layers * (2 if bidirectional else 1), 2, 16)
-    params = _export_net(net, tmp_path, kind, [data] + [state] * states)
+    params = export_block(net, tmp_path, kind, data, *[state] * states)
     inputs = {"data0": data, **{f"data{i + 1}": state for i in range(states)}}
     result = _compile_and_compare(params, inputs, tmp_path)
     assert len(result.manifest["outputs"]) == 1 + states
@@ -270,7 +261,7 @@ def test_gluon_lstm_with_a_dynamic_batch_runs_in_an_engine(tmp_path: Path) -> No
     SwapAxis are plain Transposes (trtc knows their rank; mxnet.onnx's rank-8 shape arithmetic
     kept them out of the engine): the whole model is one engine."""
     net = _sequential(_layer("lstm", 24, 2, True, "NTC"))
-    params = _export_net(net, tmp_path, "lstm", [(2, 12, 16)])
+    params = export_block(net, tmp_path, "lstm", (2, 12, 16))
     result = _compile_and_compare(params, {"data": ((1, 4), 12, 16)}, tmp_path,
                                   samples=[{"data": (b, 12, 16)} for b in (1, 3, 4)])
     assert [s["kind"] for s in result.manifest["stages"]] == ["engine"], result.report.to_text()
@@ -310,7 +301,7 @@ def test_an_rnn_kept_out_of_engines_runs_in_onnx_runtime(tmp_path: Path) -> None
     """Where TensorRT does not take it (here: --exclude-op RNN), the RNN's exact ONNX runs in an
     ONNX Runtime stage, not in MXNet."""
     net = _sequential(_layer("gru", 24, 2, True, "NTC"))
-    params = _export_net(net, tmp_path, "gru", [(2, 12, 16)])
+    params = export_block(net, tmp_path, "gru", (2, 12, 16))
     _compile_and_compare(params, {"data": (2, 12, 16)}, tmp_path, rnn_stage="onnx",
                          exclude_ops=("RNN",))
 
@@ -321,7 +312,7 @@ def test_lstm_with_projection_stays_in_mxnet_with_its_reason(tmp_path: Path) -> 
     from mxnet import gluon
 
     net = _sequential(gluon.rnn.LSTM(24, projection_size=8, layout="NTC"))
-    params = _export_net(net, tmp_path, "lstmp", [(2, 12, 16)])
+    params = export_block(net, tmp_path, "lstmp", (2, 12, 16))
     result = _compile_and_compare(params, {"data": (2, 12, 16)}, tmp_path, rnn_stage="residual")
     (decision,) = [d for d in result.report.decisions if d.op == "RNN"]
     assert "projection_size" in decision.message, result.report.to_text()
@@ -356,7 +347,7 @@ def test_lstm_language_model_runs_in_an_engine(tmp_path: Path, runtime_python,
 
     seq, batch = 16, 2
     state = (layers, batch, hidden)
-    params = _export_net(LanguageModel(), tmp_path, "lm", [(seq, batch), state, state])
+    params = export_block(LanguageModel(), tmp_path, "lm", (seq, batch), state, state)
     result = _compile_and_compare(
         params, {"data0": (seq, batch), "data1": state, "data2": state}, tmp_path,
         feeds=lambda rng, shapes: {
@@ -391,6 +382,6 @@ def test_bidirectional_gru_text_classifier_runs_in_an_engine(tmp_path: Path) -> 
         def hybrid_forward(self, F: Any, tokens: Any) -> Any:
             return self.output(F.mean(self.encoder(self.embedding(tokens)), axis=1))
 
-    params = _export_net(Classifier(), tmp_path, "cls", [(batch, seq)])
+    params = export_block(Classifier(), tmp_path, "cls", (batch, seq))
     _compile_and_compare(params, {"data": (batch, seq)}, tmp_path, feeds=lambda rng, shapes: {
         "data": rng.integers(0, vocab, shapes["data"]).astype(np.float32)})
