@@ -115,6 +115,16 @@ class Graph:
 
         return mx.sym.load_json(json.dumps(self.symbol_json))
 
+    def internal_shapes(self, shapes: Mapping[str, Tuple[int, ...]]) -> Tuple[Any, List[Any]]:
+        """MXNet's shape inference of every internal tensor with the inputs at ``shapes`` and
+        the params at their own: (the internals symbol, the shapes in its ``list_outputs()``
+        order, None where unknown). Raises MXNet's error where it cannot infer them."""
+        internals = self.mxnet_symbol().get_internals()
+        fixed = {k.split(":", 1)[1]: v.shape for k, v in self.params.items()}
+        # the _impl call: the public one prints its arguments on stdout on an error
+        _, out_shapes, _ = internals._infer_shape_impl(False, **dict(shapes), **fixed)
+        return internals, list(out_shapes or [])
+
     @property
     def input_names(self) -> List[str]:
         return [name for name, _, _ in self.inputs]
@@ -631,15 +641,13 @@ def check_input_shapes(graph: "Graph", shapes: Mapping[str, Tuple[int, ...]], wh
         UsageError: naming ``where`` (e.g. "the accuracy gate's odd size") and the op.
     """
     source = graph.reference or graph
-    internals = source.mxnet_symbol().get_internals()
-    fixed = {k.split(":", 1)[1]: v.shape for k, v in source.params.items()}
     text = ", ".join(f"{n}:{'x'.join(map(str, s))}" for n, s in shapes.items())
-    try:  # the _impl call: the public one prints its arguments on stdout on an error
-        _, out_shapes, _ = internals._infer_shape_impl(False, **dict(shapes), **fixed)
+    try:
+        internals, out_shapes = source.internal_shapes(shapes)
     except Exception as exc:
         raise UsageError(f"the model cannot run at {where} ({text}): MXNet says "
                          f"{mxnet_error_text(exc, 200)}; narrow the range or fix that axis") from None
-    misfit = _reshape_misfit(source.symbol_json, internals, out_shapes or [])
+    misfit = _reshape_misfit(source.symbol_json, internals, out_shapes)
     if misfit:
         raise UsageError(f"the model cannot run at {where} ({text}): {misfit}; narrow the "
                          "range to sizes it takes, or export the model with 0 or -1 for the batch "

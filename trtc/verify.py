@@ -241,13 +241,11 @@ def _shapes_at(graph: Graph, shapes: Optional[Mapping[str, Tuple[int, ...]]]
     whole graph); the graph's own shapes where those are the same (or no other is given)."""
     if not shapes or all(tuple(graph.shapes.get(n, ())) == tuple(s) for n, s in shapes.items()):
         return graph.shapes
-    internals = graph.mxnet_symbol().get_internals()
-    fixed = {k.split(":", 1)[1]: v.shape for k, v in graph.params.items()}
-    try:  # the _impl call: the public one prints its arguments on stdout on an error
-        _, out_shapes, _ = internals._infer_shape_impl(False, **dict(shapes), **fixed)
+    try:
+        internals, out_shapes = graph.internal_shapes(shapes)
     except Exception:  # checked elsewhere (frontend.check_input_shapes)
         return graph.shapes
-    return {n: tuple(s) for n, s in zip(internals.list_outputs(), out_shapes or []) if s is not None}
+    return {n: tuple(s) for n, s in zip(internals.list_outputs(), out_shapes) if s is not None}
 
 
 def gate_shapes(graph: Graph) -> List[Dict[str, Tuple[int, ...]]]:
@@ -281,18 +279,15 @@ def gate_memory(graph: Graph, runs: Sequence[Mapping[str, Tuple[int, ...]]]) -> 
     the worst run, MXNet must hold that run's inputs and, at some op, the op's activation inputs
     and outputs together. Real use is higher (MXNet's pools, ONNX Runtime's own run, copies)."""
     source = graph.reference or graph
-    internals = source.mxnet_symbol().get_internals()
-    names = internals.list_outputs()
-    fixed = {k.split(":", 1)[1]: v.shape for k, v in source.params.items()}
-    weights = set(fixed)
+    weights = {k.split(":", 1)[1] for k in source.params}
     held, worst, what = 0, 0, ""
     for shapes in runs:
-        try:  # the _impl call: the public one prints its arguments on stdout on an error
-            _, out_shapes, _ = internals._infer_shape_impl(False, **dict(shapes), **fixed)
+        try:
+            internals, out_shapes = source.internal_shapes(shapes)
         except Exception:  # checked elsewhere (frontend.check_input_shapes)
             continue
         size = {n: int(np.prod(s, dtype=np.int64)) * np.dtype(source.dtypes.get(n, "float32")).itemsize
-                for n, s in zip(names, out_shapes or []) if s is not None}
+                for n, s in zip(internals.list_outputs(), out_shapes) if s is not None}
         inputs = {n: size.get(n, 0) for n in shapes}
         held += sum(inputs.values())
         for node in source.op_nodes:
