@@ -25,7 +25,7 @@ import resource
 import sys
 from typing import Dict, List, Optional
 
-from .runtime.stages.engine_cpu import MEMORY_LIMIT_ENV as LIMIT_ENV, parse_size
+from .runtime.stages.engine_cpu import MEMORY_LIMIT_ENV as LIMIT_ENV, parse_size, proc_kib
 
 __all__ = ["resident", "release", "step", "note", "available_memory", "LOG_ENV", "LIMIT_ENV"]
 
@@ -82,13 +82,9 @@ def available_memory() -> Optional[int]:
     (container) limit less its usage, the address-space limit (``ulimit -v``) less what is
     mapped, and ``TRTC_MEMORY_LIMIT`` less what is resident. None where nothing is known."""
     found: List[int] = []
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    found.append(int(line.split()[1]) * 1024)
-    except (OSError, ValueError, IndexError):
-        pass
+    available = proc_kib("/proc/meminfo", "MemAvailable:")
+    if available is not None:
+        found.append(available * 1024)
     for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
                          ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
                           "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
@@ -116,8 +112,4 @@ def available_memory() -> Optional[int]:
 
 def _mapped() -> int:
     """This process's mapped address space (VmSize), which RLIMIT_AS bounds."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize:"))
-    except (OSError, StopIteration, ValueError):
-        return 0
+    return (proc_kib("/proc/self/status", "VmSize:") or 0) * 1024

@@ -17,7 +17,7 @@ from ..errors import BundleError, IncompatibleError, InputError
 from ..onnx_check import OnnxRefused, check_onnx
 
 __all__ = ["OnnxRuntimeStage", "import_onnxruntime", "check_onnx", "cuda_provider_unavailable_reason",
-           "host_memory_limit", "parse_size", "MEMORY_LIMIT_ENV"]
+           "host_memory_limit", "parse_size", "proc_kib", "MEMORY_LIMIT_ENV"]
 
 MEMORY_LIMIT_ENV = "TRTC_MEMORY_LIMIT"
 
@@ -56,16 +56,16 @@ def host_memory_limit() -> Optional[int]:
             raise IncompatibleError(f"{MEMORY_LIMIT_ENV}={text!r} is not a size: give bytes or "
                                     "e.g. 8G (0 or none: no bound)") from None
     limits = []
-    available = _proc_kib("/proc/meminfo", "MemAvailable:")
+    available = proc_kib("/proc/meminfo", "MemAvailable:")
     if available is not None:
         limits.append(available * 1024 * 3 // 4)
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft != resource.RLIM_INFINITY:  # what the address-space limit leaves this process
-        limits.append(max(soft - (_proc_kib("/proc/self/status", "VmSize:") or 0) * 1024, 0) * 3 // 4)
+        limits.append(max(soft - (proc_kib("/proc/self/status", "VmSize:") or 0) * 1024, 0) * 3 // 4)
     return max(min(limits), 2**20) if limits else None
 
 
-def _proc_kib(path: str, key: str) -> Optional[int]:
+def proc_kib(path: str, key: str) -> Optional[int]:
     """A kB value from a /proc file (None where there is none: not Linux)."""
     try:
         with open(path) as lines:
