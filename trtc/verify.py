@@ -498,7 +498,7 @@ def _shapes_text(feeds: Mapping[str, np.ndarray]) -> str:
 
 # How MXNet, ONNX Runtime (its BFC arena) and numpy say an allocation failed.
 _OUT_OF_MEMORY = re.compile(r"bad_alloc|out of memory|(failed|unable) to allocate|cannot allocate|"
-                            r"bfc_arena|TRTC_MEMORY_LIMIT", re.I)
+                            r"bfc_arena", re.I)
 
 
 def _mxnet_forward_here(graph: Graph, feeds: Mapping[str, np.ndarray],
