@@ -43,6 +43,9 @@ class NativeCrash(Exception):
         super().__init__(f"{step} crashed ({how})")
 
 
+_HELD = {signal.SIGINT, signal.SIGTERM}
+
+
 def signal_text(signum: int) -> str:
     """``SIGSEGV, signal 11``; for SIGKILL also the likely sender (the kernel's OOM killer)."""
     try:
@@ -94,7 +97,16 @@ def in_child(step: str, func: Callable[..., Any], *args: Any,
         except Exception:  # noqa: BLE001 - a closed stream
             pass
     result = tempfile.TemporaryFile()
-    pid = os.fork()
+    # SIGINT/SIGTERM are held across fork(): Python runs a signal's handler at the next bytecode,
+    # which may be inside an at-fork callback (logging's lock release); there the handler's
+    # KeyboardInterrupt / SystemExit was printed as "Exception ignored" and lost: Ctrl-C did
+    # nothing. Held, the signal is delivered once fork() has returned, in the try below.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        raise
     if pid == 0:  # the child: never returns into the parent's frames
         status = 0
         try:
@@ -112,6 +124,7 @@ def in_child(step: str, func: Callable[..., Any], *args: Any,
                     signal.signal(signum, signal.SIG_DFL)
                 except (ValueError, OSError):  # not the main thread (a caller's worker thread)
                     pass
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
             _exit_at_exit()
             try:
                 payload = ("ok", _call(func, args, kwargs, stack_bytes))
@@ -135,6 +148,7 @@ def in_child(step: str, func: Callable[..., Any], *args: Any,
             os._exit(status)
     reaped = False
     try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a held signal is raised here
         _, status = os.waitpid(pid, 0)
         reaped = True
     finally:

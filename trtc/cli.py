@@ -631,10 +631,44 @@ def _terminated(signum: int, frame: Any) -> None:
         _err(f"[trtc] signal {signum} after the output was written: finishing")
         _seal()
         return
+    _STATE["signal"] = signum
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     _err("terminated")
     raise SystemExit(128 + signum)
+
+
+def _signal_lost(unraisable: Any) -> None:
+    """sys.unraisablehook: Python runs a signal's handler at the next bytecode, which may be
+    where an exception cannot propagate (a __del__, a weakref or at-fork callback); there
+    :func:`_terminated`'s KeyboardInterrupt / SystemExit was printed as "Exception ignored"
+    and lost, and the command went on. Such a one is sent again instead, silently, 50 ms later
+    from another thread (sent from here, its handler would run here again): its handler then
+    runs where the main thread is by then, which can unwind."""
+    tb = getattr(unraisable.exc_value, "__traceback__", None)
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None and tb.tb_frame.f_code is _terminated.__code__ and _STATE.get("signal"):
+        import _thread
+        import time
+
+        def resend(signum: int = _STATE["signal"]) -> None:
+            time.sleep(0.05)
+            os.kill(os.getpid(), signum)
+
+        try:
+            _thread.start_new_thread(resend, ())
+            return
+        except RuntimeError:  # interpreter shutdown: no new threads; say it as Python would
+            pass
+    sys.__unraisablehook__(unraisable)
+
+
+def _install_signal_handlers() -> None:
+    signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGINT, _terminated)
+    sys.unraisablehook = _signal_lost
+    _STATE["handlers"] = True
 
 
 def _stdout_for_trtc_only() -> None:
@@ -652,9 +686,7 @@ def _stdout_for_trtc_only() -> None:
 
 def main() -> None:
     """Console entry point."""
-    signal.signal(signal.SIGTERM, _terminated)
-    signal.signal(signal.SIGINT, _terminated)
-    _STATE["handlers"] = True
+    _install_signal_handlers()
     _stdout_for_trtc_only()
     app()
 
