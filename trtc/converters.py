@@ -11,7 +11,9 @@ opset trtc exports at, over mxnet.onnx's own. trtc/export.py calls it before eve
 * ``Reshape``: mxnet.onnx's for ONNX's own codes (positive, 0, -1); MXNet's -2, -3, -4 and
   ``reverse=True`` by MXNet's shape inference on the symbolic input shape (``_reshape_wrapper``);
 * ``_contrib_AdaptiveAvgPooling2D``: mxnet.onnx's for a 1x1 output; larger ones (PSPNet's
-  pyramid) as two MatMuls with MXNet's bins (``_adaptive_avg_pool_wrapper``).
+  pyramid) as two MatMuls with MXNet's bins (``_adaptive_avg_pool_wrapper``);
+* ``_contrib_BilinearResize2D``: a new converter honouring ``align_corners`` (mxnet.onnx's
+  ignored it) and every mode ('like': HRNet), ``convert_bilinear_resize``.
 
 ``RNN``. mxnet.onnx's converter multiplies each begin state by ones of shape (D, batch, H) taken
 from the data's shape; Gluon's default begin state is ``_zeros(shape=(L, 0, H))`` (MXNet fills
@@ -96,7 +98,7 @@ import numpy as np
 
 from . import _defaults
 
-__all__ = ["register", "BOX_NMS_OPS", "ONNX_OPS_USED"]
+__all__ = ["register", "canonical_attrs", "BOX_NMS_OPS", "ONNX_OPS_USED"]
 
 # Every name MXNet 1.9.1 knows box_nms by. A symbol JSON written by MXNet (Gluon's export,
 # sym.tojson) always holds the canonical '_contrib_box_nms'; the aliases are registered too in
@@ -112,6 +114,7 @@ ONNX_OPS_USED = frozenset("""
     Slice Squeeze Sub TopK Unsqueeze Where
     GRU LSTM RNN Transpose
     Mul MatMul
+    Floor Mod Resize
 """.split())
 
 _REGISTERED = False
@@ -137,6 +140,7 @@ def register() -> None:
     for op in BOX_NMS_OPS:
         MXNetGraph.register(op, opset_version=opset)(convert_box_nms)
     MXNetGraph.register("RNN", opset_version=opset)(convert_rnn)
+    MXNetGraph.register("_contrib_BilinearResize2D", opset_version=opset)(convert_bilinear_resize)
     # wrappers around mxnet.onnx's own converters (found as convert_layer would find them)
     for op, wrapper in (("_contrib_ROIAlign", _roi_align_wrapper), ("topk", _topk_wrapper),
                         ("SwapAxis", _swapaxis_wrapper), ("swapaxes", _swapaxis_wrapper),
@@ -932,3 +936,161 @@ def _adaptive_bins(b: _Builder, shape: str, axis: int, out: int, transpose: bool
     inside = b.op("And", [b.op("GreaterOrEqual", [j_e, start_e]), b.op("Less", [j_e, stop_e])])
     count = b.op("Cast", [b.op("Sub", [stop_e, start_e])], to=_ONNX_FLOAT)
     return b.op("Div", [b.op("Cast", [inside], to=_ONNX_FLOAT), count])
+
+
+# ----------------------------------------------------------------------------------------------
+# BilinearResize2D: every mode, both corner conventions
+# ----------------------------------------------------------------------------------------------
+_RESIZE_MODES = ("size", "odd_scale", "like", "to_even_down", "to_even_up", "to_odd_down",
+                 "to_odd_up")
+
+
+def _flag(text: Any) -> bool:
+    return str(text).strip().lower() in ("1", "true")
+
+
+def _optional_float(attrs: Dict[str, str], key: str) -> Optional[float]:
+    text = attrs.get(key)
+    return None if text in (None, "None", "") else float(text)
+
+
+def convert_bilinear_resize(node: Dict[str, Any], **kwargs: Any) -> List[Any]:
+    """MXNet's ``_contrib_BilinearResize2D`` (src/operator/contrib/bilinear_resize-inl.h) as one
+    ONNX ``Resize`` (linear). mxnet.onnx's converter always wrote
+    ``coordinate_transformation_mode='align_corners'`` whatever ``align_corners`` said (MXNet's
+    default is True; with False its output was silently another resize, 0.2 off) and refused
+    every mode but 'size' (HRNet's segmentation head uses 'like': its 13 resizes ran in MXNet).
+
+    * ``align_corners=True``: ONNX 'align_corners'; False: MXNet's source index
+      ``in/out * (dst + 0.5) - 0.5`` clamped at 0, with ``out == 1`` sampling index 0: ONNX
+      'pytorch_half_pixel' (equal to MXNet's kernel up to float rounding, checked per mode);
+    * output size, as MXNet's shape inference: 'size' (``height``/``width``, or
+      ``int(scale * dim)`` in float32 when ``scale_height``/``scale_width`` are given), 'like'
+      (the second input's H, W), 'odd_scale' (even dims ``int(d * s)``, odd ``int((d-1) * s) +
+      1``), 'to_even_down/up', 'to_odd_down/up'. Computed from the input's shape at run time
+      (dynamic H, W work); trtc's static-shape folding makes it a constant.
+
+    Raises:
+        NotImplementedError: an unknown mode, a scale mode without both scales, data other than
+            float32.
+    """
+    from mxnet.onnx.mx2onnx._op_translations._op_translations_opset13 import (
+        get_input_dtypes, get_inputs)
+
+    name, inputs, attrs = get_inputs(node, kwargs)
+    mode = attrs.get("mode", "size")
+    if mode not in _RESIZE_MODES:
+        raise NotImplementedError(f"BilinearResize2D mode={mode!r}")
+    dtype = np.dtype(get_input_dtypes(node, kwargs)[0])
+    if dtype != np.float32:
+        raise NotImplementedError(f"BilinearResize2D on {dtype} data: exported for float32 only")
+    scales = (_optional_float(attrs, "scale_height"), _optional_float(attrs, "scale_width"))
+    b = _Builder(name, kwargs)
+    shape = b.op("Shape", [inputs[0]])
+    batch_channels = b.op("Slice", [shape, b.ints(0), b.ints(2)])
+    dims = b.op("Slice", [shape, b.ints(2), b.ints(4)])  # (H, W) int64
+
+    def scaled(d: str) -> str:  # int(float32(scale) * d), as MXNet's static_cast<int>
+        if None in scales:
+            raise NotImplementedError(f"BilinearResize2D mode={mode!r} without both "
+                                      "scale_height and scale_width")
+        product = b.op("Mul", [b.op("Cast", [d], to=_ONNX_FLOAT),
+                               b.const(list(scales), np.float32, "scale")])
+        # Floor before the Cast (== truncation: sizes are not negative) also keeps
+        # onnx-graphsurgeon's cast elision from turning the float scales into integers
+        return b.op("Cast", [b.op("Floor", [product])], to=_ONNX_INT64)
+
+    odd = lambda: b.op("Mod", [dims, b.ints(2, 2)])  # noqa: E731 - 1 where a dim is odd
+    if mode == "size" and None in scales:
+        height, width = int(attrs.get("height", 1)), int(attrs.get("width", 1))
+        if height < 1 or width < 1:
+            raise NotImplementedError(f"BilinearResize2D height={height} width={width}")
+        out_dims = b.ints(height, width)
+    elif mode == "size":
+        out_dims = scaled(dims)
+    elif mode == "like":
+        if len(inputs) < 2:
+            raise NotImplementedError("BilinearResize2D mode='like' without its second input")
+        out_dims = b.op("Slice", [b.op("Shape", [inputs[1]]), b.ints(2), b.ints(4)])
+    elif mode == "odd_scale":
+        m = odd()
+        out_dims = b.op("Add", [scaled(b.op("Sub", [dims, m])), m])
+    else:
+        m = odd()
+        step = m if mode.startswith("to_even") else b.op("Sub", [b.ints(1, 1), m])
+        out_dims = b.op("Add" if mode.endswith("_up") else "Sub", [dims, step])
+    sizes = b.op("Concat", [batch_channels, out_dims], axis=0)
+    empty = b.const(np.zeros((0,), np.float32), np.float32, "empty")
+    b.op("Resize", [inputs[0], empty, empty, sizes], out=name, mode="linear",
+         coordinate_transformation_mode=("align_corners"
+                                          if _flag(attrs.get("align_corners", "True"))
+                                          else "pytorch_half_pixel"))
+    return b.nodes
+
+
+# ----------------------------------------------------------------------------------------------
+# Attributes as MXNet reads them
+# ----------------------------------------------------------------------------------------------
+# A symbol's JSON holds only the attributes its author set; MXNet fills in the rest from its op
+# registry, mxnet.onnx's converters from their own ``attrs.get(name, default)``. Where the two
+# defaults differ the ONNX computes something else, silently: LRN's ``knorm`` (MXNet 2,
+# mxnet.onnx 1.0: the gate failed at 0.68 on AlexNet-style LRN), Deconvolution's ``no_bias``
+# (MXNet True), ... These attributes get MXNet's own default (read from its registry) before the
+# converter runs. tests/trtc/test_converters.py audits every mxnet.onnx converter's defaults
+# against MXNet's registry, so a new mismatch fails the suite.
+MXNET_DEFAULTS_FILLED = {
+    "LRN": ("knorm",),
+    "Deconvolution": ("no_bias",),
+    "_split_v2": ("axis",),
+    "_maximum_scalar": ("scalar",),
+    "_minimum_scalar": ("scalar",),
+}
+_REGISTRY_CACHE: Dict[str, Dict[str, Tuple[str, str]]] = {}
+
+
+def mxnet_op_arguments(op: str) -> Dict[str, Tuple[str, str]]:
+    """MXNet's registry entry of ``op``: attribute name -> (type text, default or '')."""
+    if op not in _REGISTRY_CACHE:
+        import ctypes
+        import re
+
+        from mxnet.base import _LIB, c_str, check_call, mx_uint, py_str
+
+        handle = ctypes.c_void_p()
+        check_call(_LIB.NNGetOpHandle(c_str(op), ctypes.byref(handle)))
+        texts = [ctypes.c_char_p() for _ in range(3)]
+        count = mx_uint()
+        names, types, docs = (ctypes.POINTER(ctypes.c_char_p)() for _ in range(3))
+        check_call(_LIB.MXSymbolGetAtomicSymbolInfo(
+            handle, ctypes.byref(texts[0]), ctypes.byref(texts[1]), ctypes.byref(count),
+            ctypes.byref(names), ctypes.byref(types), ctypes.byref(docs),
+            ctypes.byref(ctypes.c_char_p()), ctypes.byref(texts[2])))
+        arguments = {}
+        for i in range(count.value):
+            kind = py_str(types[i])
+            default = re.search(r"default=(.*)$", kind)
+            arguments[py_str(names[i])] = (kind, default.group(1).strip("'") if default else "")
+        _REGISTRY_CACHE[op] = arguments
+    return _REGISTRY_CACHE[op]
+
+
+def canonical_attrs(op: str, attrs: Dict[str, str]) -> Dict[str, str]:
+    """``attrs`` as mxnet.onnx's converters expect them: boolean attributes spelled 'True' /
+    'False' (MXNet also takes '1', 'true', ...; converters compare with 'True'), and MXNet's own
+    default filled in where mxnet.onnx's differs (``MXNET_DEFAULTS_FILLED``)."""
+    try:
+        registry = mxnet_op_arguments(op)
+    except Exception:  # noqa: BLE001 - not an op MXNet knows (a custom one): as it is
+        return attrs
+    out = dict(attrs)
+    for name in MXNET_DEFAULTS_FILLED.get(op, ()):
+        if name not in out and registry.get(name, ("", ""))[1] not in ("", "None"):
+            out[name] = registry[name][1]
+    for name, value in out.items():
+        if registry.get(name, ("", ""))[0].startswith("boolean"):
+            text = str(value).strip().lower()
+            if text in ("1", "true"):
+                out[name] = "True"
+            elif text in ("0", "false"):
+                out[name] = "False"
+    return out

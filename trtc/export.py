@@ -119,7 +119,7 @@ def _provenance() -> Iterator[Dict[str, Any]]:
     from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
     from onnx import NodeProto
 
-    from .converters import register
+    from .converters import canonical_attrs, register
     register()  # trtc's exact converters (box_nms) over mxnet.onnx's
     state: Dict[str, Any] = {"failed": None, "unfaithful": {}, "mx_graph": None, "lookup": None,
                              "invalid": {}}
@@ -137,6 +137,8 @@ def _provenance() -> Iterator[Dict[str, Any]]:
         # mx2onnx's own per-node table of ONNX output names (filled as it goes)
         state["mx_graph"] = kwargs.get("mx_graph", state["mx_graph"])
         state["lookup"] = kwargs.get("outputs_lookup", state["lookup"])
+        if node.get("op") != "null":
+            node = dict(node, attrs=canonical_attrs(node["op"], node.get("attrs") or {}))
         try:
             result = convert(node, **kwargs)
         except Exception:
@@ -498,8 +500,10 @@ def fold_static_shapes(model: Any) -> Any:
         for _ in range(FOLD_PASSES):
             g = gs.import_onnx(_with_inferred_shapes(result))
             outputs = [t.name for t in g.outputs]
+            shields = _shield_inexact_cast_elision(g)
             # shape arithmetic only: no large folded tensor (a zeros_like of a feature map)
             g.fold_constants(fold_shapes=True, error_ok=True, size_threshold=1 << 16)
+            _remove_shields(g, shields)
             g.cleanup(remove_unused_graph_inputs=False).toposort()
             if [t.name for t in g.outputs] != outputs:
                 break
@@ -515,6 +519,57 @@ def fold_static_shapes(model: Any) -> Any:
     if result is light:
         return model
     return _write_back(model, result, large)
+
+
+# ops onnx-graphsurgeon's cast elision rewrites (onnx_graphsurgeon/ir/graph.py, run_cast_elision)
+_CAST_ELISION_OPS = frozenset("Add Sub Mul Div Max Min Equal Greater Less Concat".split())
+
+
+def _shield_inexact_cast_elision(g: Any) -> List[Any]:
+    """onnx-graphsurgeon's ``fold_constants(fold_shapes=True)`` first rewrites every
+    ``Cast(int -> float) -> op(float constants) -> Cast(-> int)`` as the op on integers, casting
+    its float constants with ``astype``: mxnet.onnx's ``int(dim * 1.5)`` became ``dim * 1`` and
+    ``dim * 0.5`` became ``dim * 0`` (a resize to the wrong size, or to 0, built into an engine).
+    Where that is not exact (a constant that is not a whole number, or a Div, whose float and
+    integer results differ), an Identity is put between the op and its Casts, which the
+    elision requires to be its only consumers; :func:`_remove_shields` takes them out after.
+    Returns the Identity nodes added."""
+    import onnx_graphsurgeon as gs
+
+    shields = []
+    for node in list(g.nodes):
+        if node.op not in _CAST_ELISION_OPS or not node.outputs:
+            continue
+        inexact = node.op == "Div" or any(
+            isinstance(t, gs.Constant) and np.issubdtype(t.values.dtype, np.floating)
+            and not np.array_equal(np.asarray(t.values), np.trunc(np.asarray(t.values)))
+            for t in node.inputs)
+        if not inexact:
+            continue
+        for out in node.outputs:
+            if out.outputs and all(consumer.op == "Cast" for consumer in out.outputs):
+                shielded = gs.Variable(f"{out.name}__trtc_shield", dtype=out.dtype,
+                                       shape=out.shape)
+                for consumer in list(out.outputs):
+                    consumer.inputs[consumer.inputs.index(out)] = shielded
+                shield = gs.Node("Identity", name=f"{out.name}__trtc_shield",
+                                 inputs=[out], outputs=[shielded])
+                g.nodes.append(shield)
+                shields.append(shield)
+    return shields
+
+
+def _remove_shields(g: Any, shields: List[Any]) -> None:
+    """Undo :func:`_shield_inexact_cast_elision` where folding left a shield in the graph."""
+    for shield in shields:
+        if shield not in g.nodes or not shield.inputs or not shield.outputs:
+            continue
+        source, shielded = shield.inputs[0], shield.outputs[0]
+        for consumer in list(shielded.outputs):
+            consumer.inputs[consumer.inputs.index(shielded)] = source
+        shield.inputs.clear()
+        shield.outputs.clear()
+        g.nodes.remove(shield)
 
 
 # Initializers above this size are left out of shape folding (set aside, never copied).

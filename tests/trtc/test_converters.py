@@ -463,3 +463,179 @@ def test_adaptive_avg_pooling_exact(tmp_path, shape, output_size):
         d, output_size=output_size, name="pool"), {"d": shape}, "_contrib_AdaptiveAvgPooling2D")
     (got,) = _run(exported, x)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# BilinearResize2D: align_corners both ways, every mode (mxnet.onnx: always align_corners,
+# 'size' only)
+# ----------------------------------------------------------------------------------------------
+RESIZE_CASES = [
+    ((2, 3, 5, 7), dict(height=9, width=4)),
+    ((1, 2, 8, 8), dict(height=1, width=1)),
+    ((1, 2, 16, 16), dict(scale_height=1.5, scale_width=0.5)),
+    ((1, 2, 15, 16), dict(scale_height=1.37, scale_width=2.0)),
+    ((1, 2, 15, 16), dict(mode="odd_scale", scale_height=1.5, scale_width=1.5)),
+    ((1, 2, 15, 16), dict(mode="to_even_down")),
+    ((1, 2, 15, 16), dict(mode="to_even_up")),
+    ((1, 2, 15, 16), dict(mode="to_odd_down")),
+    ((1, 2, 15, 16), dict(mode="to_odd_up")),
+]
+
+
+@pytest.mark.parametrize("align_corners", [True, False])
+@pytest.mark.parametrize("shape,attrs", RESIZE_CASES)
+def test_bilinear_resize_matches_mxnet(tmp_path, shape, attrs, align_corners):
+    """Shape-generic ONNX (sizes computed at run time) and trtc's folded segment (sizes
+    constant: the fractional scales survive folding) against MXNet. Tolerance: the source
+    index is computed as in/out * x in MXNet, x / (out/in) in ONNX Runtime (last-bit
+    differences of the interpolation weights)."""
+    x = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+    want = mx.nd.contrib.BilinearResize2D(mx.nd.array(x), align_corners=align_corners,
+                                          **attrs).asnumpy()
+    symbol = mx.sym.contrib.BilinearResize2D(mx.sym.var("data"), align_corners=align_corners,
+                                             name="resize", **attrs)
+    got = _run_shape_generic(tmp_path, symbol, x)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+    exported, _ = _export(tmp_path, lambda d: mx.sym.contrib.BilinearResize2D(
+        d, align_corners=align_corners, name="resize", **attrs), {"d": shape},
+        "_contrib_BilinearResize2D")
+    (got,) = _run(exported, x)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_bilinear_resize_like(tmp_path):
+    """mode='like' (HRNet's segmentation head): the second input's H and W."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((1, 3, 6, 9)).astype(np.float32)
+    like = rng.standard_normal((1, 5, 13, 11)).astype(np.float32)
+    for align_corners in (True, False):
+        want = mx.nd.contrib.BilinearResize2D(mx.nd.array(x), mx.nd.array(like), mode="like",
+                                              align_corners=align_corners).asnumpy()
+        exported, _ = _export(tmp_path, lambda d, l: mx.sym.contrib.BilinearResize2D(
+            d, l, mode="like", align_corners=align_corners, name="resize"),
+            {"d": x.shape, "l": like.shape}, "_contrib_BilinearResize2D")
+        (got,) = _run(exported, x, like)
+        assert got.shape == (1, 3, 13, 11)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# mxnet.onnx's attribute defaults against MXNet's registry
+# ----------------------------------------------------------------------------------------------
+# (op, attribute) whose defaults are spelled differently but mean the same, or whose converter
+# trtc replaces; reviewed one by one.
+SAME_MEANING = {
+    ("softmax", "use_length"): "'None' is read as false",
+    ("_contrib_box_nms", "force_suppress"): "trtc's own converter",
+    ("_contrib_ROIAlign", "sample_ratio"): "0 and -1 both mean adaptive (trtc's wrapper)",
+    ("Convolution", "layout"): "None is NCHW for 2-D (others are refused)",
+    ("Deconvolution", "layout"): "None is NCHW for 2-D (others are refused)",
+    ("Pooling", "layout"): "None is NCHW for 2-D (others are refused)",
+    ("_linalg_gemm2", "axis"): "None is MXNet's -2; any axis given is refused",
+    ("Pooling", "p_value"): "MXNet requires p_value for lp pooling, the only user",
+    ("Pooling", "count_include_pad"): "MXNet's None means True",
+    ("_sample_multinomial", "shape"): "random ops are never exported (random_op)",
+    ("_random_uniform", "shape"): "random ops are never exported (random_op)",
+    ("_random_uniform", "dtype"): "random ops are never exported (random_op)",
+    ("_random_normal", "shape"): "random ops are never exported (random_op)",
+    ("_random_normal", "dtype"): "random ops are never exported (random_op)",
+    ("_contrib_BilinearResize2D", "height"): "trtc's own converter",
+    ("_contrib_BilinearResize2D", "width"): "trtc's own converter",
+    ("_contrib_BilinearResize2D", "scale_height"): "trtc's own converter",
+    ("_contrib_BilinearResize2D", "scale_width"): "trtc's own converter",
+    ("_contrib_AdaptiveAvgPooling2D", "output_size"): "MXNet's () is a 1x1 output",
+    ("reshape_like", "lhs_begin"): "None is 0",
+    ("reshape_like", "rhs_begin"): "None is 0",
+    ("slice_like", "axes"): "None and () both mean every axis",
+    ("Dropout", "axes"): "None and () both mean no shared axis",
+}
+
+
+def _default_text(text: str) -> Any:
+    import re
+
+    text = str(text).strip().strip("'\"")
+    if text in ("", "None", "[]", "()", "(", "[", "''"):
+        return None
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return round(float(text), 6)
+    except ValueError:
+        pass
+    numbers = re.findall(r"-?\d+", text)
+    return tuple(int(n) for n in numbers) if text[:1] in "([" else text
+
+
+def test_mxnet_onnx_defaults_agree_with_mxnet_or_are_filled():
+    """Every ``attrs.get(name, default)`` of every mxnet.onnx converter, against MXNet's own
+    default for that attribute: each mismatch is filled with MXNet's value before conversion
+    (``MXNET_DEFAULTS_FILLED``: LRN's knorm was 1.0 instead of 2) or reviewed as the same
+    meaning. A new mxnet.onnx with a new mismatch fails here."""
+    import ast
+    import inspect
+    import re
+
+    import mxnet.onnx  # noqa: F401
+    from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
+
+    from trtc.converters import MXNET_DEFAULTS_FILLED, mxnet_op_arguments
+
+    pattern = re.compile(r"attrs\.get\(\s*['\"](\w+)['\"]\s*,\s*([^)]*?)\)")
+    mismatches, seen = set(), set()
+    for opset in (13, 12):
+        for op, converter in MXNetGraph.registry_.get(opset, {}).items():
+            if op in seen:
+                continue
+            seen.add(op)
+            try:
+                arguments = mxnet_op_arguments(op)
+                source = inspect.getsource(converter)
+            except Exception:  # noqa: BLE001 - an alias MXNet does not register, a builtin
+                continue
+            for name, default in pattern.findall(source):
+                if name not in arguments or "required" in arguments[name][0]:
+                    continue  # a required attribute is always in the JSON
+                try:
+                    default = ast.literal_eval(default.strip())
+                except (ValueError, SyntaxError):
+                    pass
+                if _default_text(default) != _default_text(arguments[name][1]):
+                    mismatches.add((op, name))
+    filled = {(op, name) for op, names in MXNET_DEFAULTS_FILLED.items() for name in names}
+    assert ("LRN", "knorm") in mismatches  # the audit sees what it must
+    assert mismatches - filled - set(SAME_MEANING) == set()
+
+
+@pytest.mark.parametrize("build,op", [
+    (lambda d: mx.sym.LRN(d, nsize=3, name="lrn"), "LRN"),
+    (lambda d: mx.sym.Deconvolution(d, mx.sym.var("dw", shape=(3, 2, 3, 3)), kernel=(3, 3),
+                                    num_filter=2, stride=(2, 2), name="deconv"),
+     "Deconvolution"),
+])
+def test_mxnet_defaults_are_what_the_onnx_computes(tmp_path, build, op):
+    """A symbol that leaves LRN's knorm (MXNet 2) or Deconvolution's no_bias (MXNet True) to
+    MXNet's default: the ONNX computes MXNet's result (before: 0.68 off; a refused export)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    symbol = build(mx.sym.var("data"))
+    args = {"data": mx.nd.array(x)}
+    params = {}
+    if op == "Deconvolution":
+        params["dw"] = mx.nd.array(rng.standard_normal((3, 2, 3, 3)).astype(np.float32))
+    want = symbol.eval(ctx=mx.cpu(), **args, **params)[0].asnumpy()
+    import mxnet.onnx as mx_onnx
+
+    from trtc.export import _provenance
+
+    path = tmp_path / "m.onnx"
+    with _provenance() as state:
+        mx_onnx.export_model(symbol, params, in_shapes=[x.shape], in_types=[np.float32],
+                             onnx_file_path=str(path))
+    assert state["failed"] is None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"data": x})
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

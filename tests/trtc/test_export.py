@@ -128,3 +128,32 @@ def test_swapaxes_is_one_transpose_and_parses_with_a_dynamic_batch(tmp_path):
         [n.index for n in load_graph(*resolve_model_files(params),
                                      {"data": (2, 3, 4, 5)}).op_nodes]).model.graph.node]
     assert segment_onnx.count("Transpose") == 2 and "ScatterND" not in segment_onnx, segment_onnx
+
+
+def test_static_shape_folding_keeps_fractional_scales():
+    """onnx-graphsurgeon's cast elision turned ``Cast(int(Shape * [1, 1, 1.5, 0.5]))`` into an
+    integer Mul with the scales truncated to [1, 1, 1, 0]: a 16x16 map resized to 16x0 instead
+    of 24x8 (mxnet.onnx's scale resize). trtc's folding shields such casts: the folded model
+    computes the float sizes, and shields it added are gone again."""
+    from onnx import TensorProto, helper
+
+    from trtc.export import fold_static_shapes
+
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Cast", ["s"], ["sf"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["sf", "scales"], ["p"]),
+        helper.make_node("Cast", ["p"], ["sizes"], to=TensorProto.INT64),
+        helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="nearest"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 2, 16, 16))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 1.5, 0.5])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    folded = fold_static_shapes(model)
+    assert not any(n.op_type in ("Shape", "Identity") for n in folded.graph.node)
+    x = np.random.default_rng(0).standard_normal((1, 2, 16, 16)).astype(np.float32)
+    session = ort.InferenceSession(folded.SerializeToString(), providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {"x": x})
+    assert y.shape == (1, 2, 24, 8)
