@@ -102,6 +102,7 @@ def in_child(step: str, func: Callable[..., Any], *args: Any,
     # KeyboardInterrupt / SystemExit was printed as "Exception ignored" and lost: Ctrl-C did
     # nothing. Held, the signal is delivered once fork() has returned, in the try below.
     held = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    parent = os.getpid()
     try:
         pid = os.fork()
     except BaseException:
@@ -125,6 +126,7 @@ def in_child(step: str, func: Callable[..., Any], *args: Any,
                 except (ValueError, OSError):  # not the main thread (a caller's worker thread)
                     pass
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            _die_with(parent)
             _exit_at_exit()
             try:
                 payload = ("ok", _call(func, args, kwargs, stack_bytes))
@@ -172,6 +174,20 @@ def in_child(step: str, func: Callable[..., Any], *args: Any,
     if kind == "error":
         raise value
     return value
+
+
+def _die_with(parent: int) -> None:
+    """The child is killed when the compiler dies, whatever kills it (SIGKILL, the OOM killer):
+    Linux's PR_SET_PDEATHSIG. Before, a builder child whose parent was SIGKILLed went on building
+    at full CPU under init. A parent that died before the call: leave at once."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        return
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _exit_at_exit() -> None:

@@ -488,8 +488,16 @@ class MXNetStage:
             arg_types, out_types, aux_types = symbol._infer_type_impl(
                 True, **{n: t["dtype"] for n, t in inputs.items()})
         except Exception as exc:  # MXNetError: an op refuses these shapes or dtypes
-            raise BundleError(f"{where}: MXNet refuses the shapes or dtypes of its inputs "
-                              f"({mxnet_error_text(exc)}); recompile the bundle") from None
+            # or an op cannot take a param's shape as unknown (BilinearResize2D 'like' of a
+            # folded constant raised "index 2 must be in range [0, -1)"): the full inference,
+            # every param's own shape given, must then complete and agree with them
+            if not declared:
+                raise BundleError(f"{where}: MXNet refuses the shapes or dtypes of its inputs "
+                                  f"({mxnet_error_text(exc)}); recompile the bundle") from None
+            out_shapes, out_types = self._infer_with_params(symbol, inputs, declared, params,
+                                                            list(declared))
+            self._check_outputs(stage, out_shapes, out_types)
+            return
         if arg_shapes is None or arg_types is None:
             raise BundleError(f"{where}: MXNet cannot infer its tensors' shapes and dtypes from "
                               "its inputs; recompile the bundle")
@@ -510,6 +518,11 @@ class MXNetStage:
                                   f"{value.shape}, its symbol needs {np.dtype(dtype)} "
                                   f"{tuple(shape)}; the bundle is corrupted or was edited: "
                                   "recompile it")
+        self._check_outputs(stage, out_shapes, out_types)
+
+    def _check_outputs(self, stage: Mapping[str, Any], out_shapes: List[Any],
+                       out_types: List[Any]) -> None:
+        where = f"stage '{self.name}'"
         for spec, shape, dtype in zip(stage["outputs"], out_shapes, out_types):
             if dtype is None or not shape_fits(spec, tuple(shape or ())) \
                     or np.dtype(dtype) != spec["dtype"]:

@@ -311,3 +311,34 @@ def test_mxnet_prints_nothing_on_stdout_for_a_symbol_it_refuses(
     with pytest.raises(BundleError, match="MXNet refuses the shapes or dtypes of its inputs"):
         load(path, device="cpu")
     assert capfd.readouterr().out == ""
+
+
+def test_an_op_that_cannot_infer_from_an_unknown_param_loads(tmp_path: Path) -> None:
+    """BilinearResize2D(mode='like') reading a folded constant: MXNet's partial shape inference
+    (stage inputs only) raises on the constant's unknown shape instead of leaving it unknown,
+    and the load refused a correct bundle ("index = 2 must be in range [0, -1)"). The full
+    inference with the params' own shapes now decides."""
+    import mxnet as mx
+
+    from trtc.api import compile as trtc_compile
+
+    class LikeConstant(mx.gluon.HybridBlock):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = mx.gluon.nn.Conv2D(4, 3, padding=1, in_channels=3)
+
+        def hybrid_forward(self, F: Any, x: Any) -> Any:
+            return F.contrib.BilinearResize2D(self.conv(x), F.zeros((1, 1, 7, 9)), mode="like")
+
+    params = tiny.export_block(LikeConstant(), tmp_path, "like", (1, 3, 16, 16))
+    bundle = tmp_path / "like.trtb"
+    trtc_compile(params, output=bundle, residual="mxnet", inputs={"data": (1, 3, 16, 16)})
+    model = load(bundle, device="cpu")
+    assert "residual" in [stage["kind"] for stage in model.manifest["stages"]]
+    x = np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)
+    symbol = mx.sym.load(str(tmp_path / "like-symbol.json"))
+    loaded = mx.nd.load(str(params))
+    args = {k[4:]: v for k, v in loaded.items() if k.startswith("arg:")}
+    want = symbol.bind(mx.cpu(), {**args, "data": mx.nd.array(x)}).forward()[0].asnumpy()
+    (got,) = model(data=x).values()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

@@ -557,3 +557,45 @@ def test_a_signal_in_a_finalizer_is_not_lost(name: str, said: str) -> None:
                           capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == said, (done.stdout, done.stderr[-2000:])
     assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+_CHILD_OUTLIVES = r"""
+import os, sys, time
+from trtc import _isolate
+
+def step(path):
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(120)
+
+_isolate.in_child("a long build", step, sys.argv[1])
+"""
+
+
+def test_a_killed_compiler_takes_its_child_along(tmp_path: Path) -> None:
+    """A compiler killed by SIGKILL (the OOM killer, kill -9, a CI runner's timeout) left its
+    forked builder running at full CPU under init. The child now dies with its parent."""
+    marker = tmp_path / "child.pid"
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD_OUTLIVES, str(marker)])
+    try:
+        deadline = time.monotonic() + 60
+        while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child = int(marker.read_text())
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:  # gone, or a zombie nobody reaps (a container's init may not)
+                if Path(f"/proc/{child}/stat").read_text().split(")")[-1].split()[0] == "Z":
+                    break
+            except (FileNotFoundError, ProcessLookupError):
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(child, signal.SIGKILL)
+            pytest.fail(f"the child {child} outlived its killed parent by 10 s")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
