@@ -447,7 +447,7 @@ def _input_spec(graph: Graph, name: str) -> Dict[str, Any]:
     spec = _spec(graph, name)
     if name in graph.input_ranges:
         spec["opt_shape"] = list(graph.input_ranges[name][1])
-    ids = id_range(graph, name)
+    ids = id_range(graph, name, refused_only=True)
     if ids is not None:  # the runtime refuses ids outside [0, size) as MXNet would not take them
         spec["index_range"] = [0, ids[0]]
         spec["indexes"] = ids[1]

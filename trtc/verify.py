@@ -180,14 +180,17 @@ def _reached(graph: Graph, name: str) -> List[Tuple[Any, int]]:
     return reached
 
 
-def id_range(graph: Graph, name: str) -> Optional[Tuple[int, str]]:
+def id_range(graph: Graph, name: str, refused_only: bool = False) -> Optional[Tuple[int, str]]:
     """If input ``name`` (possibly through casts/reshapes) indexes an Embedding, ``take`` or
-    ``one_hot``: (the number of valid ids, the node that bounds them)."""
+    ``one_hot``: (the number of valid ids, the node that bounds them). ``refused_only``: only
+    ops whose ids outside that range the runtime refuses; not ``take`` in its modes 'clip' (its
+    default) and 'wrap', which MXNet and its ONNX both clip or wrap."""
     bounds: List[Tuple[int, str]] = []
     for node, pos in _reached(graph, name):
         if node.op == "Embedding" and pos == 0 and "input_dim" in node.attrs:
             bounds.append((int(node.attrs["input_dim"]), node.name))
-        elif node.op == "take" and pos == 1:
+        elif node.op == "take" and pos == 1 and (
+                not refused_only or node.attrs.get("mode", "clip") == "raise"):
             table = graph.shapes.get(graph.tensor(node.inputs[0]), ())
             axis = int(node.attrs.get("axis", "0"))
             if table:

@@ -84,3 +84,31 @@ def test_non_finite_entries_must_match_exactly():
                   [np.nan, np.nan, np.inf, -np.inf, 2.0], [1.0, np.nan, np.inf, -np.inf, np.inf]):
         assert not compare({"y": np.array(wrong, np.float32)}, {"y": ref}, 1e-4)[0].ok, wrong
     assert not compare({"y": ref[:4]}, {"y": ref}, 1e-4)[0].ok
+
+
+def test_take_in_clip_and_wrap_mode_takes_any_id(tmp_path):
+    """``take``'s default mode 'clip' and its 'wrap' accept any id (MXNet clips or wraps it, so
+    does mxnet.onnx's ONNX); the runtime refused ids outside the table as for an Embedding."""
+    import mxnet as mx
+
+    from models import tiny
+    from trtc.api import compile as trtc_compile
+    from trtc.runtime import load
+
+    class Take(mx.gluon.HybridBlock):
+        def hybrid_forward(self, F, x, ids):
+            return F.take(x, ids, axis=1, mode="wrap") + 2 * F.take(x, ids, axis=1)
+
+    params = tiny.export_block(Take(), tmp_path, "take", (3, 5, 4), (4,))
+    bundle = tmp_path / "take.trtb"
+    trtc_compile(params, output=bundle,
+                 inputs={"data0": (3, 5, 4), "data1": (4,)}, input_dtypes={"data1": "int32"})
+    model = load(bundle, device="cpu")
+    assert "index_range" not in model.manifest["inputs"][1]
+    x = np.random.default_rng(0).random((3, 5, 4), dtype=np.float32)
+    ids = np.array([1, 8, -3, 4], np.int32)
+    symbol = mx.sym.load(str(tmp_path / "take-symbol.json"))
+    want = symbol.bind(mx.cpu(), {"data0": mx.nd.array(x),
+                                  "data1": mx.nd.array(ids, dtype="int32")}).forward()[0]
+    (got,) = model(data0=x, data1=ids).values()
+    np.testing.assert_allclose(got, want.asnumpy(), rtol=1e-6)
