@@ -654,6 +654,14 @@ def check_input_shapes(graph: "Graph", shapes: Mapping[str, Tuple[int, ...]], wh
                          "in that reshape")
 
 
+def _infer_here(internals: Any, shapes: Dict[str, Any], types: Dict[str, Any]
+                ) -> Tuple[List[Any], List[Any]]:
+    # the _impl calls: the public ones print their arguments on stdout on an error
+    _, out_shapes, _ = internals._infer_shape_impl(False, **shapes)
+    _, out_types, _ = internals._infer_type_impl(False, **types)
+    return out_shapes, out_types
+
+
 def _build_graph(symbol_path: Path, params_path: Path, symbol_json: Dict[str, Any], symbol: Any,
                  params: Dict[str, np.ndarray], data_inputs: List[str],
                  shapes_in: Dict[str, Tuple[int, ...]], dtypes_in: Dict[str, str]) -> Graph:
@@ -664,9 +672,17 @@ def _build_graph(symbol_path: Path, params_path: Path, symbol_json: Dict[str, An
     all_shapes.update({name: params[key].shape for name, key in param_vars.items()})
     all_types = dict(dtypes_in)
     all_types.update({name: params[key].dtype for name, key in param_vars.items()})
-    try:  # the _impl calls: the public ones print their arguments on stdout on an error
-        _, out_shapes, _ = internals._infer_shape_impl(False, **all_shapes)
-        _, out_types, _ = internals._infer_type_impl(False, **all_types)
+    from ._isolate import NativeCrash, in_child, signal_text
+
+    try:  # the first look MXNet takes at the model's attributes: isolated (a divisor of 0 in
+        # an attribute no check knows of killed the compiler with SIGFPE here)
+        out_shapes, out_types = in_child("MXNet's shape inference", _infer_here, internals,
+                                         all_shapes, all_types)
+    except NativeCrash as crash:
+        raise UsageError(f"MXNet's shape inference crashed on {symbol_path.name} "
+                         f"({signal_text(crash.signum) if crash.signum else crash}): an op's "
+                         "attribute is out of its range (a stride, size or count of 0?); fix the "
+                         "model") from None
     except Exception as exc:
         first = mxnet_error_text(exc, 300)
         raise UsageError(f"MXNet cannot infer shapes with inputs "

@@ -252,6 +252,16 @@ _POSITIVE_ATTRS = {
     "Pooling": ("kernel", "stride"),
     "_contrib_DeformableConvolution": ("num_group", "num_filter", "kernel", "stride", "dilate",
                                        "num_deformable_group"),
+    "Correlation": ("kernel_size", "stride1", "stride2"),  # 0: SIGFPE in shape inference
+    "im2col": ("kernel", "stride", "dilate"),
+    "col2im": ("kernel", "stride", "dilate"),
+    "space_to_depth": ("block_size",),
+    "depth_to_space": ("block_size",),
+    "GroupNorm": ("num_groups",),
+    "ROIPooling": ("pooled_size",),
+    "_contrib_ROIAlign": ("pooled_size",),
+    **{f"_contrib_interleaved_matmul_{kind}": ("heads",)
+       for kind in ("selfatt_qk", "selfatt_valatt", "encdec_qk", "encdec_valatt")},
 }
 # Ops that write (or read) at positions their index input names, with no bounds check of their
 # own in MXNet 1.9 (out-of-range indices: segfaults, heap corruption): input position of the
@@ -283,6 +293,10 @@ def check_attrs(op: str, attrs: Mapping[str, str], where: str) -> None:
         values = _int_tuple(attrs[key])
         if values is None or not values and key != "kernel" or any(v < 1 for v in values):
             raise ValueError(f"{where}: {op} {key}={attrs[key][:40]!r} must be positive")
+    if op == "Pooling" and attrs.get("pool_type") == "lp" and "p_value" in attrs:
+        p = _int_tuple(attrs["p_value"])
+        if p is None or len(p) != 1 or p[0] < 1:
+            raise ValueError(f"{where}: Pooling p_value={attrs['p_value'][:40]!r} must be positive")
 
 
 class MXNetStage:
@@ -491,11 +505,15 @@ class MXNetStage:
             # or an op cannot take a param's shape as unknown (BilinearResize2D 'like' of a
             # folded constant raised "index 2 must be in range [0, -1)"): the full inference,
             # every param's own shape given, must then complete and agree with them
+            refused = BundleError(f"{where}: MXNet refuses the shapes or dtypes of its inputs "
+                                  f"({mxnet_error_text(exc)}); recompile the bundle")
             if not declared:
-                raise BundleError(f"{where}: MXNet refuses the shapes or dtypes of its inputs "
-                                  f"({mxnet_error_text(exc)}); recompile the bundle") from None
-            out_shapes, out_types = self._infer_with_params(symbol, inputs, declared, params,
-                                                            list(declared))
+                raise refused from None
+            try:
+                out_shapes, out_types = self._infer_with_params(symbol, inputs, declared, params,
+                                                                list(declared))
+            except BundleError:
+                raise refused from None
             self._check_outputs(stage, out_shapes, out_types)
             return
         if arg_shapes is None or arg_types is None:

@@ -599,3 +599,28 @@ def test_a_killed_compiler_takes_its_child_along(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_crash_in_shape_inference_is_one_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                       ) -> None:
+    """MXNet's shape inference of a model divides by attributes no check knows of (Correlation's
+    stride: SIGFPE killed the compiler). It runs isolated: with the attribute check taken away,
+    the crash is still one UsageError naming the file and the signal."""
+    import mxnet as mx
+
+    from trtc.frontend import load_graph
+    from trtc.runtime.errors import UsageError
+    from trtc.runtime.stages import residual
+
+    conv = mx.sym.Convolution(mx.sym.var("data"), num_filter=2, kernel=(1, 1), no_bias=True,
+                              name="c")
+    mx.sym.Correlation(conv, conv, stride1=0, stride2=0, name="corr").save(
+        str(tmp_path / "m-symbol.json"))
+    mx.nd.save(str(tmp_path / "m-0000.params"), {"arg:c_weight": mx.nd.ones((2, 3, 1, 1))})
+    with pytest.raises(UsageError, match="Correlation stride1='0' must be positive"):
+        load_graph(tmp_path / "m-symbol.json", tmp_path / "m-0000.params",
+                   {"data": (1, 3, 8, 8)})
+    monkeypatch.delitem(residual._POSITIVE_ATTRS, "Correlation")
+    with pytest.raises(UsageError, match=r"shape inference crashed on m-symbol.json \(SIGFPE"):
+        load_graph(tmp_path / "m-symbol.json", tmp_path / "m-0000.params",
+                   {"data": (1, 3, 8, 8)})
