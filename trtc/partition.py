@@ -624,11 +624,16 @@ class _Loop:
         tolerance = self.settings.effective_tolerance
         exp = self.exported[seg.key]
         with self.timer.span("precision"):
-            for _ in range(self.MAX_PRECISION_ROUNDS):
-                fp32 = self.export_cut(seg, False)
+            fp32 = self.export_cut(seg, False)
+            for round_ in range(self.MAX_PRECISION_ROUNDS + 1):
                 verdict = judge_fp16(fp32.model, exp.model, feeds, reference, seg.outputs,
-                                     tolerance, kept)
+                                     tolerance, kept, gradual=2 ** round_)
                 if verdict.ok or not verdict.keep:
+                    break
+                if round_ == self.MAX_PRECISION_ROUNDS:  # judged, not changed: the gate decides
+                    self.say(f"  {seg.name}: fp16 still {verdict.error:.3g} off after "
+                             f"{round_} round(s) of keeping layers in fp32 (tolerance "
+                             f"{tolerance:g})")
                     break
                 kept |= set(verdict.keep)
                 reasons.update(verdict.keep)
