@@ -11,7 +11,11 @@ opset trtc exports at, over mxnet.onnx's own. trtc/export.py calls it before eve
 * ``Reshape``: mxnet.onnx's for ONNX's own codes (positive, 0, -1); MXNet's -2, -3, -4 and
   ``reverse=True`` by MXNet's shape inference on the symbolic input shape (``_reshape_wrapper``);
 * ``_contrib_AdaptiveAvgPooling2D``: mxnet.onnx's for a 1x1 output; larger ones (PSPNet's
-  pyramid) as two MatMuls with MXNet's bins (``_adaptive_avg_pool_wrapper``).
+  pyramid) as two MatMuls with MXNet's bins (``_adaptive_avg_pool_wrapper``);
+* ``Convolution`` / ``Pooling`` with ``layout='NCW'`` (Gluon's Conv1D, MaxPool1D, AvgPool1D,
+  GlobalAvgPool1D, GlobalMaxPool1D): mxnet.onnx's, which refuses any layout but NCHW/NCDHW,
+  called without the layout (ONNX Conv and pools take 1-D spatial dims); ``Pooling`` with
+  ``global_pool`` and ``pool_type='sum'`` as a ReduceSum (a windowed sum pool stays refused).
 
 ``RNN``. mxnet.onnx's converter multiplies each begin state by ones of shape (D, batch, H) taken
 from the data's shape; Gluon's default begin state is ``_zeros(shape=(L, 0, H))`` (MXNet fills
@@ -141,7 +145,8 @@ def register() -> None:
     for op, wrapper in (("_contrib_ROIAlign", _roi_align_wrapper), ("topk", _topk_wrapper),
                         ("SwapAxis", _swapaxis_wrapper), ("swapaxes", _swapaxis_wrapper),
                         ("Reshape", _reshape_wrapper), ("null", _weights_wrapper),
-                        ("_contrib_AdaptiveAvgPooling2D", _adaptive_avg_pool_wrapper)):
+                        ("_contrib_AdaptiveAvgPooling2D", _adaptive_avg_pool_wrapper),
+                        ("Convolution", _ncw_wrapper), ("Pooling", _pooling_wrapper)):
         original = _mxnet_converter(MXNetGraph.registry_, op, opset)
         if original is not None:
             MXNetGraph.register(op, opset_version=opset)(wrapper(original))
@@ -252,6 +257,62 @@ def _swapaxis_wrapper(original: Any) -> Any:
         return [make_node("Transpose", [inputs[0]], [name], perm=perm, name=name)]
 
     return convert_swapaxis
+
+
+# ----------------------------------------------------------------------------------------------
+# 1-D convolution and pooling (Gluon's Conv1D, MaxPool1D, AvgPool1D, Global*Pool1D: layout NCW)
+# ----------------------------------------------------------------------------------------------
+def _without_ncw(node: Dict[str, Any]) -> Dict[str, Any]:
+    """``node`` without ``layout='NCW'`` (mxnet.onnx's converter then takes its NCHW path)."""
+    attrs = node.get("attrs", {})
+    if attrs.get("layout") != "NCW":
+        return node
+    return dict(node, attrs={k: v for k, v in attrs.items() if k != "layout"})
+
+
+def _ncw_wrapper(original: Any) -> Any:
+    """mxnet.onnx's ``Convolution`` and ``Pooling`` refuse every layout but NCHW/NCDHW, and
+    Gluon's Conv1D and 1-D pools write ``layout='NCW'``: every 1-D audio/text CNN ran in MXNet.
+    Its NCHW path writes the ONNX Conv/MaxPool/AveragePool/Global*Pool attributes from the
+    kernel, stride, pad and dilate tuples, whatever their length, and ONNX takes 1-D spatial
+    dims natively (N, C, W): the same converter without the layout attribute is exact. Channel-
+    last layouts (NWC, NHWC, NDHWC: MXNet runs them on GPU only) stay refused."""
+
+    def convert_ncw(node: Dict[str, Any], **kwargs: Any) -> Any:
+        return original(_without_ncw(node), **kwargs)
+
+    return convert_ncw
+
+
+def _pooling_wrapper(original: Any) -> Any:
+    """``Pooling``: layout NCW as ``_ncw_wrapper``; ``pool_type='sum'`` (which mxnet.onnx
+    refuses) with ``global_pool`` as one ReduceSum over the spatial axes (keepdims: MXNet's
+    (N, C, 1, ...)); a windowed sum pool stays refused (no ONNX sum pool: an AveragePool
+    times the window size rounds differently)."""
+
+    def convert_pooling(node: Dict[str, Any], **kwargs: Any) -> Any:
+        node = _without_ncw(node)
+        attrs = node.get("attrs", {})
+        if attrs.get("pool_type", "max") != "sum":
+            return original(node, **kwargs)
+        if not _flag(attrs.get("global_pool", "False")):
+            raise NotImplementedError("Pooling pool_type='sum' with a window: no ONNX sum pool")
+        rank = _input_rank(node, kwargs)
+        if rank is None or rank < 3:
+            raise NotImplementedError(f"global sum Pooling of a tensor of rank {rank}")
+        from mxnet.onnx.mx2onnx._op_translations._op_translations_opset13 import get_inputs
+
+        name, inputs, _ = get_inputs(node, kwargs)
+        b = _Builder(name, kwargs)
+        b.op("ReduceSum", [inputs[0], b.ints(*range(2, rank))], out=name, keepdims=1)
+        return b.nodes
+
+    return convert_pooling
+
+
+def _flag(value: Any) -> bool:
+    """A boolean attribute as MXNet writes it in a symbol ('True', 'False', '1', '0')."""
+    return str(value).strip().lower() in ("true", "1")
 
 
 # ----------------------------------------------------------------------------------------------

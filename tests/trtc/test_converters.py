@@ -463,3 +463,84 @@ def test_adaptive_avg_pooling_exact(tmp_path, shape, output_size):
         d, output_size=output_size, name="pool"), {"d": shape}, "_contrib_AdaptiveAvgPooling2D")
     (got,) = _run(exported, x)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# 1-D convolution and pooling (Gluon Conv1D / MaxPool1D / AvgPool1D / Global*Pool1D: layout NCW)
+# ----------------------------------------------------------------------------------------------
+CONV1D_CASES = [
+    dict(kernel=(3,), num_filter=8, pad=(1,)),                   # Gluon Conv1D(8, 3, padding=1)
+    dict(kernel=(5,), num_filter=6, stride=(2,), dilate=(2,), pad=(3,)),
+    dict(kernel=(3,), num_filter=6, num_group=3, no_bias=True),  # grouped, no bias
+]
+
+
+@pytest.mark.parametrize("attrs", CONV1D_CASES)
+def test_conv1d_ncw(tmp_path, attrs):
+    """mxnet.onnx refused layout='NCW' (Gluon's Conv1D): the op ran in MXNet. Float
+    summation order differs between MXNet's oneDNN kernel and ONNX Runtime: 1e-5."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((2, 6, 23)).astype(np.float32)
+    k = rng.standard_normal((attrs["num_filter"], 6 // attrs.get("num_group", 1),
+                             attrs["kernel"][0])).astype(np.float32)
+    bias = rng.standard_normal((attrs["num_filter"],)).astype(np.float32)
+    no_bias = attrs.get("no_bias", False)
+    shapes = {"x": x.shape, "k": k.shape, **({} if no_bias else {"bias": bias.shape})}
+    exported, _ = _export(tmp_path, lambda *a: mx.sym.Convolution(*a, layout="NCW", name="conv",
+                                                                  **attrs),
+                          shapes, "Convolution")
+    arrays = [x, k] if no_bias else [x, k, bias]
+    (got,) = _run(exported, *arrays)
+    want = mx.nd.Convolution(*[mx.nd.array(a) for a in arrays], layout="NCW", **attrs).asnumpy()
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+POOL1D_CASES = [
+    dict(kernel=(2,), stride=(2,), pool_type="max"),                      # MaxPool1D(2)
+    dict(kernel=(3,), stride=(2,), pad=(1,), pool_type="max", pooling_convention="full"),
+    dict(kernel=(2,), stride=(2,), pool_type="avg"),                      # AvgPool1D(2)
+    dict(kernel=(3,), stride=(2,), pad=(1,), pool_type="avg", count_include_pad=False),
+    dict(kernel=(3,), stride=(1,), pad=(1,), pool_type="avg", pooling_convention="full"),
+    dict(kernel=(1,), global_pool=True, pool_type="avg"),                 # GlobalAvgPool1D
+    dict(kernel=(1,), global_pool=True, pool_type="max"),                 # GlobalMaxPool1D
+    dict(kernel=(1,), global_pool=True, pool_type="sum"),
+]
+
+
+@pytest.mark.parametrize("attrs", POOL1D_CASES)
+def test_pool1d_ncw(tmp_path, attrs):
+    """Pooling with layout='NCW' (Gluon's 1-D pools), checked on the shape-generic ONNX and on
+    trtc's folded segment (a sum pool: that one only). Max is bit-exact; averages and sums
+    round differently (1e-6)."""
+    x = np.random.default_rng(13).standard_normal((2, 5, 21)).astype(np.float32)
+    want = mx.nd.Pooling(mx.nd.array(x), layout="NCW", **attrs).asnumpy()
+    if attrs["pool_type"] != "sum":  # a sum pool needs the rank, which trtc gives its export
+        got = _run_shape_generic(tmp_path, mx.sym.Pooling(mx.sym.var("data"), layout="NCW",
+                                                          name="pool", **attrs), x)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    exported, _ = _export(tmp_path, lambda d: mx.sym.Pooling(d, layout="NCW", name="pool",
+                                                             **attrs), {"d": x.shape}, "Pooling")
+    (got,) = _run(exported, x)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    if attrs["pool_type"] == "max":
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 9), (1, 4, 3, 5, 6)])
+def test_global_sum_pool(tmp_path, shape):
+    x = np.random.default_rng(14).standard_normal(shape).astype(np.float32)
+    attrs = dict(kernel=(1,) * (len(shape) - 2), global_pool=True, pool_type="sum")
+    exported, _ = _export(tmp_path, lambda d: mx.sym.Pooling(d, name="pool", **attrs),
+                          {"d": shape}, "Pooling")
+    (got,) = _run(exported, x)
+    want = mx.nd.Pooling(mx.nd.array(x), **attrs).asnumpy()
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_windowed_sum_pool_stays_in_mxnet(tmp_path):
+    with pytest.raises(ExportError, match="NotImplementedError"):
+        _export(tmp_path, lambda d: mx.sym.Pooling(d, kernel=(2, 2), pool_type="sum", name="p"),
+                {"d": (1, 2, 6, 6)}, "Pooling")
