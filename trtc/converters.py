@@ -15,7 +15,9 @@ opset trtc exports at, over mxnet.onnx's own. trtc/export.py calls it before eve
 * ``Convolution`` / ``Pooling`` with ``layout='NCW'`` (Gluon's Conv1D, MaxPool1D, AvgPool1D,
   GlobalAvgPool1D, GlobalMaxPool1D): mxnet.onnx's, which refuses any layout but NCHW/NCDHW,
   called without the layout (ONNX Conv and pools take 1-D spatial dims); ``Pooling`` with
-  ``global_pool`` and ``pool_type='sum'`` as a ReduceSum (a windowed sum pool stays refused).
+  ``global_pool`` and ``pool_type='sum'`` as a ReduceSum (a windowed sum pool stays refused);
+* ``GroupNorm`` (no mxnet.onnx converter): InstanceNormalization on the (N, G, -1) view with
+  MXNet 1.x's per-group gamma and beta, plus the mean and std outputs (``convert_group_norm``).
 
 ``RNN``. mxnet.onnx's converter multiplies each begin state by ones of shape (D, batch, H) taken
 from the data's shape; Gluon's default begin state is ``_zeros(shape=(L, 0, H))`` (MXNet fills
@@ -116,6 +118,7 @@ ONNX_OPS_USED = frozenset("""
     Slice Squeeze Sub TopK Unsqueeze Where
     GRU LSTM RNN Transpose
     Mul MatMul
+    InstanceNormalization ReduceMean Sqrt
 """.split())
 
 _REGISTERED = False
@@ -141,6 +144,8 @@ def register() -> None:
     for op in BOX_NMS_OPS:
         MXNetGraph.register(op, opset_version=opset)(convert_box_nms)
     MXNetGraph.register("RNN", opset_version=opset)(convert_rnn)
+    for op, converter in _NEW_CONVERTERS.items():
+        MXNetGraph.register(op, opset_version=opset)(converter)
     # wrappers around mxnet.onnx's own converters (found as convert_layer would find them)
     for op, wrapper in (("_contrib_ROIAlign", _roi_align_wrapper), ("topk", _topk_wrapper),
                         ("SwapAxis", _swapaxis_wrapper), ("swapaxes", _swapaxis_wrapper),
@@ -313,6 +318,41 @@ def _pooling_wrapper(original: Any) -> Any:
 def _flag(value: Any) -> bool:
     """A boolean attribute as MXNet writes it in a symbol ('True', 'False', '1', '0')."""
     return str(value).strip().lower() in ("true", "1")
+
+
+# ----------------------------------------------------------------------------------------------
+# GroupNorm
+# ----------------------------------------------------------------------------------------------
+def convert_group_norm(node: Dict[str, Any], **kwargs: Any) -> List[Any]:
+    """MXNet 1.9.1's ``GroupNorm`` (src/operator/nn/group_norm-inl.h): the data viewed as
+    (N, G, -1), each row normalized by its mean and ``sqrt(var + eps)`` (var: the mean of the
+    squared deviations), then multiplied by ``gamma`` and shifted by ``beta``, both of shape
+    (G,) (per group, not per channel, in MXNet 1.x), and viewed back. That is ONNX
+    InstanceNormalization on the (N, G, -1) view with gamma and beta as its scale and bias.
+    ``output_mean_var``: the (N, G) mean and std as outputs 1 and 2 (also under MXNet's output
+    names ``<node>_mean``, ``<node>_std``). Exact up to float summation order."""
+    from mxnet.onnx.mx2onnx._op_translations._op_translations_opset13 import (
+        get_input_dtypes, get_inputs)
+
+    name, inputs, attrs = get_inputs(node, kwargs)
+    groups = int(attrs.get("num_groups", 1))
+    eps = float(attrs.get("eps", 1e-5))
+    dtype = np.dtype(get_input_dtypes(node, kwargs)[0])
+    if dtype.kind != "f":
+        raise NotImplementedError(f"GroupNorm on {dtype} data")
+    b = _Builder(name, kwargs)
+    rows = b.op("Reshape", [inputs[0], b.ints(0, groups, -1)])
+    normed = b.op("InstanceNormalization", [rows, inputs[1], inputs[2]], epsilon=eps)
+    b.op("Reshape", [normed, b.op("Shape", [inputs[0]])], out=name)
+    if _flag(attrs.get("output_mean_var", "False")):
+        mean = b.op("ReduceMean", [rows], axes=[2], keepdims=1)
+        deviation = b.op("Sub", [rows, mean])
+        var = b.op("ReduceMean", [b.op("Mul", [deviation, deviation])], axes=[2], keepdims=0)
+        b.op("Squeeze", [mean, b.ints(2)], out=f"{name}1")
+        b.op("Sqrt", [b.op("Add", [var, b.const(eps, dtype, "eps")])], out=f"{name}2")
+        b.op("Identity", [f"{name}1"], out=f"{name}_mean")
+        b.op("Identity", [f"{name}2"], out=f"{name}_std")
+    return b.nodes
 
 
 # ----------------------------------------------------------------------------------------------
@@ -993,3 +1033,9 @@ def _adaptive_bins(b: _Builder, shape: str, axis: int, out: int, transpose: bool
     inside = b.op("And", [b.op("GreaterOrEqual", [j_e, start_e]), b.op("Less", [j_e, stop_e])])
     count = b.op("Cast", [b.op("Sub", [stop_e, start_e])], to=_ONNX_FLOAT)
     return b.op("Div", [b.op("Cast", [inside], to=_ONNX_FLOAT), count])
+
+
+# MXNet op -> trtc's converter, for ops mxnet.onnx has no converter for (``register``)
+_NEW_CONVERTERS: Dict[str, Any] = {
+    "GroupNorm": convert_group_norm,
+}

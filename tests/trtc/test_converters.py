@@ -544,3 +544,33 @@ def test_windowed_sum_pool_stays_in_mxnet(tmp_path):
     with pytest.raises(ExportError, match="NotImplementedError"):
         _export(tmp_path, lambda d: mx.sym.Pooling(d, kernel=(2, 2), pool_type="sum", name="p"),
                 {"d": (1, 2, 6, 6)}, "Pooling")
+
+
+# ----------------------------------------------------------------------------------------------
+# GroupNorm: MXNet 1.x's per-group gamma and beta
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape,groups,eps,mean_var", [
+    ((2, 6, 4, 5), 3, 1e-5, False),
+    ((2, 8, 11), 4, 0.1, False),
+    ((1, 4, 3, 2, 5), 1, 1e-3, False),
+    ((2, 6, 4, 5), 2, 1e-5, True),
+])
+def test_group_norm(tmp_path, shape, groups, eps, mean_var):
+    """No mxnet.onnx converter (the op ran in MXNet). gamma and beta are (num_groups,) in MXNet
+    1.9.1 (infer_shape checked). Float summation order differs: 1e-5 on unit-scale data."""
+    rng = np.random.default_rng(15)
+    x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
+    gamma = rng.standard_normal((groups,)).astype(np.float32)
+    beta = rng.standard_normal((groups,)).astype(np.float32)
+    attrs = dict(num_groups=groups, eps=eps, output_mean_var=mean_var)
+    symbol = mx.sym.GroupNorm(mx.sym.var("x"), mx.sym.var("g"), mx.sym.var("b"), **attrs)
+    assert symbol.infer_shape(x=shape)[0][1:] == [(groups,), (groups,)]
+    exported, segment = _export(tmp_path, lambda *a: mx.sym.GroupNorm(*a, name="gn", **attrs),
+                                {"x": shape, "g": gamma.shape, "b": beta.shape}, "GroupNorm")
+    got = _run(exported, x, gamma, beta)
+    want = mx.nd.GroupNorm(mx.nd.array(x), mx.nd.array(gamma), mx.nd.array(beta), **attrs)
+    want = [w.asnumpy() for w in (want if isinstance(want, list) else [want])]
+    assert len(got) == len(want) == (3 if mean_var else 1)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
