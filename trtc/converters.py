@@ -17,7 +17,11 @@ opset trtc exports at, over mxnet.onnx's own. trtc/export.py calls it before eve
   called without the layout (ONNX Conv and pools take 1-D spatial dims); ``Pooling`` with
   ``global_pool`` and ``pool_type='sum'`` as a ReduceSum (a windowed sum pool stays refused);
 * ``GroupNorm`` (no mxnet.onnx converter): InstanceNormalization on the (N, G, -1) view with
-  MXNet 1.x's per-group gamma and beta, plus the mean and std outputs (``convert_group_norm``).
+  MXNet 1.x's per-group gamma and beta, plus the mean and std outputs (``convert_group_norm``);
+* element-wise ops without an mxnet.onnx converter (``_build_*``): ``broadcast_maximum`` (Max),
+  ``broadcast_hypot`` (sqrt(x*x + y*y), float32), ``erf`` (Erf), ``sign`` (two compares: MXNet's
+  sign(NaN) is 0), ``softsign`` (x / (1 + |x|)), ``softmin`` (Softmax of -x / temperature),
+  ``smooth_l1`` (MXNet's three branches, bit-exact).
 
 ``RNN``. mxnet.onnx's converter multiplies each begin state by ones of shape (D, batch, H) taken
 from the data's shape; Gluon's default begin state is ``_zeros(shape=(L, 0, H))`` (MXNet fills
@@ -119,6 +123,7 @@ ONNX_OPS_USED = frozenset("""
     GRU LSTM RNN Transpose
     Mul MatMul
     InstanceNormalization ReduceMean Sqrt
+    Abs Erf Max Neg Softmax
 """.split())
 
 _REGISTERED = False
@@ -353,6 +358,112 @@ def convert_group_norm(node: Dict[str, Any], **kwargs: Any) -> List[Any]:
         b.op("Identity", [f"{name}1"], out=f"{name}_mean")
         b.op("Identity", [f"{name}2"], out=f"{name}_std")
     return b.nodes
+
+
+# ----------------------------------------------------------------------------------------------
+# Element-wise ops mxnet.onnx has no converter for
+# ----------------------------------------------------------------------------------------------
+def _elementwise(build: Any, floats_only: Sequence[str] = ("float16", "float32", "float64")
+                 ) -> Any:
+    """An mx2onnx converter from ``build(b, inputs, attrs, dtype, out)``, which appends the ONNX
+    nodes computing the op's one output ``out``; data types outside ``floats_only`` are
+    refused (the op stays in MXNet)."""
+
+    def convert(node: Dict[str, Any], **kwargs: Any) -> List[Any]:
+        from mxnet.onnx.mx2onnx._op_translations._op_translations_opset13 import (
+            get_input_dtypes, get_inputs)
+
+        name, inputs, attrs = get_inputs(node, kwargs)
+        dtype = np.dtype(get_input_dtypes(node, kwargs)[0])
+        if floats_only and dtype.name not in floats_only:
+            raise NotImplementedError(f"{node['op']} on {dtype} data: exported for "
+                                      f"{', '.join(floats_only)} only")
+        b = _Builder(name, kwargs)
+        build(b, inputs, attrs, dtype, name)
+        return b.nodes
+
+    convert.__doc__ = build.__doc__
+    return convert
+
+
+def _onnx_type(dtype: np.dtype) -> int:
+    from onnx import helper
+
+    return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+
+
+def _build_maximum(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+                   out: str) -> None:
+    """``broadcast_maximum``: ONNX Max (multidirectional broadcast, as MXNet's); NaN from either
+    side propagates in both. Between 0.0 and -0.0 MXNet returns the second operand."""
+    b.op("Max", inputs[:2], out=out)
+
+
+def _build_hypot(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+                 out: str) -> None:
+    """``broadcast_hypot``: ``sqrt(x*x + y*y)``. MXNet's hypotf is correctly rounded and does
+    not overflow; this is within an ulp of it, and gives inf where x*x + y*y overflows
+    (|x| or |y| above ~1.8e19)."""
+    x, y = inputs[:2]
+    b.op("Sqrt", [b.op("Add", [b.op("Mul", [x, x]), b.op("Mul", [y, y])])], out=out)
+
+
+def _build_erf(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+               out: str) -> None:
+    """``erf``: ONNX Erf (ONNX Runtime's approximation is within an ulp of MXNet's erff)."""
+    b.op("Erf", inputs[:1], out=out)
+
+
+def _build_sign(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+                out: str) -> None:
+    """``sign``: MXNet's ``a < 0 ? -1 : a > 0 ? 1 : 0``, i.e. sign(NaN) = 0 and sign(-0.0) =
+    +0.0, where ONNX Sign gives NaN: built from two compares, bit-exact."""
+    zero = b.const(0, dtype, "zero")
+    positive = b.op("Cast", [b.op("Greater", [inputs[0], zero])], to=_onnx_type(dtype))
+    negative = b.op("Cast", [b.op("Less", [inputs[0], zero])], to=_onnx_type(dtype))
+    b.op("Sub", [positive, negative], out=out)
+
+
+def _build_softsign(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+                    out: str) -> None:
+    """``softsign``: MXNet's ``a / (1 + |a|)`` spelled out, bit-exact (ONNX Runtime's Softsign
+    rounds differently)."""
+    x = inputs[0]
+    b.op("Div", [x, b.op("Add", [b.const(1, dtype, "one"), b.op("Abs", [x])])], out=out)
+
+
+def _build_softmin(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+                   out: str) -> None:
+    """``softmin``: ONNX Softmax of ``-x`` (of ``-x / temperature``) along ``axis``; MXNet
+    divides after subtracting the maximum: equal up to rounding. Refused: ``use_length``,
+    a ``dtype`` other than the data's."""
+    if _flag(attrs.get("use_length", "False")):
+        raise NotImplementedError("softmin use_length=True")
+    if attrs.get("dtype", "None") not in ("None", dtype.name):
+        raise NotImplementedError(f"softmin dtype={attrs['dtype']} on {dtype} data")
+    x = b.op("Neg", inputs[:1])
+    temperature = attrs.get("temperature", "None")
+    if temperature not in ("None", "") and float(temperature) != 1.0:
+        x = b.op("Div", [x, b.const(float(temperature), dtype, "temperature")])
+    b.op("Softmax", [x], out=out, axis=int(attrs.get("axis", -1)))
+
+
+def _build_smooth_l1(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+                     out: str) -> None:
+    """``smooth_l1`` with sigma = ``scalar`` (default 1): MXNet's kernel (mshadow_op.h
+    smooth_l1_loss), step for step in the data's type: ``a > 1/s^2 ? a - 0.5/s^2 : a < -1/s^2
+    ? -a - 0.5/s^2 : 0.5*a*a*s^2``; NaN takes the last branch in both. Bit-exact."""
+    sigma = dtype.type(float(attrs.get("scalar", 1.0)))
+    bsq = sigma * sigma
+    ibsq = dtype.type(1.0) / bsq
+    half_ibsq = dtype.type(0.5) * ibsq
+    x = inputs[0]
+    above = b.op("Sub", [x, b.const(half_ibsq, dtype, "h")])
+    below = b.op("Sub", [b.op("Neg", [x]), b.const(half_ibsq, dtype, "h")])
+    square = b.op("Mul", [b.op("Mul", [b.op("Mul", [b.const(0.5, dtype, "half"), x]), x]),
+                          b.const(bsq, dtype, "bsq")])
+    inner = b.op("Where", [b.op("Less", [x, b.const(-ibsq, dtype, "t")]), below, square])
+    b.op("Where", [b.op("Greater", [x, b.const(ibsq, dtype, "t")]), above, inner], out=out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1038,4 +1149,11 @@ def _adaptive_bins(b: _Builder, shape: str, axis: int, out: int, transpose: bool
 # MXNet op -> trtc's converter, for ops mxnet.onnx has no converter for (``register``)
 _NEW_CONVERTERS: Dict[str, Any] = {
     "GroupNorm": convert_group_norm,
+    "broadcast_maximum": _elementwise(_build_maximum, floats_only=()),
+    "broadcast_hypot": _elementwise(_build_hypot, floats_only=("float32",)),
+    "erf": _elementwise(_build_erf),
+    "sign": _elementwise(_build_sign, floats_only=()),
+    "softsign": _elementwise(_build_softsign),
+    "softmin": _elementwise(_build_softmin),
+    "smooth_l1": _elementwise(_build_smooth_l1, floats_only=("float32", "float64")),
 }

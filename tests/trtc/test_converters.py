@@ -574,3 +574,68 @@ def test_group_norm(tmp_path, shape, groups, eps, mean_var):
     for g, w in zip(got, want):
         assert g.shape == w.shape
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# element-wise ops mxnet.onnx has no converter for
+# ----------------------------------------------------------------------------------------------
+def _edge_values(shape: Tuple[int, ...], seed: int) -> np.ndarray:
+    """Random data of several scales with NaN, +-inf, +-0, +-0.5 steps and huge values mixed
+    in (where the op is defined for them)."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * rng.choice([0.01, 1, 100], shape)).astype(np.float32)
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 0.5, -0.5, 1.5, -2.5, 0.25, -0.25,
+                        1.0, -1.0, 4.0, 3e38, -3e38, 1e-40, 8388609.0, 0.49999997], np.float32)
+    flat = x.reshape(-1)
+    n = min(flat.size, special.size)
+    flat[:n] = special[:n]
+    return x
+
+
+def _assert_same(got: np.ndarray, want: np.ndarray, exact: bool, rtol: float = 0.0) -> None:
+    assert got.shape == want.shape and got.dtype == want.dtype
+    if exact:  # bit for bit: NaN in the same places, signed zeros alike
+        np.testing.assert_array_equal(got.view(np.uint32) if got.dtype == np.float32 else got,
+                                      want.view(np.uint32) if want.dtype == np.float32 else want)
+    else:
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * 1e-3)
+
+
+# op, inputs (shapes), attrs, exact (else the relative tolerance)
+ELEMENTWISE_CASES = [
+    ("broadcast_maximum", [(2, 6, 4, 5), (1, 6, 1, 1)], {}, 1e-7),  # +-0 may swap sign
+    ("broadcast_maximum", [(2, 1, 5), (3, 1)], {}, 1e-7),
+    ("broadcast_hypot", [(2, 6, 4, 5), (1, 6, 1, 1)], {}, 2e-7),
+    ("erf", [(4, 100)], {}, 2e-7),
+    ("sign", [(4, 100)], {}, True),
+    ("softsign", [(4, 100)], {}, True),
+    ("softmin", [(3, 7, 5)], dict(axis=1), 1e-6),
+    ("softmin", [(3, 7, 5)], dict(temperature=2.5), 1e-6),
+    ("smooth_l1", [(4, 100)], {}, True),
+    ("smooth_l1", [(4, 100)], dict(scalar=2.0), True),
+    ("smooth_l1", [(4, 100)], dict(scalar=0.3), True),
+]
+
+
+@pytest.mark.parametrize("op,shapes,attrs,exact", ELEMENTWISE_CASES)
+def test_elementwise(tmp_path, op, shapes, attrs, exact):
+    """No mxnet.onnx converter (the ops ran in MXNet). Ops that are a few IEEE operations in
+    both are compared bit for bit on edge values (maximum: NaN included, but MXNet returns the
+    second of 0.0 and -0.0, ONNX Runtime either); erf, hypot (libm vs ONNX Runtime) and the
+    softmins (exp, sums) within a few ulps on finite data."""
+    arrays = [_edge_values(s, 16 + i) for i, s in enumerate(shapes)]
+    if op in ("broadcast_hypot", "erf", "softmin"):  # finite, moderate data
+        arrays = [np.nan_to_num(a, nan=0.5, posinf=2.0, neginf=-2.0) for a in arrays]
+        arrays = [np.where(np.abs(a) > 1e4, a / 1e36, a).astype(np.float32) for a in arrays]
+    names = [f"x{i}" for i in range(len(shapes))]
+    exported, _ = _export(tmp_path, lambda *a: getattr(mx.sym, op)(*a, name="op", **attrs),
+                          dict(zip(names, shapes)), op)
+    (got,) = _run(exported, *arrays)
+    want = getattr(mx.nd, op)(*[mx.nd.array(a) for a in arrays], **attrs).asnumpy()
+    _assert_same(got, want, exact is True, 0.0 if exact is True else exact)
+
+
+def test_softmin_other_dtype_stays_in_mxnet(tmp_path):
+    with pytest.raises(ExportError, match="NotImplementedError"):
+        _export(tmp_path, lambda d: mx.sym.softmin(d, dtype="float64", name="op"), {"d": (2, 5)},
+                "softmin")
