@@ -21,7 +21,12 @@ opset trtc exports at, over mxnet.onnx's own. trtc/export.py calls it before eve
 * element-wise ops without an mxnet.onnx converter (``_build_*``): ``broadcast_maximum`` (Max),
   ``broadcast_hypot`` (sqrt(x*x + y*y), float32), ``erf`` (Erf), ``sign`` (two compares: MXNet's
   sign(NaN) is 0), ``softsign`` (x / (1 + |x|)), ``softmin`` (Softmax of -x / temperature),
-  ``smooth_l1`` (MXNet's three branches, bit-exact).
+  ``smooth_l1`` (MXNet's three branches, bit-exact);
+* ``pick`` (GatherElements, indices truncated then clipped or wrapped as MXNet's),
+  ``_np_cumsum`` (CumSum), ``sort`` (TopK over the whole axis), ``moments`` (two ReduceMeans),
+  ``L2Normalization`` (every mode, MXNet's eps inside the square root; mxnet.onnx wrote
+  'channel' as LpNormalization, without eps), ``BatchNorm`` with ``axis != 1`` (between two
+  Transposes): ``_build_pick`` ... ``_batchnorm_wrapper`` below.
 
 ``RNN``. mxnet.onnx's converter multiplies each begin state by ones of shape (D, batch, H) taken
 from the data's shape; Gluon's default begin state is ``_zeros(shape=(L, 0, H))`` (MXNet fills
@@ -124,6 +129,7 @@ ONNX_OPS_USED = frozenset("""
     Mul MatMul
     InstanceNormalization ReduceMean Sqrt
     Abs Erf Max Neg Softmax
+    BatchNormalization CumSum GatherElements Mod
 """.split())
 
 _REGISTERED = False
@@ -156,7 +162,8 @@ def register() -> None:
                         ("SwapAxis", _swapaxis_wrapper), ("swapaxes", _swapaxis_wrapper),
                         ("Reshape", _reshape_wrapper), ("null", _weights_wrapper),
                         ("_contrib_AdaptiveAvgPooling2D", _adaptive_avg_pool_wrapper),
-                        ("Convolution", _ncw_wrapper), ("Pooling", _pooling_wrapper)):
+                        ("Convolution", _ncw_wrapper), ("Pooling", _pooling_wrapper),
+                        ("BatchNorm", _batchnorm_wrapper)):
         original = _mxnet_converter(MXNetGraph.registry_, op, opset)
         if original is not None:
             MXNetGraph.register(op, opset_version=opset)(wrapper(original))
@@ -464,6 +471,164 @@ def _build_smooth_l1(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtyp
                           b.const(bsq, dtype, "bsq")])
     inner = b.op("Where", [b.op("Less", [x, b.const(-ibsq, dtype, "t")]), below, square])
     b.op("Where", [b.op("Greater", [x, b.const(ibsq, dtype, "t")]), above, inner], out=out)
+
+
+# ----------------------------------------------------------------------------------------------
+# Indexing, scans, sorting and reductions mxnet.onnx has no (exact) converter for
+# ----------------------------------------------------------------------------------------------
+def _axis_size(b: _Builder, data: str, axis: int) -> str:
+    """The size of ``data``'s ``axis`` as a 1-element int64 tensor (from its shape at run
+    time)."""
+    stop = axis + 1 if axis != -1 else _INT64_MAX
+    return b.op("Slice", [b.op("Shape", [data]), b.ints(axis), b.ints(stop)])
+
+
+def _build_pick(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+                out: str) -> None:
+    """``pick``: GatherElements along ``axis``. MXNet truncates the (usually float) index to an
+    int, then ``mode='clip'`` (the default) clips it to [0, n-1] and ``'wrap'`` takes it modulo
+    n (non-negative: ONNX Mod with fmod=0 takes the divisor's sign). ``keepdims``: the index
+    already has the axis (size 1); else it is unsqueezed there and squeezed back. Refused:
+    ``axis=None`` (pick from the flattened input)."""
+    if attrs.get("axis", "-1") in ("None", ""):
+        raise NotImplementedError("pick axis=None (from the flattened input)")
+    axis = int(attrs.get("axis", "-1"))
+    mode = attrs.get("mode", "clip")
+    if mode not in ("clip", "wrap"):
+        raise NotImplementedError(f"pick mode={mode}")
+    keepdims = _flag(attrs.get("keepdims", "False"))
+    data = inputs[0]
+    index = b.op("Cast", [inputs[1]], to=_ONNX_INT64)
+    size = _axis_size(b, data, axis)
+    if mode == "clip":
+        last = b.op("Sub", [size, b.ints(1)])
+        index = b.op("Max", [b.op("Min", [index, last]), b.ints(0)])
+    else:
+        index = b.op("Mod", [index, size], fmod=0)
+    if keepdims:
+        b.op("GatherElements", [data, index], out=out, axis=axis)
+    else:
+        index = b.op("Unsqueeze", [index, b.ints(axis)])
+        picked = b.op("GatherElements", [data, index], axis=axis)
+        b.op("Squeeze", [picked, b.ints(axis)], out=out)
+
+
+_CUMSUM_TYPES = ("float32", "float64", "int32", "int64")
+
+
+def _build_cumsum(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+                  out: str) -> None:
+    """``_np_cumsum``: ONNX CumSum (a running sum in order, as MXNet's) along ``axis``; ``axis
+    None``: of the flattened data. ``dtype``: the data cast to it first (MXNet sums in the
+    output type). Refused: types ONNX CumSum (opset 13) lacks (float16, int8, bool, ...)."""
+    out_type = np.dtype(attrs["dtype"]) if attrs.get("dtype", "None") != "None" else dtype
+    if dtype.name not in _CUMSUM_TYPES or out_type.name not in _CUMSUM_TYPES:
+        raise NotImplementedError(f"cumsum of {dtype} to {out_type}: ONNX CumSum (opset 13) "
+                                  f"takes {', '.join(_CUMSUM_TYPES)}")
+    data = inputs[0]
+    if out_type != dtype:
+        data = b.op("Cast", [data], to=_onnx_type(out_type))
+    axis = attrs.get("axis", "None")
+    if axis in ("None", ""):
+        data, axis = b.op("Reshape", [data, b.ints(-1)]), "0"
+    b.op("CumSum", [data, b.const(int(axis), np.int64, "axis")], out=out)
+
+
+def _build_sort(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+                out: str) -> None:
+    """``sort``: the values of ONNX TopK with k = the axis' size, ``largest = not is_ascend``
+    (values only: the order among equal values cannot show). MXNet names its one visible
+    output ``<node>_output0`` (sort has a hidden second), so mx2onnx wants ``<node>0``.
+    Refused: ``axis=None``."""
+    if attrs.get("axis", "-1") in ("None", ""):
+        raise NotImplementedError("sort axis=None (of the flattened input)")
+    axis = int(attrs.get("axis", "-1"))
+    ascending = _flag(attrs.get("is_ascend", "True"))
+    data = inputs[0]
+    values, _ = b.op("TopK", [data, _axis_size(b, data, axis)], outputs=2, axis=axis,
+                     largest=0 if ascending else 1, sorted=1)
+    b.op("Identity", [values], out=f"{out}0")
+
+
+def convert_moments(node: Dict[str, Any], **kwargs: Any) -> List[Any]:
+    """``moments``: mean = ReduceMean over ``axes``, variance = the ReduceMean of the squared
+    deviations from it (MXNet's moments-inl.h: the same two passes), both with or without
+    ``keepdims``. Outputs ``<node>0``, ``<node>1``. Exact up to float summation order."""
+    from mxnet.onnx.mx2onnx._op_translations._op_translations_opset13 import (
+        get_input_dtypes, get_inputs)
+
+    name, inputs, attrs = get_inputs(node, kwargs)
+    dtype = np.dtype(get_input_dtypes(node, kwargs)[0])
+    axes = _int_tuple(attrs.get("axes", "()")) if attrs.get("axes", "None") != "None" else []
+    if dtype.kind != "f" or not axes:
+        raise NotImplementedError(f"moments on {dtype} data, axes={axes}")
+    keepdims = int(_flag(attrs.get("keepdims", "False")))
+    b = _Builder(name, kwargs)
+    mean = b.op("ReduceMean", [inputs[0]], axes=axes, keepdims=1)
+    deviation = b.op("Sub", [inputs[0], mean])
+    b.op("ReduceMean", [b.op("Mul", [deviation, deviation])], out=f"{name}1", axes=axes,
+         keepdims=keepdims)
+    if keepdims:
+        b.op("Identity", [mean], out=f"{name}0")
+    else:
+        b.op("Squeeze", [mean, b.ints(*axes)], out=f"{name}0")
+    return b.nodes
+
+
+def convert_l2_normalization(node: Dict[str, Any], **kwargs: Any) -> List[Any]:
+    """``L2Normalization``: MXNet's ``x / sqrt(sum(x^2) + eps)`` over the axes of ``mode``:
+    'instance' (all but the first), 'channel' (1), 'spatial' (2 and after). mxnet.onnx refused
+    'instance' and 'spatial' and wrote 'channel' as ONNX LpNormalization, which has no eps
+    (x / ||x||: NaN for an all-zero vector where MXNet gives 0). Exact up to summation order.
+    Needs the data's rank (trtc gives it) for 'instance' and 'spatial'."""
+    from mxnet.onnx.mx2onnx._op_translations._op_translations_opset13 import (
+        get_input_dtypes, get_inputs)
+
+    name, inputs, attrs = get_inputs(node, kwargs)
+    dtype = np.dtype(get_input_dtypes(node, kwargs)[0])
+    mode = attrs.get("mode", "instance")
+    rank = _input_rank(node, kwargs)
+    if mode == "channel":
+        axes = [1]
+    elif rank is None or mode not in ("instance", "spatial"):
+        raise NotImplementedError(f"L2Normalization mode={mode} on data of rank {rank}")
+    else:
+        axes = list(range(1 if mode == "instance" else 2, rank))
+    if dtype.kind != "f":
+        raise NotImplementedError(f"L2Normalization on {dtype} data")
+    b = _Builder(name, kwargs)
+    x = inputs[0]
+    squares = b.op("ReduceSum", [b.op("Mul", [x, x]), b.ints(*axes)], keepdims=1)
+    eps = b.const(float(attrs.get("eps", 1e-10)), dtype, "eps")
+    b.op("Div", [x, b.op("Sqrt", [b.op("Add", [squares, eps])])], out=name)
+    return b.nodes
+
+
+def _batchnorm_wrapper(original: Any) -> Any:
+    """mxnet.onnx's ``BatchNorm`` refuses ``axis != 1`` (a channel-last BatchNorm, Gluon's
+    ``BatchNorm(axis=-1)`` after a Dense on (N, T, C)). The same ONNX BatchNormalization between
+    two Transposes that move the axis to 1 and back (the rank is trtc's)."""
+
+    def convert_batchnorm(node: Dict[str, Any], **kwargs: Any) -> Any:
+        axis = int(node.get("attrs", {}).get("axis", 1))
+        rank = _input_rank(node, kwargs)
+        if axis == 1 or rank is None or not -rank <= axis < rank or axis % rank == 1:
+            return original(node, **kwargs)
+        from mxnet.onnx.mx2onnx._op_translations._op_translations_opset13 import get_inputs
+
+        name, inputs, attrs = get_inputs(node, kwargs)
+        axis %= rank
+        perm = list(range(rank))
+        perm[1], perm[axis] = axis, 1  # a swap: its own inverse
+        b = _Builder(name, kwargs)
+        moved = b.op("Transpose", [inputs[0]], perm=perm)
+        normed = b.op("BatchNormalization", [moved, *inputs[1:5]],
+                      epsilon=float(attrs.get("eps", 0.001)),
+                      momentum=float(attrs.get("momentum", 0.9)))
+        b.op("Transpose", [normed], out=name, perm=perm)
+        return b.nodes
+
+    return convert_batchnorm
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1156,4 +1321,9 @@ _NEW_CONVERTERS: Dict[str, Any] = {
     "softsign": _elementwise(_build_softsign),
     "softmin": _elementwise(_build_softmin),
     "smooth_l1": _elementwise(_build_smooth_l1, floats_only=("float32", "float64")),
+    "pick": _elementwise(_build_pick, floats_only=()),
+    "_np_cumsum": _elementwise(_build_cumsum, floats_only=()),
+    "sort": _elementwise(_build_sort, floats_only=()),
+    "moments": convert_moments,
+    "L2Normalization": convert_l2_normalization,
 }

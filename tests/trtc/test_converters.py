@@ -639,3 +639,114 @@ def test_softmin_other_dtype_stays_in_mxnet(tmp_path):
     with pytest.raises(ExportError, match="NotImplementedError"):
         _export(tmp_path, lambda d: mx.sym.softmin(d, dtype="float64", name="op"), {"d": (2, 5)},
                 "softmin")
+
+
+# ----------------------------------------------------------------------------------------------
+# pick, cumsum, sort, moments, L2Normalization, BatchNorm on another axis
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("axis,mode,keepdims", [(1, "clip", False), (-1, "clip", True),
+                                                (0, "wrap", False), (2, "wrap", True)])
+def test_pick(tmp_path, axis, mode, keepdims):
+    """GatherElements with MXNet's index rules: float indices truncated, then clipped or
+    wrapped (negative and past-the-end ones included). Bit-exact (a gather)."""
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    shape = list(x.shape)
+    shape[axis] = 1
+    index = rng.integers(-7, 9, shape).astype(np.float32) + rng.choice([0, 0.3, 0.7], shape)
+    index = (index if keepdims else np.squeeze(index, axis)).astype(np.float32)
+    attrs = dict(axis=axis, mode=mode, keepdims=keepdims)
+    exported, _ = _export(tmp_path, lambda d, i: mx.sym.pick(d, i, name="op", **attrs),
+                          {"d": x.shape, "i": index.shape}, "pick")
+    (got,) = _run(exported, x, index)
+    want = mx.nd.pick(mx.nd.array(x), mx.nd.array(index), **attrs).asnumpy()
+    _assert_same(got, want, exact=True)
+
+
+@pytest.mark.parametrize("axis,dtype,out_dtype", [(2, "float32", None), (None, "float32", None),
+                                                  (0, "int32", "int64"), (2, "int64", None),
+                                                  (1, "float32", "float64")])
+def test_np_cumsum(tmp_path, axis, dtype, out_dtype):
+    """ONNX CumSum sums in order as MXNet does: bit-exact. (MXNet 1.9.1's _np_cumsum refuses
+    a negative axis itself.)"""
+    rng = np.random.default_rng(18)
+    x = (rng.standard_normal((2, 6, 7)) * 10).astype(dtype)
+    data = mx.sym.var("d", dtype=dtype)
+    pre = mx.sym.broadcast_add(data, mx.sym.var("w", dtype=dtype), name="pre")
+    symbol = mx.sym.np.cumsum(pre.as_np_ndarray(), axis=axis, dtype=out_dtype).as_nd_ndarray()
+    symbol.save(str(tmp_path / "m-symbol.json"))
+    mx.nd.save(str(tmp_path / "m-0000.params"), {"arg:w": mx.nd.zeros((1,), dtype=dtype)})
+    graph = load_graph(tmp_path / "m-symbol.json", tmp_path / "m-0000.params", {"d": x.shape},
+                       {"d": dtype})
+    segment = describe_nodes(graph, [n.index for n in graph.op_nodes if n.op == "_np_cumsum"],
+                             "engine")
+    (got,) = _run(onnx_from_segment(graph, segment), x)
+    want = mx.np.cumsum(mx.np.array(x, dtype=dtype), axis=axis, dtype=out_dtype).asnumpy()
+    _assert_same(got, want, exact=True)
+
+
+@pytest.mark.parametrize("attrs", [dict(axis=1), dict(), dict(axis=0, is_ascend=False)])
+def test_sort(tmp_path, attrs):
+    rng = np.random.default_rng(19)
+    for x in (rng.standard_normal((4, 9, 5)).astype(np.float32),
+              np.round(rng.standard_normal((4, 9, 5)) * 2).astype(np.float32)):  # ties
+        exported, _ = _export(tmp_path, lambda d: mx.sym.sort(d, name="op", **attrs),
+                              {"d": x.shape}, "sort")
+        (got,) = _run(exported, x)
+        _assert_same(got, mx.nd.sort(mx.nd.array(x), **attrs).asnumpy(), exact=True)
+
+
+@pytest.mark.parametrize("axes,keepdims", [((2, 3), True), ((1,), False), ((0, 2), False)])
+def test_moments(tmp_path, axes, keepdims):
+    """Two outputs (mean, var); summation order differs: 1e-5 on data of mean 1."""
+    x = (np.random.default_rng(20).standard_normal((2, 6, 5, 7)) + 1).astype(np.float32)
+    exported, _ = _export(tmp_path, lambda d: mx.sym.moments(d, axes=axes, keepdims=keepdims,
+                                                             name="op"), {"d": x.shape},
+                          "moments")
+    got = _run(exported, x)
+    want = [w.asnumpy() for w in mx.nd.moments(mx.nd.array(x), axes=axes, keepdims=keepdims)]
+    assert len(got) == 2
+    for g, w in zip(got, want):
+        _assert_same(g, w, exact=False, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode,shape,eps", [("instance", (2, 3, 4, 5), 1e-10),
+                                            ("spatial", (2, 3, 4, 5), 0.5),
+                                            ("channel", (2, 3, 4, 5), 1e-10),
+                                            ("instance", (3, 7), 1e-10)])
+def test_l2_normalization(tmp_path, mode, shape, eps):
+    """MXNet's eps inside the square root; an all-zero row gives 0 (mxnet.onnx's 'channel'
+    LpNormalization gave NaN there). Summation order differs: 1e-6."""
+    x = np.random.default_rng(21).standard_normal(shape).astype(np.float32)
+    x[0] = 0
+    exported, _ = _export(tmp_path, lambda d: mx.sym.L2Normalization(d, mode=mode, eps=eps,
+                                                                     name="op"),
+                          {"d": shape}, "L2Normalization")
+    (got,) = _run(exported, x)
+    want = mx.nd.L2Normalization(mx.nd.array(x), mode=mode, eps=eps).asnumpy()
+    assert not np.isnan(got).any()
+    _assert_same(got, want, exact=False, rtol=1e-6)
+
+
+@pytest.mark.parametrize("axis,shape", [(2, (2, 5, 4)), (-1, (2, 3, 4, 6)), (3, (1, 2, 3, 4))])
+def test_batchnorm_other_axis(tmp_path, axis, shape):
+    """mxnet.onnx refused axis != 1; Transpose, BatchNormalization, Transpose. The statistics
+    are params (MXNet's moving mean and variance are aux states). Rounding differs: 1e-5."""
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal(shape).astype(np.float32)
+    c = shape[axis]
+    stats = {"g": rng.standard_normal((c,)), "b": rng.standard_normal((c,)),
+             "m": rng.standard_normal((c,)), "v": rng.random((c,)) + 0.5}
+    attrs = dict(axis=axis, eps=1e-3, fix_gamma=False)
+    pre = mx.sym.broadcast_add(mx.sym.var("d"), mx.sym.var("w"), name="pre")
+    symbol = mx.sym.BatchNorm(pre, *[mx.sym.var(k) for k in "gbmv"], name="op", **attrs)
+    symbol.save(str(tmp_path / "m-symbol.json"))
+    params = {f"{'aux' if k in 'mv' else 'arg'}:{k}": mx.nd.array(v) for k, v in stats.items()}
+    mx.nd.save(str(tmp_path / "m-0000.params"), {**params, "arg:w": mx.nd.zeros((1,))})
+    graph = load_graph(tmp_path / "m-symbol.json", tmp_path / "m-0000.params", {"d": shape})
+    segment = describe_nodes(graph, [n.index for n in graph.op_nodes if n.op == "BatchNorm"],
+                             "engine")
+    (got,) = _run(onnx_from_segment(graph, segment), x)
+    want = mx.nd.BatchNorm(mx.nd.array(x), *[mx.nd.array(stats[k]) for k in "gbmv"],
+                           **attrs).asnumpy()
+    _assert_same(got, want, exact=False, rtol=1e-5)
