@@ -487,8 +487,9 @@ def _build_pick(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np
                 out: str) -> None:
     """``pick``: GatherElements along ``axis``. MXNet truncates the (usually float) index to an
     int, then ``mode='clip'`` (the default) clips it to [0, n-1] and ``'wrap'`` takes it modulo
-    n (non-negative: ONNX Mod with fmod=0 takes the divisor's sign). ``keepdims``: the index
-    already has the axis (size 1); else it is unsqueezed there and squeezed back. Refused:
+    n (non-negative: ONNX Mod with fmod=0 takes the divisor's sign). The index, with or without
+    the axis (MXNet takes either), is reshaped to have it (size 1); without ``keepdims`` the
+    output is squeezed there. Refused:
     ``axis=None`` (pick from the flattened input)."""
     if attrs.get("axis", "-1") in ("None", ""):
         raise NotImplementedError("pick axis=None (from the flattened input)")
@@ -505,10 +506,16 @@ def _build_pick(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np
         index = b.op("Max", [b.op("Min", [index, last]), b.ints(0)])
     else:
         index = b.op("Mod", [index, size], fmod=0)
+    # MXNet reads the index as flat (its shape: the data's without the axis, or with it of size
+    # 1, either way): reshape it to the data's shape with the axis of size 1
+    shape = b.op("Shape", [data])
+    parts = [b.op("Slice", [shape, b.ints(0), b.ints(axis)]), b.ints(1)]
+    if axis != -1:
+        parts.append(b.op("Slice", [shape, b.ints(axis + 1), b.ints(_INT64_MAX)]))
+    index = b.op("Reshape", [index, b.op("Concat", parts, axis=0)])
     if keepdims:
         b.op("GatherElements", [data, index], out=out, axis=axis)
     else:
-        index = b.op("Unsqueeze", [index, b.ints(axis)])
         picked = b.op("GatherElements", [data, index], axis=axis)
         b.op("Squeeze", [picked, b.ints(axis)], out=out)
 

@@ -645,16 +645,18 @@ def test_softmin_other_dtype_stays_in_mxnet(tmp_path):
 # pick, cumsum, sort, moments, L2Normalization, BatchNorm on another axis
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("axis,mode,keepdims", [(1, "clip", False), (-1, "clip", True),
-                                                (0, "wrap", False), (2, "wrap", True)])
+                                                (0, "wrap", False), (2, "wrap", True),
+                                                (0, "clip", True)])  # keepdims, index without
 def test_pick(tmp_path, axis, mode, keepdims):
     """GatherElements with MXNet's index rules: float indices truncated, then clipped or
-    wrapped (negative and past-the-end ones included). Bit-exact (a gather)."""
+    wrapped (negative and past-the-end ones included); with keepdims the index with the axis
+    (size 1) or, as Gluon passes argmax's, without it. Bit-exact (a gather)."""
     rng = np.random.default_rng(17)
     x = rng.standard_normal((3, 4, 5)).astype(np.float32)
     shape = list(x.shape)
     shape[axis] = 1
     index = rng.integers(-7, 9, shape).astype(np.float32) + rng.choice([0, 0.3, 0.7], shape)
-    index = (index if keepdims else np.squeeze(index, axis)).astype(np.float32)
+    index = (index if keepdims and axis else np.squeeze(index, axis)).astype(np.float32)
     attrs = dict(axis=axis, mode=mode, keepdims=keepdims)
     exported, _ = _export(tmp_path, lambda d, i: mx.sym.pick(d, i, name="op", **attrs),
                           {"d": x.shape, "i": index.shape}, "pick")
@@ -750,3 +752,55 @@ def test_batchnorm_other_axis(tmp_path, axis, shape):
     want = mx.nd.BatchNorm(mx.nd.array(x), *[mx.nd.array(stats[k]) for k in "gbmv"],
                            **attrs).asnumpy()
     _assert_same(got, want, exact=False, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# end to end: a hand-written 1-D block of these ops compiles with no MXNet stage
+# ----------------------------------------------------------------------------------------------
+def test_compile_1d_block_needs_no_mxnet(tmp_path):
+    """A Gluon 1-D CNN (Conv1D, GroupNorm, MaxPool1D, AvgPool1D, global pools) with the
+    element-wise ops, pick, cumsum, sort, moments and L2Normalization, Xavier weights, compiled
+    with the default command: every op runs in an engine or ONNX Runtime, the bundle does not
+    require MXNet, and its CPU path matches MXNet."""
+    from mxnet.gluon import HybridBlock, nn
+
+    from models.tiny import export_block
+    from trtc import CompileSettings, compile
+    from trtc.frontend import resolve_model_files
+    from trtc.runtime import load
+    from trtc.verify import mxnet_forward
+
+    class Audio(HybridBlock):
+        def __init__(self) -> None:
+            super().__init__(prefix="audio_")
+            with self.name_scope():
+                self.conv = nn.Conv1D(8, 3, padding=1, in_channels=3)
+                self.norm = nn.GroupNorm(num_groups=2)
+                self.max = nn.MaxPool1D(2)
+                self.avg = nn.AvgPool1D(2)
+                self.gap = nn.GlobalAvgPool1D()
+                self.gmp = nn.GlobalMaxPool1D()
+
+        def hybrid_forward(self, F: Any, x: Any) -> Any:
+            y = self.norm(self.conv(x))
+            y = F.broadcast_maximum(self.max(y), self.avg(y)) + F.softsign(y.slice_axis(2, 0, 10))
+            y = y + F.erf(y) * F.sign(y) + F.smooth_l1(y, scalar=2.0) + F.softmin(y, axis=1)
+            y = F.L2Normalization(y, mode="instance") + F.broadcast_hypot(y, y * 0.5)
+            y = F.sort(y, axis=2) + F.np.cumsum(y.as_np_ndarray(), axis=2).as_nd_ndarray()
+            mean, var = F.moments(y, axes=(2,), keepdims=True)
+            picked = F.pick(y, F.argmax(y, axis=2), axis=2, keepdims=True)
+            return F.concat(self.gap(y), self.gmp(y), mean, var, picked, dim=1)
+
+    params = export_block(Audio(), tmp_path, "audio", (2, 3, 20))
+    result = compile(CompileSettings(params=params, inputs={"data": (2, 3, 20)},
+                                     output=tmp_path / "audio.trtb"))
+    report, manifest = result.report, result.manifest
+    assert report.mxnet_ops == 0 and not manifest["requires"]["mxnet"], report.to_text()
+    assert all(c.ok or not c.blocking for c in result.checks)
+
+    graph = load_graph(*resolve_model_files(params), {"data": (2, 3, 20)})
+    x = np.random.default_rng(23).standard_normal((2, 3, 20)).astype(np.float32)
+    want = mxnet_forward(graph, {"data": x}, graph.outputs)
+    got = load(result.output, device="cpu")(data=x)
+    for name in graph.outputs:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5)
