@@ -26,7 +26,10 @@ opset trtc exports at, over mxnet.onnx's own. trtc/export.py calls it before eve
   ``_np_cumsum`` (CumSum), ``sort`` (TopK over the whole axis), ``moments`` (two ReduceMeans),
   ``L2Normalization`` (every mode, MXNet's eps inside the square root; mxnet.onnx wrote
   'channel' as LpNormalization, without eps), ``BatchNorm`` with ``axis != 1`` (between two
-  Transposes): ``_build_pick`` ... ``_batchnorm_wrapper`` below.
+  Transposes): ``_build_pick`` ... ``_batchnorm_wrapper`` below;
+* ``round`` (halves away from zero), ``fix``, ``trunc``, ``rint`` (MXNet's: halves down) from
+  Floor/Ceil/compares: exact values, NaN and inf included, but a zero result may be +0.0 where
+  MXNet gives -0.0 (ONNX Runtime's Ceil and Where drop a zero's sign; they compare equal).
 
 ``RNN``. mxnet.onnx's converter multiplies each begin state by ones of shape (D, batch, H) taken
 from the data's shape; Gluon's default begin state is ``_zeros(shape=(L, 0, H))`` (MXNet fills
@@ -130,6 +133,7 @@ ONNX_OPS_USED = frozenset("""
     InstanceNormalization ReduceMean Sqrt
     Abs Erf Max Neg Softmax
     BatchNormalization CumSum GatherElements Mod
+    Ceil Floor LessOrEqual
 """.split())
 
 _REGISTERED = False
@@ -471,6 +475,52 @@ def _build_smooth_l1(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtyp
                           b.const(bsq, dtype, "bsq")])
     inner = b.op("Where", [b.op("Less", [x, b.const(-ibsq, dtype, "t")]), below, square])
     b.op("Where", [b.op("Greater", [x, b.const(ibsq, dtype, "t")]), above, inner], out=out)
+
+
+def _trunc(b: _Builder, x: str, dtype: np.dtype) -> str:
+    """Round toward zero: ``x < 0 ? ceil(x) : floor(x)`` (NaN and inf kept)."""
+    return b.op("Where", [b.op("Less", [x, b.const(0, dtype, "zero")]), b.op("Ceil", [x]),
+                          b.op("Floor", [x])])
+
+
+def _build_round(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+                 out: str) -> None:
+    """``round``: C's roundf, halves away from zero. Not ``floor(|x| + 0.5)``, which rounds
+    0.49999997 and 8388609 wrong: the truncation plus one step away from zero where the
+    (exact) fractional part is at least 0.5. Exact (NaN, inf included; a zero's sign aside)."""
+    x = inputs[0]
+    whole = _trunc(b, x, dtype)
+    away = b.op("GreaterOrEqual", [b.op("Abs", [b.op("Sub", [x, whole])]),
+                                   b.const(0.5, dtype, "half")])
+    step = b.op("Where", [b.op("Less", [x, b.const(0, dtype, "zero")]),
+                          b.const(-1, dtype, "down"), b.const(1, dtype, "up")])
+    b.op("Where", [away, b.op("Add", [whole, step]), whole], out=out)
+
+
+def _build_fix(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+               out: str) -> None:
+    """``fix``: MXNet's own formula (mshadow_op.h), ``|floor(x)| < |ceil(x)| ? floor : ceil``.
+    Exact (a zero's sign aside)."""
+    floor, ceil = b.op("Floor", inputs[:1]), b.op("Ceil", inputs[:1])
+    b.op("Where", [b.op("Less", [b.op("Abs", [floor]), b.op("Abs", [ceil])]), floor, ceil],
+         out=out)
+
+
+def _build_trunc(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+                 out: str) -> None:
+    """``trunc``: C's truncf. Exact (a zero's sign aside)."""
+    b.op("Identity", [_trunc(b, inputs[0], dtype)], out=out)
+
+
+def _build_rint(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+                out: str) -> None:
+    """``rint``: MXNet's own (mshadow_op.h), ``x - floor(x) <= ceil(x) - x ? floor : ceil``:
+    halves go *down* (2.5 -> 2, -2.5 -> -3), neither C's rint nor numpy's. Exact (a zero's
+    sign aside)."""
+    x = inputs[0]
+    floor, ceil = b.op("Floor", [x]), b.op("Ceil", [x])
+    down = b.op("LessOrEqual", [b.op("Sub", [x, floor]), b.op("Sub", [ceil, x])])
+    b.op("Where", [down, floor, ceil], out=out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1333,4 +1383,8 @@ _NEW_CONVERTERS: Dict[str, Any] = {
     "sort": _elementwise(_build_sort, floats_only=()),
     "moments": convert_moments,
     "L2Normalization": convert_l2_normalization,
+    "round": _elementwise(_build_round, floats_only=("float32", "float64")),
+    "fix": _elementwise(_build_fix, floats_only=("float32", "float64")),
+    "trunc": _elementwise(_build_trunc, floats_only=("float32", "float64")),
+    "rint": _elementwise(_build_rint, floats_only=("float32", "float64")),
 }
