@@ -94,8 +94,8 @@ MAX_NPY_HEADER_BYTES = 10_000  # of one .npy header in residual/params.npz (nump
 # sees it. tests/runtime/test_bundle_bounds.py checks this list against mxnet.onnx's source.
 ONNX_OPS = frozenset("""
     Abs Acos Add And ArgMax ArgMin Asin Atan AveragePool BatchNormalization Cast Ceil Clip Concat
-    Constant ConstantOfShape Conv ConvTranspose Cos DepthToSpace Div Dropout Elu Equal Erf Exp
-    Expand Flatten Floor GRU Gather GatherND Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool
+    Constant ConstantOfShape Conv ConvTranspose Cos CumSum DepthToSpace Div Dropout Elu Equal
+    Erf Exp Expand Flatten Floor GRU Gather GatherElements GatherND Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool
     Greater GreaterOrEqual HardSigmoid Identity InstanceNormalization LRN LSTM LeakyRelu Less
     LessOrEqual Log LogSoftmax LpNormalization LpPool MatMul Max MaxPool MaxRoiPool Min Mod Mul
     Neg NonMaxSuppression Not OneHot Or PRelu Pad Pow RNN Range Reciprocal ReduceL1 ReduceL2

@@ -13,7 +13,25 @@ opset trtc exports at, over mxnet.onnx's own. trtc/export.py calls it before eve
 * ``_contrib_AdaptiveAvgPooling2D``: mxnet.onnx's for a 1x1 output; larger ones (PSPNet's
   pyramid) as two MatMuls with MXNet's bins (``_adaptive_avg_pool_wrapper``);
 * ``_contrib_BilinearResize2D``: a new converter honouring ``align_corners`` (mxnet.onnx's
-  ignored it) and every mode ('like': HRNet), ``convert_bilinear_resize``.
+  ignored it) and every mode ('like': HRNet), ``convert_bilinear_resize``;
+* ``Convolution`` / ``Pooling`` with ``layout='NCW'`` (Gluon's Conv1D, MaxPool1D, AvgPool1D,
+  GlobalAvgPool1D, GlobalMaxPool1D): mxnet.onnx's, which refuses any layout but NCHW/NCDHW,
+  called without the layout (ONNX Conv and pools take 1-D spatial dims); ``Pooling`` with
+  ``global_pool`` and ``pool_type='sum'`` as a ReduceSum (a windowed sum pool stays refused);
+* ``GroupNorm`` (no mxnet.onnx converter): InstanceNormalization on the (N, G, -1) view with
+  MXNet 1.x's per-group gamma and beta, plus the mean and std outputs (``convert_group_norm``);
+* element-wise ops without an mxnet.onnx converter (``_build_*``): ``broadcast_maximum`` (Max),
+  ``broadcast_hypot`` (sqrt(x*x + y*y), float32), ``erf`` (Erf), ``sign`` (two compares: MXNet's
+  sign(NaN) is 0), ``softsign`` (x / (1 + |x|)), ``softmin`` (Softmax of -x / temperature),
+  ``smooth_l1`` (MXNet's three branches, bit-exact);
+* ``pick`` (GatherElements, indices truncated then clipped or wrapped as MXNet's),
+  ``_np_cumsum`` (CumSum), ``sort`` (TopK over the whole axis), ``moments`` (two ReduceMeans),
+  ``L2Normalization`` (every mode, MXNet's eps inside the square root; mxnet.onnx wrote
+  'channel' as LpNormalization, without eps), ``BatchNorm`` with ``axis != 1`` (between two
+  Transposes): ``_build_pick`` ... ``_batchnorm_wrapper`` below;
+* ``round`` (halves away from zero), ``fix``, ``trunc``, ``rint`` (MXNet's: halves down) from
+  Floor/Ceil/compares: exact values, NaN and inf included, but a zero result may be +0.0 where
+  MXNet gives -0.0 (ONNX Runtime's Ceil and Where drop a zero's sign; they compare equal).
 
 ``RNN``. mxnet.onnx's converter multiplies each begin state by ones of shape (D, batch, H) taken
 from the data's shape; Gluon's default begin state is ``_zeros(shape=(L, 0, H))`` (MXNet fills
@@ -115,6 +133,12 @@ ONNX_OPS_USED = frozenset("""
     GRU LSTM RNN Transpose
     Mul MatMul
     Floor Mod Resize
+
+
+    InstanceNormalization ReduceMean Sqrt
+    Abs Erf Max Neg Softmax
+    BatchNormalization CumSum GatherElements Mod
+    Ceil Floor LessOrEqual
 """.split())
 
 _REGISTERED = False
@@ -141,11 +165,17 @@ def register() -> None:
         MXNetGraph.register(op, opset_version=opset)(convert_box_nms)
     MXNetGraph.register("RNN", opset_version=opset)(convert_rnn)
     MXNetGraph.register("_contrib_BilinearResize2D", opset_version=opset)(convert_bilinear_resize)
+
+
+    for op, converter in _NEW_CONVERTERS.items():
+        MXNetGraph.register(op, opset_version=opset)(converter)
     # wrappers around mxnet.onnx's own converters (found as convert_layer would find them)
     for op, wrapper in (("_contrib_ROIAlign", _roi_align_wrapper), ("topk", _topk_wrapper),
                         ("SwapAxis", _swapaxis_wrapper), ("swapaxes", _swapaxis_wrapper),
                         ("Reshape", _reshape_wrapper), ("null", _weights_wrapper),
-                        ("_contrib_AdaptiveAvgPooling2D", _adaptive_avg_pool_wrapper)):
+                        ("_contrib_AdaptiveAvgPooling2D", _adaptive_avg_pool_wrapper),
+                        ("Convolution", _ncw_wrapper), ("Pooling", _pooling_wrapper),
+                        ("BatchNorm", _batchnorm_wrapper)):
         original = _mxnet_converter(MXNetGraph.registry_, op, opset)
         if original is not None:
             MXNetGraph.register(op, opset_version=opset)(wrapper(original))
@@ -256,6 +286,414 @@ def _swapaxis_wrapper(original: Any) -> Any:
         return [make_node("Transpose", [inputs[0]], [name], perm=perm, name=name)]
 
     return convert_swapaxis
+
+
+# ----------------------------------------------------------------------------------------------
+# 1-D convolution and pooling (Gluon's Conv1D, MaxPool1D, AvgPool1D, Global*Pool1D: layout NCW)
+# ----------------------------------------------------------------------------------------------
+def _without_ncw(node: Dict[str, Any]) -> Dict[str, Any]:
+    """``node`` without ``layout='NCW'`` (mxnet.onnx's converter then takes its NCHW path)."""
+    attrs = node.get("attrs", {})
+    if attrs.get("layout") != "NCW":
+        return node
+    return dict(node, attrs={k: v for k, v in attrs.items() if k != "layout"})
+
+
+def _ncw_wrapper(original: Any) -> Any:
+    """mxnet.onnx's ``Convolution`` and ``Pooling`` refuse every layout but NCHW/NCDHW, and
+    Gluon's Conv1D and 1-D pools write ``layout='NCW'``: every 1-D audio/text CNN ran in MXNet.
+    Its NCHW path writes the ONNX Conv/MaxPool/AveragePool/Global*Pool attributes from the
+    kernel, stride, pad and dilate tuples, whatever their length, and ONNX takes 1-D spatial
+    dims natively (N, C, W): the same converter without the layout attribute is exact. Channel-
+    last layouts (NWC, NHWC, NDHWC: MXNet runs them on GPU only) stay refused."""
+
+    def convert_ncw(node: Dict[str, Any], **kwargs: Any) -> Any:
+        return original(_without_ncw(node), **kwargs)
+
+    return convert_ncw
+
+
+def _pooling_wrapper(original: Any) -> Any:
+    """``Pooling``: layout NCW as ``_ncw_wrapper``; ``pool_type='sum'`` (which mxnet.onnx
+    refuses) with ``global_pool`` as one ReduceSum over the spatial axes (keepdims: MXNet's
+    (N, C, 1, ...)); a windowed sum pool stays refused (no ONNX sum pool: an AveragePool
+    times the window size rounds differently)."""
+
+    def convert_pooling(node: Dict[str, Any], **kwargs: Any) -> Any:
+        node = _without_ncw(node)
+        attrs = node.get("attrs", {})
+        if attrs.get("pool_type", "max") != "sum":
+            return original(node, **kwargs)
+        if not _flag(attrs.get("global_pool", "False")):
+            raise NotImplementedError("Pooling pool_type='sum' with a window: no ONNX sum pool")
+        rank = _input_rank(node, kwargs)
+        if rank is None or rank < 3:
+            raise NotImplementedError(f"global sum Pooling of a tensor of rank {rank}")
+        from mxnet.onnx.mx2onnx._op_translations._op_translations_opset13 import get_inputs
+
+        name, inputs, _ = get_inputs(node, kwargs)
+        b = _Builder(name, kwargs)
+        b.op("ReduceSum", [inputs[0], b.ints(*range(2, rank))], out=name, keepdims=1)
+        return b.nodes
+
+    return convert_pooling
+
+
+def _flag(value: Any) -> bool:
+    """A boolean attribute as MXNet writes it in a symbol ('True', 'False', '1', '0')."""
+    return str(value).strip().lower() in ("true", "1")
+
+
+# ----------------------------------------------------------------------------------------------
+# GroupNorm
+# ----------------------------------------------------------------------------------------------
+def convert_group_norm(node: Dict[str, Any], **kwargs: Any) -> List[Any]:
+    """MXNet 1.9.1's ``GroupNorm`` (src/operator/nn/group_norm-inl.h): the data viewed as
+    (N, G, -1), each row normalized by its mean and ``sqrt(var + eps)`` (var: the mean of the
+    squared deviations), then multiplied by ``gamma`` and shifted by ``beta``, both of shape
+    (G,) (per group, not per channel, in MXNet 1.x), and viewed back. That is ONNX
+    InstanceNormalization on the (N, G, -1) view with gamma and beta as its scale and bias.
+    ``output_mean_var``: the (N, G) mean and std as outputs 1 and 2 (also under MXNet's output
+    names ``<node>_mean``, ``<node>_std``). Exact up to float summation order."""
+    from mxnet.onnx.mx2onnx._op_translations._op_translations_opset13 import (
+        get_input_dtypes, get_inputs)
+
+    name, inputs, attrs = get_inputs(node, kwargs)
+    groups = int(attrs.get("num_groups", 1))
+    eps = float(attrs.get("eps", 1e-5))
+    dtype = np.dtype(get_input_dtypes(node, kwargs)[0])
+    if dtype.kind != "f":
+        raise NotImplementedError(f"GroupNorm on {dtype} data")
+    b = _Builder(name, kwargs)
+    rows = b.op("Reshape", [inputs[0], b.ints(0, groups, -1)])
+    normed = b.op("InstanceNormalization", [rows, inputs[1], inputs[2]], epsilon=eps)
+    b.op("Reshape", [normed, b.op("Shape", [inputs[0]])], out=name)
+    if _flag(attrs.get("output_mean_var", "False")):
+        mean = b.op("ReduceMean", [rows], axes=[2], keepdims=1)
+        deviation = b.op("Sub", [rows, mean])
+        var = b.op("ReduceMean", [b.op("Mul", [deviation, deviation])], axes=[2], keepdims=0)
+        b.op("Squeeze", [mean, b.ints(2)], out=f"{name}1")
+        b.op("Sqrt", [b.op("Add", [var, b.const(eps, dtype, "eps")])], out=f"{name}2")
+        b.op("Identity", [f"{name}1"], out=f"{name}_mean")
+        b.op("Identity", [f"{name}2"], out=f"{name}_std")
+    return b.nodes
+
+
+# ----------------------------------------------------------------------------------------------
+# Element-wise ops mxnet.onnx has no converter for
+# ----------------------------------------------------------------------------------------------
+def _elementwise(build: Any, floats_only: Sequence[str] = ("float16", "float32", "float64")
+                 ) -> Any:
+    """An mx2onnx converter from ``build(b, inputs, attrs, dtype, out)``, which appends the ONNX
+    nodes computing the op's one output ``out``; data types outside ``floats_only`` are
+    refused (the op stays in MXNet)."""
+
+    def convert(node: Dict[str, Any], **kwargs: Any) -> List[Any]:
+        from mxnet.onnx.mx2onnx._op_translations._op_translations_opset13 import (
+            get_input_dtypes, get_inputs)
+
+        name, inputs, attrs = get_inputs(node, kwargs)
+        dtype = np.dtype(get_input_dtypes(node, kwargs)[0])
+        if floats_only and dtype.name not in floats_only:
+            raise NotImplementedError(f"{node['op']} on {dtype} data: exported for "
+                                      f"{', '.join(floats_only)} only")
+        b = _Builder(name, kwargs)
+        build(b, inputs, attrs, dtype, name)
+        return b.nodes
+
+    convert.__doc__ = build.__doc__
+    return convert
+
+
+def _onnx_type(dtype: np.dtype) -> int:
+    from onnx import helper
+
+    return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+
+
+def _build_maximum(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+                   out: str) -> None:
+    """``broadcast_maximum``: ONNX Max (multidirectional broadcast, as MXNet's); NaN from either
+    side propagates in both. Between 0.0 and -0.0 MXNet returns the second operand."""
+    b.op("Max", inputs[:2], out=out)
+
+
+def _build_hypot(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+                 out: str) -> None:
+    """``broadcast_hypot``: ``sqrt(x*x + y*y)``. MXNet's hypotf is correctly rounded and does
+    not overflow; this is within an ulp of it, and gives inf where x*x + y*y overflows
+    (|x| or |y| above ~1.8e19)."""
+    x, y = inputs[:2]
+    b.op("Sqrt", [b.op("Add", [b.op("Mul", [x, x]), b.op("Mul", [y, y])])], out=out)
+
+
+def _build_erf(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+               out: str) -> None:
+    """``erf``: ONNX Erf (ONNX Runtime's approximation is within an ulp of MXNet's erff)."""
+    b.op("Erf", inputs[:1], out=out)
+
+
+def _build_sign(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+                out: str) -> None:
+    """``sign``: MXNet's ``a < 0 ? -1 : a > 0 ? 1 : 0``, i.e. sign(NaN) = 0 and sign(-0.0) =
+    +0.0, where ONNX Sign gives NaN: built from two compares, bit-exact."""
+    zero = b.const(0, dtype, "zero")
+    positive = b.op("Cast", [b.op("Greater", [inputs[0], zero])], to=_onnx_type(dtype))
+    negative = b.op("Cast", [b.op("Less", [inputs[0], zero])], to=_onnx_type(dtype))
+    b.op("Sub", [positive, negative], out=out)
+
+
+def _build_softsign(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+                    out: str) -> None:
+    """``softsign``: MXNet's ``a / (1 + |a|)`` spelled out, bit-exact (ONNX Runtime's Softsign
+    rounds differently)."""
+    x = inputs[0]
+    b.op("Div", [x, b.op("Add", [b.const(1, dtype, "one"), b.op("Abs", [x])])], out=out)
+
+
+def _build_softmin(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+                   out: str) -> None:
+    """``softmin``: ONNX Softmax of ``-x`` (of ``-x / temperature``) along ``axis``; MXNet
+    divides after subtracting the maximum: equal up to rounding. Refused: ``use_length``,
+    a ``dtype`` other than the data's."""
+    if _flag(attrs.get("use_length", "False")):
+        raise NotImplementedError("softmin use_length=True")
+    if attrs.get("dtype", "None") not in ("None", dtype.name):
+        raise NotImplementedError(f"softmin dtype={attrs['dtype']} on {dtype} data")
+    x = b.op("Neg", inputs[:1])
+    temperature = attrs.get("temperature", "None")
+    if temperature not in ("None", "") and float(temperature) != 1.0:
+        x = b.op("Div", [x, b.const(float(temperature), dtype, "temperature")])
+    b.op("Softmax", [x], out=out, axis=int(attrs.get("axis", -1)))
+
+
+def _build_smooth_l1(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+                     out: str) -> None:
+    """``smooth_l1`` with sigma = ``scalar`` (default 1): MXNet's kernel (mshadow_op.h
+    smooth_l1_loss), step for step in the data's type: ``a > 1/s^2 ? a - 0.5/s^2 : a < -1/s^2
+    ? -a - 0.5/s^2 : 0.5*a*a*s^2``; NaN takes the last branch in both. Bit-exact."""
+    sigma = dtype.type(float(attrs.get("scalar", 1.0)))
+    bsq = sigma * sigma
+    ibsq = dtype.type(1.0) / bsq
+    half_ibsq = dtype.type(0.5) * ibsq
+    x = inputs[0]
+    above = b.op("Sub", [x, b.const(half_ibsq, dtype, "h")])
+    below = b.op("Sub", [b.op("Neg", [x]), b.const(half_ibsq, dtype, "h")])
+    square = b.op("Mul", [b.op("Mul", [b.op("Mul", [b.const(0.5, dtype, "half"), x]), x]),
+                          b.const(bsq, dtype, "bsq")])
+    inner = b.op("Where", [b.op("Less", [x, b.const(-ibsq, dtype, "t")]), below, square])
+    b.op("Where", [b.op("Greater", [x, b.const(ibsq, dtype, "t")]), above, inner], out=out)
+
+
+def _trunc(b: _Builder, x: str, dtype: np.dtype) -> str:
+    """Round toward zero: ``x < 0 ? ceil(x) : floor(x)`` (NaN and inf kept)."""
+    return b.op("Where", [b.op("Less", [x, b.const(0, dtype, "zero")]), b.op("Ceil", [x]),
+                          b.op("Floor", [x])])
+
+
+def _build_round(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+                 out: str) -> None:
+    """``round``: C's roundf, halves away from zero. Not ``floor(|x| + 0.5)``, which rounds
+    0.49999997 and 8388609 wrong: the truncation plus one step away from zero where the
+    (exact) fractional part is at least 0.5. Exact (NaN, inf included; a zero's sign aside)."""
+    x = inputs[0]
+    whole = _trunc(b, x, dtype)
+    away = b.op("GreaterOrEqual", [b.op("Abs", [b.op("Sub", [x, whole])]),
+                                   b.const(0.5, dtype, "half")])
+    step = b.op("Where", [b.op("Less", [x, b.const(0, dtype, "zero")]),
+                          b.const(-1, dtype, "down"), b.const(1, dtype, "up")])
+    b.op("Where", [away, b.op("Add", [whole, step]), whole], out=out)
+
+
+def _build_fix(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+               out: str) -> None:
+    """``fix``: MXNet's own formula (mshadow_op.h), ``|floor(x)| < |ceil(x)| ? floor : ceil``.
+    Exact (a zero's sign aside)."""
+    floor, ceil = b.op("Floor", inputs[:1]), b.op("Ceil", inputs[:1])
+    b.op("Where", [b.op("Less", [b.op("Abs", [floor]), b.op("Abs", [ceil])]), floor, ceil],
+         out=out)
+
+
+def _build_trunc(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+                 out: str) -> None:
+    """``trunc``: C's truncf. Exact (a zero's sign aside)."""
+    b.op("Identity", [_trunc(b, inputs[0], dtype)], out=out)
+
+
+def _build_rint(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+                out: str) -> None:
+    """``rint``: MXNet's own (mshadow_op.h), ``x - floor(x) <= ceil(x) - x ? floor : ceil``:
+    halves go *down* (2.5 -> 2, -2.5 -> -3), neither C's rint nor numpy's. Exact (a zero's
+    sign aside)."""
+    x = inputs[0]
+    floor, ceil = b.op("Floor", [x]), b.op("Ceil", [x])
+    down = b.op("LessOrEqual", [b.op("Sub", [x, floor]), b.op("Sub", [ceil, x])])
+    b.op("Where", [down, floor, ceil], out=out)
+
+
+# ----------------------------------------------------------------------------------------------
+# Indexing, scans, sorting and reductions mxnet.onnx has no (exact) converter for
+# ----------------------------------------------------------------------------------------------
+def _axis_size(b: _Builder, data: str, axis: int) -> str:
+    """The size of ``data``'s ``axis`` as a 1-element int64 tensor (from its shape at run
+    time)."""
+    stop = axis + 1 if axis != -1 else _INT64_MAX
+    return b.op("Slice", [b.op("Shape", [data]), b.ints(axis), b.ints(stop)])
+
+
+def _build_pick(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+                out: str) -> None:
+    """``pick``: GatherElements along ``axis``. MXNet truncates the (usually float) index to an
+    int, then ``mode='clip'`` (the default) clips it to [0, n-1] and ``'wrap'`` takes it modulo
+    n (non-negative: ONNX Mod with fmod=0 takes the divisor's sign). The index, with or without
+    the axis (MXNet takes either), is reshaped to have it (size 1); without ``keepdims`` the
+    output is squeezed there. Refused:
+    ``axis=None`` (pick from the flattened input)."""
+    if attrs.get("axis", "-1") in ("None", ""):
+        raise NotImplementedError("pick axis=None (from the flattened input)")
+    axis = int(attrs.get("axis", "-1"))
+    mode = attrs.get("mode", "clip")
+    if mode not in ("clip", "wrap"):
+        raise NotImplementedError(f"pick mode={mode}")
+    keepdims = _flag(attrs.get("keepdims", "False"))
+    data = inputs[0]
+    index = b.op("Cast", [inputs[1]], to=_ONNX_INT64)
+    size = _axis_size(b, data, axis)
+    if mode == "clip":
+        last = b.op("Sub", [size, b.ints(1)])
+        index = b.op("Max", [b.op("Min", [index, last]), b.ints(0)])
+    else:
+        index = b.op("Mod", [index, size], fmod=0)
+    # MXNet reads the index as flat (its shape: the data's without the axis, or with it of size
+    # 1, either way): reshape it to the data's shape with the axis of size 1
+    shape = b.op("Shape", [data])
+    parts = [b.op("Slice", [shape, b.ints(0), b.ints(axis)]), b.ints(1)]
+    if axis != -1:
+        parts.append(b.op("Slice", [shape, b.ints(axis + 1), b.ints(_INT64_MAX)]))
+    index = b.op("Reshape", [index, b.op("Concat", parts, axis=0)])
+    if keepdims:
+        b.op("GatherElements", [data, index], out=out, axis=axis)
+    else:
+        picked = b.op("GatherElements", [data, index], axis=axis)
+        b.op("Squeeze", [picked, b.ints(axis)], out=out)
+
+
+_CUMSUM_TYPES = ("float32", "float64", "int32", "int64")
+
+
+def _build_cumsum(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+                  out: str) -> None:
+    """``_np_cumsum``: ONNX CumSum (a running sum in order, as MXNet's) along ``axis``; ``axis
+    None``: of the flattened data. ``dtype``: the data cast to it first (MXNet sums in the
+    output type). Refused: types ONNX CumSum (opset 13) lacks (float16, int8, bool, ...)."""
+    out_type = np.dtype(attrs["dtype"]) if attrs.get("dtype", "None") != "None" else dtype
+    if dtype.name not in _CUMSUM_TYPES or out_type.name not in _CUMSUM_TYPES:
+        raise NotImplementedError(f"cumsum of {dtype} to {out_type}: ONNX CumSum (opset 13) "
+                                  f"takes {', '.join(_CUMSUM_TYPES)}")
+    data = inputs[0]
+    if out_type != dtype:
+        data = b.op("Cast", [data], to=_onnx_type(out_type))
+    axis = attrs.get("axis", "None")
+    if axis in ("None", ""):
+        data, axis = b.op("Reshape", [data, b.ints(-1)]), "0"
+    b.op("CumSum", [data, b.const(int(axis), np.int64, "axis")], out=out)
+
+
+def _build_sort(b: _Builder, inputs: List[str], attrs: Dict[str, str], dtype: np.dtype,
+                out: str) -> None:
+    """``sort``: the values of ONNX TopK with k = the axis' size, ``largest = not is_ascend``
+    (values only: the order among equal values cannot show). MXNet names its one visible
+    output ``<node>_output0`` (sort has a hidden second), so mx2onnx wants ``<node>0``.
+    Refused: ``axis=None``."""
+    if attrs.get("axis", "-1") in ("None", ""):
+        raise NotImplementedError("sort axis=None (of the flattened input)")
+    axis = int(attrs.get("axis", "-1"))
+    ascending = _flag(attrs.get("is_ascend", "True"))
+    data = inputs[0]
+    values, _ = b.op("TopK", [data, _axis_size(b, data, axis)], outputs=2, axis=axis,
+                     largest=0 if ascending else 1, sorted=1)
+    b.op("Identity", [values], out=f"{out}0")
+
+
+def convert_moments(node: Dict[str, Any], **kwargs: Any) -> List[Any]:
+    """``moments``: mean = ReduceMean over ``axes``, variance = the ReduceMean of the squared
+    deviations from it (MXNet's moments-inl.h: the same two passes), both with or without
+    ``keepdims``. Outputs ``<node>0``, ``<node>1``. Exact up to float summation order."""
+    from mxnet.onnx.mx2onnx._op_translations._op_translations_opset13 import (
+        get_input_dtypes, get_inputs)
+
+    name, inputs, attrs = get_inputs(node, kwargs)
+    dtype = np.dtype(get_input_dtypes(node, kwargs)[0])
+    axes = _int_tuple(attrs.get("axes", "()")) if attrs.get("axes", "None") != "None" else []
+    if dtype.kind != "f" or not axes:
+        raise NotImplementedError(f"moments on {dtype} data, axes={axes}")
+    keepdims = int(_flag(attrs.get("keepdims", "False")))
+    b = _Builder(name, kwargs)
+    mean = b.op("ReduceMean", [inputs[0]], axes=axes, keepdims=1)
+    deviation = b.op("Sub", [inputs[0], mean])
+    b.op("ReduceMean", [b.op("Mul", [deviation, deviation])], out=f"{name}1", axes=axes,
+         keepdims=keepdims)
+    if keepdims:
+        b.op("Identity", [mean], out=f"{name}0")
+    else:
+        b.op("Squeeze", [mean, b.ints(*axes)], out=f"{name}0")
+    return b.nodes
+
+
+def convert_l2_normalization(node: Dict[str, Any], **kwargs: Any) -> List[Any]:
+    """``L2Normalization``: MXNet's ``x / sqrt(sum(x^2) + eps)`` over the axes of ``mode``:
+    'instance' (all but the first), 'channel' (1), 'spatial' (2 and after). mxnet.onnx refused
+    'instance' and 'spatial' and wrote 'channel' as ONNX LpNormalization, which has no eps
+    (x / ||x||: NaN for an all-zero vector where MXNet gives 0). Exact up to summation order.
+    Needs the data's rank (trtc gives it) for 'instance' and 'spatial'."""
+    from mxnet.onnx.mx2onnx._op_translations._op_translations_opset13 import (
+        get_input_dtypes, get_inputs)
+
+    name, inputs, attrs = get_inputs(node, kwargs)
+    dtype = np.dtype(get_input_dtypes(node, kwargs)[0])
+    mode = attrs.get("mode", "instance")
+    rank = _input_rank(node, kwargs)
+    if mode == "channel":
+        axes = [1]
+    elif rank is None or mode not in ("instance", "spatial"):
+        raise NotImplementedError(f"L2Normalization mode={mode} on data of rank {rank}")
+    else:
+        axes = list(range(1 if mode == "instance" else 2, rank))
+    if dtype.kind != "f":
+        raise NotImplementedError(f"L2Normalization on {dtype} data")
+    b = _Builder(name, kwargs)
+    x = inputs[0]
+    squares = b.op("ReduceSum", [b.op("Mul", [x, x]), b.ints(*axes)], keepdims=1)
+    eps = b.const(float(attrs.get("eps", 1e-10)), dtype, "eps")
+    b.op("Div", [x, b.op("Sqrt", [b.op("Add", [squares, eps])])], out=name)
+    return b.nodes
+
+
+def _batchnorm_wrapper(original: Any) -> Any:
+    """mxnet.onnx's ``BatchNorm`` refuses ``axis != 1`` (a channel-last BatchNorm, Gluon's
+    ``BatchNorm(axis=-1)`` after a Dense on (N, T, C)). The same ONNX BatchNormalization between
+    two Transposes that move the axis to 1 and back (the rank is trtc's)."""
+
+    def convert_batchnorm(node: Dict[str, Any], **kwargs: Any) -> Any:
+        axis = int(node.get("attrs", {}).get("axis", 1))
+        rank = _input_rank(node, kwargs)
+        if axis == 1 or rank is None or not -rank <= axis < rank or axis % rank == 1:
+            return original(node, **kwargs)
+        from mxnet.onnx.mx2onnx._op_translations._op_translations_opset13 import get_inputs
+
+        name, inputs, attrs = get_inputs(node, kwargs)
+        axis %= rank
+        perm = list(range(rank))
+        perm[1], perm[axis] = axis, 1  # a swap: its own inverse
+        b = _Builder(name, kwargs)
+        moved = b.op("Transpose", [inputs[0]], perm=perm)
+        normed = b.op("BatchNormalization", [moved, *inputs[1:5]],
+                      epsilon=float(attrs.get("eps", 0.001)),
+                      momentum=float(attrs.get("momentum", 0.9)))
+        b.op("Transpose", [normed], out=name, perm=perm)
+        return b.nodes
+
+    return convert_batchnorm
 
 
 # ----------------------------------------------------------------------------------------------
@@ -945,10 +1383,6 @@ _RESIZE_MODES = ("size", "odd_scale", "like", "to_even_down", "to_even_up", "to_
                  "to_odd_up")
 
 
-def _flag(text: Any) -> bool:
-    return str(text).strip().lower() in ("1", "true")
-
-
 def _optional_float(attrs: Dict[str, str], key: str) -> Optional[float]:
     text = attrs.get(key)
     return None if text in (None, "None", "") else float(text)
@@ -1094,3 +1528,25 @@ def canonical_attrs(op: str, attrs: Dict[str, str]) -> Dict[str, str]:
             elif text in ("0", "false"):
                 out[name] = "False"
     return out
+
+
+# MXNet op -> trtc's converter, for ops mxnet.onnx has no converter for (``register``)
+_NEW_CONVERTERS: Dict[str, Any] = {
+    "GroupNorm": convert_group_norm,
+    "broadcast_maximum": _elementwise(_build_maximum, floats_only=()),
+    "broadcast_hypot": _elementwise(_build_hypot, floats_only=("float32",)),
+    "erf": _elementwise(_build_erf),
+    "sign": _elementwise(_build_sign, floats_only=()),
+    "softsign": _elementwise(_build_softsign),
+    "softmin": _elementwise(_build_softmin),
+    "smooth_l1": _elementwise(_build_smooth_l1, floats_only=("float32", "float64")),
+    "pick": _elementwise(_build_pick, floats_only=()),
+    "_np_cumsum": _elementwise(_build_cumsum, floats_only=()),
+    "sort": _elementwise(_build_sort, floats_only=()),
+    "moments": convert_moments,
+    "L2Normalization": convert_l2_normalization,
+    "round": _elementwise(_build_round, floats_only=("float32", "float64")),
+    "fix": _elementwise(_build_fix, floats_only=("float32", "float64")),
+    "trunc": _elementwise(_build_trunc, floats_only=("float32", "float64")),
+    "rint": _elementwise(_build_rint, floats_only=("float32", "float64")),
+}

@@ -82,12 +82,15 @@ _EXPORTABLE_CACHE: Optional[Set[str]] = None
 
 
 def exportable_ops() -> Optional[Set[str]]:
-    """Op names mxnet.onnx has a converter for (any opset), or None if that cannot be read."""
+    """Op names mxnet.onnx has a converter for (any opset), trtc's own (trtc/converters.py)
+    included, or None if that cannot be read."""
     global _EXPORTABLE_CACHE
     if _EXPORTABLE_CACHE is None:
         try:
-            import mxnet.onnx  # noqa: F401  registers the converters
             from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
+
+            from .converters import register
+            register()  # mxnet.onnx's converters, then trtc's over them
 
             _EXPORTABLE_CACHE = {op for table in MXNetGraph.registry_.values() for op in table}
         except Exception:  # a different MXNet layout: fall back to trying the export

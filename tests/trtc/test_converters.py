@@ -502,6 +502,78 @@ def test_bilinear_resize_matches_mxnet(tmp_path, shape, attrs, align_corners):
         d, align_corners=align_corners, name="resize", **attrs), {"d": shape},
         "_contrib_BilinearResize2D")
     (got,) = _run(exported, x)
+
+
+# 1-D convolution and pooling (Gluon Conv1D / MaxPool1D / AvgPool1D / Global*Pool1D: layout NCW)
+# ----------------------------------------------------------------------------------------------
+CONV1D_CASES = [
+    dict(kernel=(3,), num_filter=8, pad=(1,)),                   # Gluon Conv1D(8, 3, padding=1)
+    dict(kernel=(5,), num_filter=6, stride=(2,), dilate=(2,), pad=(3,)),
+    dict(kernel=(3,), num_filter=6, num_group=3, no_bias=True),  # grouped, no bias
+]
+
+
+@pytest.mark.parametrize("attrs", CONV1D_CASES)
+def test_conv1d_ncw(tmp_path, attrs):
+    """mxnet.onnx refused layout='NCW' (Gluon's Conv1D): the op ran in MXNet. Float
+    summation order differs between MXNet's oneDNN kernel and ONNX Runtime: 1e-5."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((2, 6, 23)).astype(np.float32)
+    k = rng.standard_normal((attrs["num_filter"], 6 // attrs.get("num_group", 1),
+                             attrs["kernel"][0])).astype(np.float32)
+    bias = rng.standard_normal((attrs["num_filter"],)).astype(np.float32)
+    no_bias = attrs.get("no_bias", False)
+    shapes = {"x": x.shape, "k": k.shape, **({} if no_bias else {"bias": bias.shape})}
+    exported, _ = _export(tmp_path, lambda *a: mx.sym.Convolution(*a, layout="NCW", name="conv",
+                                                                  **attrs),
+                          shapes, "Convolution")
+    arrays = [x, k] if no_bias else [x, k, bias]
+    (got,) = _run(exported, *arrays)
+    want = mx.nd.Convolution(*[mx.nd.array(a) for a in arrays], layout="NCW", **attrs).asnumpy()
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+POOL1D_CASES = [
+    dict(kernel=(2,), stride=(2,), pool_type="max"),                      # MaxPool1D(2)
+    dict(kernel=(3,), stride=(2,), pad=(1,), pool_type="max", pooling_convention="full"),
+    dict(kernel=(2,), stride=(2,), pool_type="avg"),                      # AvgPool1D(2)
+    dict(kernel=(3,), stride=(2,), pad=(1,), pool_type="avg", count_include_pad=False),
+    dict(kernel=(3,), stride=(1,), pad=(1,), pool_type="avg", pooling_convention="full"),
+    dict(kernel=(1,), global_pool=True, pool_type="avg"),                 # GlobalAvgPool1D
+    dict(kernel=(1,), global_pool=True, pool_type="max"),                 # GlobalMaxPool1D
+    dict(kernel=(1,), global_pool=True, pool_type="sum"),
+]
+
+
+@pytest.mark.parametrize("attrs", POOL1D_CASES)
+def test_pool1d_ncw(tmp_path, attrs):
+    """Pooling with layout='NCW' (Gluon's 1-D pools), checked on the shape-generic ONNX and on
+    trtc's folded segment (a sum pool: that one only). Max is bit-exact; averages and sums
+    round differently (1e-6)."""
+    x = np.random.default_rng(13).standard_normal((2, 5, 21)).astype(np.float32)
+    want = mx.nd.Pooling(mx.nd.array(x), layout="NCW", **attrs).asnumpy()
+    if attrs["pool_type"] != "sum":  # a sum pool needs the rank, which trtc gives its export
+        got = _run_shape_generic(tmp_path, mx.sym.Pooling(mx.sym.var("data"), layout="NCW",
+                                                          name="pool", **attrs), x)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    exported, _ = _export(tmp_path, lambda d: mx.sym.Pooling(d, layout="NCW", name="pool",
+                                                             **attrs), {"d": x.shape}, "Pooling")
+    (got,) = _run(exported, x)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    if attrs["pool_type"] == "max":
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 9), (1, 4, 3, 5, 6)])
+def test_global_sum_pool(tmp_path, shape):
+    x = np.random.default_rng(14).standard_normal(shape).astype(np.float32)
+    attrs = dict(kernel=(1,) * (len(shape) - 2), global_pool=True, pool_type="sum")
+    exported, _ = _export(tmp_path, lambda d: mx.sym.Pooling(d, name="pool", **attrs),
+                          {"d": shape}, "Pooling")
+    (got,) = _run(exported, x)
+    want = mx.nd.Pooling(mx.nd.array(x), **attrs).asnumpy()
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
@@ -639,3 +711,280 @@ def test_mxnet_defaults_are_what_the_onnx_computes(tmp_path, build, op):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {"data": x})
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_windowed_sum_pool_stays_in_mxnet(tmp_path):
+    with pytest.raises(ExportError, match="NotImplementedError"):
+        _export(tmp_path, lambda d: mx.sym.Pooling(d, kernel=(2, 2), pool_type="sum", name="p"),
+                {"d": (1, 2, 6, 6)}, "Pooling")
+
+
+# ----------------------------------------------------------------------------------------------
+# GroupNorm: MXNet 1.x's per-group gamma and beta
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape,groups,eps,mean_var", [
+    ((2, 6, 4, 5), 3, 1e-5, False),
+    ((2, 8, 11), 4, 0.1, False),
+    ((1, 4, 3, 2, 5), 1, 1e-3, False),
+    ((2, 6, 4, 5), 2, 1e-5, True),
+])
+def test_group_norm(tmp_path, shape, groups, eps, mean_var):
+    """No mxnet.onnx converter (the op ran in MXNet). gamma and beta are (num_groups,) in MXNet
+    1.9.1 (infer_shape checked). Float summation order differs: 1e-5 on unit-scale data."""
+    rng = np.random.default_rng(15)
+    x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
+    gamma = rng.standard_normal((groups,)).astype(np.float32)
+    beta = rng.standard_normal((groups,)).astype(np.float32)
+    attrs = dict(num_groups=groups, eps=eps, output_mean_var=mean_var)
+    symbol = mx.sym.GroupNorm(mx.sym.var("x"), mx.sym.var("g"), mx.sym.var("b"), **attrs)
+    assert symbol.infer_shape(x=shape)[0][1:] == [(groups,), (groups,)]
+    exported, segment = _export(tmp_path, lambda *a: mx.sym.GroupNorm(*a, name="gn", **attrs),
+                                {"x": shape, "g": gamma.shape, "b": beta.shape}, "GroupNorm")
+    got = _run(exported, x, gamma, beta)
+    want = mx.nd.GroupNorm(mx.nd.array(x), mx.nd.array(gamma), mx.nd.array(beta), **attrs)
+    want = [w.asnumpy() for w in (want if isinstance(want, list) else [want])]
+    assert len(got) == len(want) == (3 if mean_var else 1)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# element-wise ops mxnet.onnx has no converter for
+# ----------------------------------------------------------------------------------------------
+def _edge_values(shape: Tuple[int, ...], seed: int) -> np.ndarray:
+    """Random data of several scales with NaN, +-inf, +-0, +-0.5 steps and huge values mixed
+    in (where the op is defined for them)."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * rng.choice([0.01, 1, 100], shape)).astype(np.float32)
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 0.5, -0.5, 1.5, -2.5, 0.25, -0.25,
+                        1.0, -1.0, 4.0, 3e38, -3e38, 1e-40, 8388609.0, 0.49999997], np.float32)
+    flat = x.reshape(-1)
+    n = min(flat.size, special.size)
+    flat[:n] = special[:n]
+    return x
+
+
+def _assert_same(got: np.ndarray, want: np.ndarray, exact: bool, rtol: float = 0.0) -> None:
+    assert got.shape == want.shape and got.dtype == want.dtype
+    if exact:  # bit for bit: NaN in the same places, signed zeros alike
+        np.testing.assert_array_equal(got.view(np.uint32) if got.dtype == np.float32 else got,
+                                      want.view(np.uint32) if want.dtype == np.float32 else want)
+    else:
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * 1e-3)
+
+
+# op, inputs (shapes), attrs, exact (else the relative tolerance)
+ELEMENTWISE_CASES = [
+    ("broadcast_maximum", [(2, 6, 4, 5), (1, 6, 1, 1)], {}, 1e-7),  # +-0 may swap sign
+    ("broadcast_maximum", [(2, 1, 5), (3, 1)], {}, 1e-7),
+    ("broadcast_hypot", [(2, 6, 4, 5), (1, 6, 1, 1)], {}, 2e-7),
+    ("erf", [(4, 100)], {}, 2e-7),
+    ("sign", [(4, 100)], {}, True),
+    ("softsign", [(4, 100)], {}, True),
+    ("softmin", [(3, 7, 5)], dict(axis=1), 1e-6),
+    ("softmin", [(3, 7, 5)], dict(temperature=2.5), 1e-6),
+    ("smooth_l1", [(4, 100)], {}, True),
+    ("smooth_l1", [(4, 100)], dict(scalar=2.0), True),
+    ("smooth_l1", [(4, 100)], dict(scalar=0.3), True),
+    # 0.49999997, 8388609, -0.5, -2.5, NaN, inf, ...; a zero's sign may differ (ONNX Runtime's
+    # Ceil and Where drop it): compared as values, NaN included
+    ("round", [(4, 100)], {}, 0.0),
+    ("fix", [(4, 100)], {}, 0.0),
+    ("trunc", [(4, 100)], {}, 0.0),
+    ("rint", [(4, 100)], {}, 0.0),
+]
+
+
+@pytest.mark.parametrize("op,shapes,attrs,exact", ELEMENTWISE_CASES)
+def test_elementwise(tmp_path, op, shapes, attrs, exact):
+    """No mxnet.onnx converter (the ops ran in MXNet). Ops that are a few IEEE operations in
+    both are compared bit for bit on edge values (maximum: NaN included, but MXNet returns the
+    second of 0.0 and -0.0, ONNX Runtime either); erf, hypot (libm vs ONNX Runtime) and the
+    softmins (exp, sums) within a few ulps on finite data."""
+    arrays = [_edge_values(s, 16 + i) for i, s in enumerate(shapes)]
+    if op in ("broadcast_hypot", "erf", "softmin"):  # finite, moderate data
+        arrays = [np.nan_to_num(a, nan=0.5, posinf=2.0, neginf=-2.0) for a in arrays]
+        arrays = [np.where(np.abs(a) > 1e4, a / 1e36, a).astype(np.float32) for a in arrays]
+    names = [f"x{i}" for i in range(len(shapes))]
+    exported, _ = _export(tmp_path, lambda *a: getattr(mx.sym, op)(*a, name="op", **attrs),
+                          dict(zip(names, shapes)), op)
+    (got,) = _run(exported, *arrays)
+    want = getattr(mx.nd, op)(*[mx.nd.array(a) for a in arrays], **attrs).asnumpy()
+    if exact is True:
+        _assert_same(got, want, True)
+    elif exact == 0.0:
+        np.testing.assert_array_equal(got, want)
+    else:
+        _assert_same(got, want, False, exact)
+
+
+def test_softmin_other_dtype_stays_in_mxnet(tmp_path):
+    with pytest.raises(ExportError, match="NotImplementedError"):
+        _export(tmp_path, lambda d: mx.sym.softmin(d, dtype="float64", name="op"), {"d": (2, 5)},
+                "softmin")
+
+
+# ----------------------------------------------------------------------------------------------
+# pick, cumsum, sort, moments, L2Normalization, BatchNorm on another axis
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("axis,mode,keepdims", [(1, "clip", False), (-1, "clip", True),
+                                                (0, "wrap", False), (2, "wrap", True),
+                                                (0, "clip", True)])  # keepdims, index without
+def test_pick(tmp_path, axis, mode, keepdims):
+    """GatherElements with MXNet's index rules: float indices truncated, then clipped or
+    wrapped (negative and past-the-end ones included); with keepdims the index with the axis
+    (size 1) or, as Gluon passes argmax's, without it. Bit-exact (a gather)."""
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    shape = list(x.shape)
+    shape[axis] = 1
+    index = rng.integers(-7, 9, shape).astype(np.float32) + rng.choice([0, 0.3, 0.7], shape)
+    index = (index if keepdims and axis else np.squeeze(index, axis)).astype(np.float32)
+    attrs = dict(axis=axis, mode=mode, keepdims=keepdims)
+    exported, _ = _export(tmp_path, lambda d, i: mx.sym.pick(d, i, name="op", **attrs),
+                          {"d": x.shape, "i": index.shape}, "pick")
+    (got,) = _run(exported, x, index)
+    want = mx.nd.pick(mx.nd.array(x), mx.nd.array(index), **attrs).asnumpy()
+    _assert_same(got, want, exact=True)
+
+
+@pytest.mark.parametrize("axis,dtype,out_dtype", [(2, "float32", None), (None, "float32", None),
+                                                  (0, "int32", "int64"), (2, "int64", None),
+                                                  (1, "float32", "float64")])
+def test_np_cumsum(tmp_path, axis, dtype, out_dtype):
+    """ONNX CumSum sums in order as MXNet does: bit-exact. (MXNet 1.9.1's _np_cumsum refuses
+    a negative axis itself.)"""
+    rng = np.random.default_rng(18)
+    x = (rng.standard_normal((2, 6, 7)) * 10).astype(dtype)
+    data = mx.sym.var("d", dtype=dtype)
+    pre = mx.sym.broadcast_add(data, mx.sym.var("w", dtype=dtype), name="pre")
+    symbol = mx.sym.np.cumsum(pre.as_np_ndarray(), axis=axis, dtype=out_dtype).as_nd_ndarray()
+    symbol.save(str(tmp_path / "m-symbol.json"))
+    mx.nd.save(str(tmp_path / "m-0000.params"), {"arg:w": mx.nd.zeros((1,), dtype=dtype)})
+    graph = load_graph(tmp_path / "m-symbol.json", tmp_path / "m-0000.params", {"d": x.shape},
+                       {"d": dtype})
+    segment = describe_nodes(graph, [n.index for n in graph.op_nodes if n.op == "_np_cumsum"],
+                             "engine")
+    (got,) = _run(onnx_from_segment(graph, segment), x)
+    want = mx.np.cumsum(mx.np.array(x, dtype=dtype), axis=axis, dtype=out_dtype).asnumpy()
+    _assert_same(got, want, exact=True)
+
+
+@pytest.mark.parametrize("attrs", [dict(axis=1), dict(), dict(axis=0, is_ascend=False)])
+def test_sort(tmp_path, attrs):
+    rng = np.random.default_rng(19)
+    for x in (rng.standard_normal((4, 9, 5)).astype(np.float32),
+              np.round(rng.standard_normal((4, 9, 5)) * 2).astype(np.float32)):  # ties
+        exported, _ = _export(tmp_path, lambda d: mx.sym.sort(d, name="op", **attrs),
+                              {"d": x.shape}, "sort")
+        (got,) = _run(exported, x)
+        _assert_same(got, mx.nd.sort(mx.nd.array(x), **attrs).asnumpy(), exact=True)
+
+
+@pytest.mark.parametrize("axes,keepdims", [((2, 3), True), ((1,), False), ((0, 2), False)])
+def test_moments(tmp_path, axes, keepdims):
+    """Two outputs (mean, var); summation order differs: 1e-5 on data of mean 1."""
+    x = (np.random.default_rng(20).standard_normal((2, 6, 5, 7)) + 1).astype(np.float32)
+    exported, _ = _export(tmp_path, lambda d: mx.sym.moments(d, axes=axes, keepdims=keepdims,
+                                                             name="op"), {"d": x.shape},
+                          "moments")
+    got = _run(exported, x)
+    want = [w.asnumpy() for w in mx.nd.moments(mx.nd.array(x), axes=axes, keepdims=keepdims)]
+    assert len(got) == 2
+    for g, w in zip(got, want):
+        _assert_same(g, w, exact=False, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode,shape,eps", [("instance", (2, 3, 4, 5), 1e-10),
+                                            ("spatial", (2, 3, 4, 5), 0.5),
+                                            ("channel", (2, 3, 4, 5), 1e-10),
+                                            ("instance", (3, 7), 1e-10)])
+def test_l2_normalization(tmp_path, mode, shape, eps):
+    """MXNet's eps inside the square root; an all-zero row gives 0 (mxnet.onnx's 'channel'
+    LpNormalization gave NaN there). Summation order differs: 1e-6."""
+    x = np.random.default_rng(21).standard_normal(shape).astype(np.float32)
+    x[0] = 0
+    exported, _ = _export(tmp_path, lambda d: mx.sym.L2Normalization(d, mode=mode, eps=eps,
+                                                                     name="op"),
+                          {"d": shape}, "L2Normalization")
+    (got,) = _run(exported, x)
+    want = mx.nd.L2Normalization(mx.nd.array(x), mode=mode, eps=eps).asnumpy()
+    assert not np.isnan(got).any()
+    _assert_same(got, want, exact=False, rtol=1e-6)
+
+
+@pytest.mark.parametrize("axis,shape", [(2, (2, 5, 4)), (-1, (2, 3, 4, 6)), (3, (1, 2, 3, 4))])
+def test_batchnorm_other_axis(tmp_path, axis, shape):
+    """mxnet.onnx refused axis != 1; Transpose, BatchNormalization, Transpose. The statistics
+    are params (MXNet's moving mean and variance are aux states). Rounding differs: 1e-5."""
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal(shape).astype(np.float32)
+    c = shape[axis]
+    stats = {"g": rng.standard_normal((c,)), "b": rng.standard_normal((c,)),
+             "m": rng.standard_normal((c,)), "v": rng.random((c,)) + 0.5}
+    attrs = dict(axis=axis, eps=1e-3, fix_gamma=False)
+    pre = mx.sym.broadcast_add(mx.sym.var("d"), mx.sym.var("w"), name="pre")
+    symbol = mx.sym.BatchNorm(pre, *[mx.sym.var(k) for k in "gbmv"], name="op", **attrs)
+    symbol.save(str(tmp_path / "m-symbol.json"))
+    params = {f"{'aux' if k in 'mv' else 'arg'}:{k}": mx.nd.array(v) for k, v in stats.items()}
+    mx.nd.save(str(tmp_path / "m-0000.params"), {**params, "arg:w": mx.nd.zeros((1,))})
+    graph = load_graph(tmp_path / "m-symbol.json", tmp_path / "m-0000.params", {"d": shape})
+    segment = describe_nodes(graph, [n.index for n in graph.op_nodes if n.op == "BatchNorm"],
+                             "engine")
+    (got,) = _run(onnx_from_segment(graph, segment), x)
+    want = mx.nd.BatchNorm(mx.nd.array(x), *[mx.nd.array(stats[k]) for k in "gbmv"],
+                           **attrs).asnumpy()
+    _assert_same(got, want, exact=False, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# end to end: a hand-written 1-D block of these ops compiles with no MXNet stage
+# ----------------------------------------------------------------------------------------------
+def test_compile_1d_block_needs_no_mxnet(tmp_path):
+    """A Gluon 1-D CNN (Conv1D, GroupNorm, MaxPool1D, AvgPool1D, global pools) with the
+    element-wise ops, pick, cumsum, sort, moments and L2Normalization, Xavier weights, compiled
+    with the default command: every op runs in an engine or ONNX Runtime, the bundle does not
+    require MXNet, and its CPU path matches MXNet."""
+    from mxnet.gluon import HybridBlock, nn
+
+    from models.tiny import export_block
+    from trtc import CompileSettings, compile
+    from trtc.frontend import resolve_model_files
+    from trtc.runtime import load
+    from trtc.verify import mxnet_forward
+
+    class Audio(HybridBlock):
+        def __init__(self) -> None:
+            super().__init__(prefix="audio_")
+            with self.name_scope():
+                self.conv = nn.Conv1D(8, 3, padding=1, in_channels=3)
+                self.norm = nn.GroupNorm(num_groups=2)
+                self.max = nn.MaxPool1D(2)
+                self.avg = nn.AvgPool1D(2)
+                self.gap = nn.GlobalAvgPool1D()
+                self.gmp = nn.GlobalMaxPool1D()
+
+        def hybrid_forward(self, F: Any, x: Any) -> Any:
+            y = self.norm(self.conv(x))
+            y = F.broadcast_maximum(self.max(y), self.avg(y)) + F.softsign(y.slice_axis(2, 0, 10))
+            y = y + F.erf(y) * F.sign(y) + F.smooth_l1(y, scalar=2.0) + F.softmin(y, axis=1)
+            y = F.L2Normalization(y, mode="instance") + F.broadcast_hypot(y, y * 0.5)
+            y = F.sort(y, axis=2) + F.np.cumsum(y.as_np_ndarray(), axis=2).as_nd_ndarray()
+            mean, var = F.moments(y, axes=(2,), keepdims=True)
+            picked = F.pick(y, F.argmax(y, axis=2), axis=2, keepdims=True)
+            return F.concat(self.gap(y), self.gmp(y), mean, var, picked, dim=1)
+
+    params = export_block(Audio(), tmp_path, "audio", (2, 3, 20))
+    result = compile(CompileSettings(params=params, inputs={"data": (2, 3, 20)},
+                                     output=tmp_path / "audio.trtb"))
+    report, manifest = result.report, result.manifest
+    assert report.mxnet_ops == 0 and not manifest["requires"]["mxnet"], report.to_text()
+    assert all(c.ok or not c.blocking for c in result.checks)
+
+    graph = load_graph(*resolve_model_files(params), {"data": (2, 3, 20)})
+    x = np.random.default_rng(23).standard_normal((2, 3, 20)).astype(np.float32)
+    want = mxnet_forward(graph, {"data": x}, graph.outputs)
+    got = load(result.output, device="cpu")(data=x)
+    for name in graph.outputs:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5)
