@@ -91,6 +91,8 @@ INPUTS: Dict[str, Dict[str, Tuple[Tuple[int, ...], str]]] = {
     "slowfast": {"data": ((1, 3, 36, 112, 112), "float32")},
     "c3d": {"data": ((1, 3, 16, 112, 112), "float32")},
     "tsn_vgg16": {"data": ((1, 3, 224, 224), "float32")},
+    "hrnet_seg": {"data": ((1, 3, 128, 128), "float32")},
+    "mobilenetv3": {"data": ((1, 3, 64, 64), "float32")},
 }
 OPS_BLOCK_VOCAB = 100
 
@@ -771,6 +773,41 @@ def export_deeplab(out_dir: Path, seed: int = 0) -> Path:
     return _export_segmentation("deeplab", "deeplab_resnet50_ade", out_dir, seed)
 
 
+def export_hrnet_seg(out_dir: Path, seed: int = 0) -> Path:
+    """GluonCV ``hrnet_w18_small_v1_s`` (HRNet segmentation) at 1x3x128x128: 13
+    BilinearResize2D(mode='like') between its branches (mxnet.onnx: 'size' only, 4 MXNet stages)."""
+    import mxnet as mx
+
+    _seed(seed)
+    with _fresh_names():
+        from gluoncv import model_zoo
+
+        net = model_zoo.get_model("hrnet_w18_small_v1_s", pretrained=False)
+    _initialize(net, mx.init.Xavier(), INPUTS["hrnet_seg"])
+    return _save(net, out_dir, "hrnet_seg", INPUTS["hrnet_seg"])
+
+
+def export_mobilenetv3(out_dir: Path, seed: int = 0) -> Path:
+    """GluonCV ``mobilenetv3_small`` (hard-swish, squeeze-excitation) at 1x3x64x64, its
+    activations normalized as a trained net's (``trtc.zoo.normalize_activations``): with plain
+    Xavier weights its outputs are ~1e-10 and fp16 says nothing."""
+    import mxnet as mx
+
+    from trtc.zoo import normalize_activations
+
+    _seed(seed)
+    shape = INPUTS["mobilenetv3"]["data"][0]
+    with _fresh_names():
+        from gluoncv import model_zoo
+
+        net = model_zoo.get_model("mobilenetv3_small", pretrained=False)
+    net.initialize(mx.init.Xavier())
+    net(mx.nd.zeros(shape))
+    normalize_activations(net, shape, seed)
+    net.hybridize()
+    return _save(net, out_dir, "mobilenetv3", INPUTS["mobilenetv3"])
+
+
 def export_fastscnn(out_dir: Path, seed: int = 0) -> Path:
     """GluonCV ``fastscnn_citys`` (Fast-SCNN) at 1x3x256x256."""
     import mxnet as mx
@@ -861,4 +898,6 @@ MODELS: Dict[str, Callable[..., Path]] = {
     "slowfast": export_slowfast,
     "c3d": export_c3d,
     "tsn_vgg16": export_tsn_vgg16,
+    "hrnet_seg": export_hrnet_seg,
+    "mobilenetv3": export_mobilenetv3,
 }
