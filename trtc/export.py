@@ -7,6 +7,7 @@ error on an ONNX node is traced back to the MXNet op that must stay in MXNet.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -56,6 +57,8 @@ class ExportedSegment:
     fp32_layers: List[str] = field(default_factory=list)  # MXNet nodes run in fp32 (fp16 segment)
     int8_layers: List[str] = field(default_factory=list)  # MXNet nodes quantized to int8
     settled: bool = False  # fp16: its fp32 layers decided (trtc/precision.py)
+    # fp16: MXNet nodes whose ONNX must stay float32 whatever the error (name -> reason)
+    required_fp32: Dict[str, str] = field(default_factory=dict)
 
 
 def subgraph_symbol_json(graph: Graph, nodes: List[int], inputs: List[str],
@@ -198,9 +201,15 @@ def _provenance() -> Iterator[Dict[str, Any]]:
         onnx.defs.onnx_opset_version = lambda: ONNX_OPSET
         onnx.checker.DEFAULT_CONTEXT.opset_imports = {"": ONNX_OPSET}
         root.addHandler(handler)
+        printed = io.StringIO()
         try:
-            yield state
+            # mxnet.onnx print()s node names (_rminus_scalar, _rdiv_scalar): kept off the
+            # user's streams (logged at debug level: shown with --debug)
+            with contextlib.redirect_stdout(printed):
+                yield state
         finally:
+            if printed.getvalue().strip():
+                logging.getLogger("trtc").debug("mxnet.onnx printed: %s", printed.getvalue())
             MXNetGraph.convert_layer = original
             onnx.checker.check_graph = check_graph
             onnx.helper.make_tensor = make_tensor
@@ -774,15 +783,75 @@ def _segment_result(model: Any, fp16: bool, keep_fp32: Sequence[str] = ()) -> Ex
     wanted = set(keep_fp32)
     keep_nodes = {n.name for n in model.graph.node if n.name.rsplit("#", 1)[0] in wanted} if fp16 else set()
     layers = sorted({name.rsplit("#", 1)[0] for name in keep_nodes})
+    required: Dict[str, str] = {}
+    if fp16:
+        shape_math = _shape_math(model.graph)
+        for node in model.graph.node:
+            mx_name = node.name.rsplit("#", 1)[0] if "#" in node.name else ""
+            if mx_name in ("", "node"):
+                continue
+            if node.op_type in _FP32_ONLY_OPS:
+                required.setdefault(mx_name, f"ONNX {node.op_type} has no float16 form")
+            elif node.name in shape_math:
+                required.setdefault(mx_name, "shape arithmetic (computed from tensor shapes) "
+                                             "stays float32")
     kept: List[str] = convert_to_fp16(model, keep_nodes) if fp16 else []
     origin = [node.name.rsplit("#", 1)[0] if "#" in node.name else "" for node in model.graph.node]
     origin = ["" if name == "node" else name for name in origin]
     return ExportedSegment(model=model, onnx_bytes=model.SerializeToString(),
-                           node_origin=origin, kept_fp32=kept, fp32_layers=layers)
+                           node_origin=origin, kept_fp32=kept, fp32_layers=layers,
+                           required_fp32=required)
 
 
 # ONNX inputs that must stay float32 (the spec allows only float there): (op_type, input index).
 _FP32_ONLY_INPUTS = {("Resize", 2), ("Upsample", 1)}
+# ONNX ops with no float16 type at all (Range: int32/int64/float/double; NonMaxSuppression:
+# float boxes, scores, thresholds): they stay float32 inside an fp16 network, as a kept node.
+# Before, --fp16 wrote invalid ONNX for them and TensorRT's parser refused GluonNLP's position
+# ids (arange_like) and every box_nms ("IoUThreshold has type Half").
+_FP32_ONLY_OPS = frozenset({"Range", "NonMaxSuppression"})
+
+
+def _shape_math(g: Any) -> Set[str]:
+    """Names of the nodes computing from tensor shapes and constants only (what static folding
+    leaves of shape arithmetic where a dimension is dynamic): they stay float32 in an fp16
+    network. In fp16 a size computed through a float (``int(d * 1.5)``, arange_like's
+    ``Cast(Shape) * step``) rounds beyond 2048 and TensorRT's Myelin refuses fp16 shape math."""
+    from onnx import TensorProto
+
+    floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE)
+    # small constants (scales, steps, axes); a weight table read at shape-derived positions (a
+    # position embedding's Gather) is data, not shape arithmetic
+    small = lambda t: int(np.prod(t.dims)) <= 64  # noqa: E731
+    constant = {i.name for i in g.initializer if small(i)}
+    floating = {i.name for i in g.initializer if small(i) and i.data_type in floats}
+    for n in g.node:
+        if n.op_type == "Constant":
+            values = [a.t for a in n.attribute if a.name == "value"]
+            if values and small(values[0]):
+                constant.update(n.output)
+                if values[0].data_type in floats:
+                    floating.update(n.output)
+    derived: Set[str] = set()
+    names: Set[str] = set()
+    for node in g.node:  # ONNX nodes are in topological order
+        inputs = [i for i in node.input if i]
+        if node.op_type in ("Shape", "Size"):
+            derived.update(node.output)
+        elif inputs and all(i in constant or i in derived for i in inputs) \
+                and any(i in derived for i in inputs):
+            derived.update(node.output)
+            if node.op_type == "Cast":
+                is_float = any(a.name == "to" and a.i in floats for a in node.attribute)
+            else:
+                is_float = node.op_type not in _BOOLEAN_OPS and any(i in floating for i in inputs)
+            if is_float:  # integer shape math is not touched by fp16
+                floating.update(node.output)
+                names.add(node.name)
+    return names
+
+
+_BOOLEAN_OPS = frozenset("Equal Less LessOrEqual Greater GreaterOrEqual Not And Or Xor".split())
 
 
 def convert_to_fp16(model: Any, keep_nodes: Optional[Set[str]] = None) -> List[str]:
@@ -790,7 +859,8 @@ def convert_to_fp16(model: Any, keep_nodes: Optional[Set[str]] = None) -> List[s
 
     Float initializers and constants become fp16, ``Cast(to=FLOAT)`` becomes fp16, and Cast
     nodes are inserted after float32 graph inputs and before float32 graph outputs. Inputs the
-    ONNX spec requires in float32 (Resize/Upsample scales) are kept. ``keep_nodes`` (ONNX node
+    ONNX spec requires in float32 (Resize/Upsample scales) are kept, and so are the ops it
+    defines for float32 only (Range, NonMaxSuppression: ``_FP32_ONLY_OPS``). ``keep_nodes`` (ONNX node
     names) stay float32 inside the fp16 network: their weights stay fp32, their float inputs are
     cast up and their float outputs cast back to fp16 (TensorRT-RTX is strongly typed: this is
     how a layer runs in fp32). Returns the tensors kept in float32.
@@ -799,7 +869,8 @@ def convert_to_fp16(model: Any, keep_nodes: Optional[Set[str]] = None) -> List[s
 
     g = model.graph
     FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
-    keep_nodes = set(keep_nodes or ())
+    keep_nodes = (set(keep_nodes or ()) | {n.name for n in g.node if n.op_type in _FP32_ONLY_OPS}
+                  | _shape_math(g))
     types: Dict[str, int] = {}
     if keep_nodes:  # which tensors are float, for the casts around kept nodes
         try:

@@ -646,6 +646,8 @@ class _Loop:
                 exp = self.export_cut(seg, True, sorted(kept))
         self.exported[seg.key] = exp
         self.fp32_layers.update({k: v for k, v in reasons.items() if k in kept})
+        for name, why in exp.required_fp32.items():
+            self.fp32_layers.setdefault(name, why)
 
     # -- int8 ---------------------------------------------------------------------------------
     def quantize(self, seg: Segment) -> None:

@@ -136,3 +136,41 @@ def test_int8_calibrators_print_nothing(tmp_path, capfd):
                             calibration_method="entropy", output=tmp_path / "t.trtb"))
     out, err = capfd.readouterr()
     assert "histogram" not in out + err and "threshold" not in out + err, (out, err)
+
+
+def test_fp16_keeps_shape_arithmetic_and_range_in_fp32(tmp_path):
+    """GluonNLP's position ids (arange_like over a dynamic sequence length): --fp16 made the
+    Cast(Shape) arithmetic and ONNX Range float16, which Range does not allow and TensorRT's
+    parser / Myelin refused: the op went to ONNX Runtime and split the engine. Shape arithmetic
+    and float32-only ONNX ops now stay float32 (said in the report); one engine."""
+    import mxnet as mx
+
+    from models import tiny
+    from trtc import CompileSettings, compile
+    from trtc.runtime import load
+
+    class Positions(mx.gluon.HybridBlock):
+        def __init__(self):
+            super().__init__()
+            self.dense = mx.gluon.nn.Dense(8, flatten=False, in_units=8)
+            self.pos = mx.gluon.nn.Embedding(64, 8)
+
+        def hybrid_forward(self, F, x):
+            p = self.pos(F.contrib.arange_like(x, axis=1))
+            return F.broadcast_add(self.dense(x), F.expand_dims(p, 0))
+
+    params = tiny.export_block(Positions(), tmp_path, "pos", (1, 16, 8))
+    result = compile(CompileSettings(params=params, output=tmp_path / "pos.trtb", fp16=True,
+                                     inputs={"data": (1, (1, 32), 8)}))
+    assert result.report.full and len(result.report.engine_segments) == 1, result.report.to_text()
+    kept = result.report.fp32_layers
+    assert any("arange_like" in name for name in kept), kept
+    assert not any("embedding" in name or "dense" in name for name in kept), kept
+    model = load(result.output, device="cpu")
+    x = np.random.default_rng(0).random((1, 20, 8), dtype=np.float32)
+    symbol = mx.sym.load(str(tmp_path / "pos-symbol.json"))
+    loaded = mx.nd.load(str(params))
+    args = {k[4:]: v for k, v in loaded.items() if k.startswith("arg:")}
+    want = symbol.bind(mx.cpu(), {**args, "data": mx.nd.array(x)}).forward()[0].asnumpy()
+    (got,) = model(data=x).values()
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-2 * np.abs(want).max())
