@@ -595,8 +595,8 @@ def _record_inputs(symbol_path: Path, examples: Examples) -> None:
     if unknown:
         raise UsageError(f"example input dtype {unknown[0]} is not one MXNet takes "
                          f"({', '.join(codes)})")
-    doc = json.loads(symbol_path.read_text())
+    doc = json.loads(symbol_path.read_text(encoding="utf-8"))
     for node in doc["nodes"]:
         if node["op"] == "null" and node["name"] in typed:
             node.setdefault("attrs", {})["__dtype__"] = codes[typed[node["name"]]]
-    symbol_path.write_text(json.dumps(doc, indent=2))
+    symbol_path.write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")

@@ -110,7 +110,7 @@ def subgraph_symbol_json(graph: Graph, nodes: List[int], inputs: List[str],
         "heads": heads,
         "attrs": {"mxnet_version": ["int", 10901]},
     }
-    return json.dumps(symbol), params
+    return json.dumps(symbol, ensure_ascii=False), params
 
 
 @contextlib.contextmanager

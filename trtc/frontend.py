@@ -113,7 +113,7 @@ class Graph:
     def mxnet_symbol(self) -> Any:
         import mxnet as mx
 
-        return mx.sym.load_json(json.dumps(self.symbol_json))
+        return mx.sym.load_json(json.dumps(self.symbol_json, ensure_ascii=False))
 
     def internal_shapes(self, shapes: Mapping[str, Tuple[int, ...]]) -> Tuple[Any, List[Any]]:
         """MXNet's shape inference of every internal tensor with the inputs at ``shapes`` and
@@ -424,7 +424,7 @@ def load_graph(symbol_path: Path, params_path: Path,
     _, raw_doc = _read_symbol_json(symbol_path)
     symbol_json, renamed, unreachable = _canonical_nodes(raw_doc)
     try:
-        symbol = mx.sym.load_json(json.dumps(symbol_json))
+        symbol = mx.sym.load_json(json.dumps(symbol_json, ensure_ascii=False))
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         hint = ""
@@ -859,7 +859,7 @@ def fold_constants(graph: Graph) -> Graph:
 
     params = {k: v for k, v in graph.params.items() if k in used_params}
     params.update(new_params)
-    symbol_new = mx.sym.load_json(json.dumps(new_doc))
+    symbol_new = mx.sym.load_json(json.dumps(new_doc, ensure_ascii=False))
     data_inputs = [name for name, _, _ in graph.inputs]
     new = _build_graph(graph.symbol_path, graph.params_path, new_doc, symbol_new, params, data_inputs,
                        {n: s for n, s, _ in graph.inputs}, {n: d for n, _, d in graph.inputs})

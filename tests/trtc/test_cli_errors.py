@@ -461,3 +461,42 @@ def test_debug_after_the_subcommand(tmp_path, monkeypatch):
     result = runner.invoke(app, ["inspect", str(tmp_path / "missing.trtb"), "--debug"])
     assert result.exit_code == 3, result.output
     assert "No such option" not in result.output and "no such bundle file" in result.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# hostile inputs: valid models trtc refused, and bad ones that crashed or said too little
+# ----------------------------------------------------------------------------------------------
+def _mutated(files: Path, tmp_path: Path, edit, model: str = "tiny") -> Path:
+    """A copy of ``model``'s export in tmp_path whose symbol JSON ``edit(doc)`` changed in place
+    (written as MXNet writes it: raw UTF-8). Returns the params path."""
+    shutil.copy(files / f"{model}-0000.params", tmp_path / f"{model}-0000.params")
+    doc = json.loads((files / f"{model}-symbol.json").read_text(encoding="utf-8"))
+    edit(doc)
+    (tmp_path / f"{model}-symbol.json").write_text(json.dumps(doc, ensure_ascii=False),
+                                                   encoding="utf-8")
+    return tmp_path / f"{model}-0000.params"
+
+
+def _node(doc: dict, name: str) -> dict:
+    return next(n for n in doc["nodes"] if n["name"] == name)
+
+
+def test_non_ascii_names_compile_and_run(files: Path, tmp_path: Path) -> None:
+    """MXNet writes non-ASCII names as raw UTF-8 and its JSON reader refuses \\u escapes: trtc
+    re-serialized the symbol with them and refused the valid model. Also through a residual
+    MXNet stage (--exclude-op), whose symbol the bundle carries."""
+    from trtc.runtime import load
+
+    def edit(doc: dict) -> None:
+        _node(doc, "tiny_relu0_fwd")["name"] = "tiny_relu0_fwd_é"
+        _node(doc, "data")["name"] = "données"
+
+    params = _mutated(files, tmp_path, edit)
+    for flags in ([], ["--exclude-op", "Activation"]):
+        out = tmp_path / f"m{len(flags)}.trtb"
+        result = runner.invoke(app, ["compile", str(params), "-o", str(out), "-q", *flags])
+        assert result.exit_code == 0, result.output
+        model = load(out, device="cpu")
+        feed = np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)
+        (value,) = model(**{"données": feed}).values()
+        assert value.shape == (1, 4, 16, 16) and np.isfinite(value).all()
