@@ -309,9 +309,28 @@ _PARAM_SUFFIXES = ("weight", "bias", "gamma", "beta", "running_mean", "running_v
                    "moving_mean", "moving_var", "alpha", "i2h_weight", "h2h_weight")
 
 
+# Where a node's attributes are: "attrs" since MXNet 1.0, "attr" (0.9-0.12) and "param" (0.8)
+# before; MXNet 1.9 still reads all three.
+_LEGACY_ATTR_KEYS = ("attrs", "attr", "param")
+
+
+def _normalize_attrs(node: Dict[str, Any]) -> None:
+    """Move a node's attributes to "attrs", merged as MXNet 1.9 reads them: "attrs" and "attr"
+    in file order (a later key overrides), then "param" where neither set the key."""
+    if "attr" not in node and "param" not in node:
+        return
+    merged: Dict[str, Any] = {}
+    for key in [k for k in node if k in ("attrs", "attr")]:
+        merged.update(node.pop(key))
+    for key, value in node.pop("param", {}).items():
+        merged.setdefault(key, value)
+    node["attrs"] = merged
+
+
 def _read_symbol_json(symbol_path: Path) -> Tuple[str, Dict[str, Any]]:
     """The symbol file's JSON, structurally checked (every reference in range, inputs before
-    their consumers): what MXNet's own loader trusts blindly. A UsageError names the file."""
+    their consumers): what MXNet's own loader trusts blindly. A UsageError names the file.
+    Node attributes in the pre-1.0 layout ("attr", "param") are moved to "attrs"."""
     bad = f"{symbol_path} is not an MXNet symbol JSON file (PREFIX-symbol.json from HybridBlock.export)"
     try:
         text = symbol_path.read_text(encoding="utf-8")
@@ -339,6 +358,11 @@ def _read_symbol_json(symbol_path: Path) -> Tuple[str, Dict[str, Any]]:
     if not all(entry_ok(h, len(nodes)) for h in heads):
         raise UsageError(f"{symbol_path.name}: an output ('heads') refers to no node; re-export "
                          "the model from Gluon")
+    for i, node in enumerate(nodes):
+        if not all(isinstance(node.get(key, {}), dict) for key in _LEGACY_ATTR_KEYS):
+            raise UsageError(f"{symbol_path.name}: node {i} ('{node['name'][:80]}') has attributes "
+                             "that are not a JSON object; re-export the model from Gluon")
+        _normalize_attrs(node)
     for node in nodes:  # attributes MXNet divides by unchecked (num_group=0: SIGFPE at load)
         try:
             check_attrs(node["op"], node.get("attrs", {}), f"node '{node['name'][:80]}'")

@@ -500,3 +500,44 @@ def test_non_ascii_names_compile_and_run(files: Path, tmp_path: Path) -> None:
         feed = np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)
         (value,) = model(**{"données": feed}).values()
         assert value.shape == (1, 4, 16, 16) and np.isfinite(value).all()
+
+
+def _legacy(key: str):
+    """An edit giving every node's attributes the pre-1.0 key ("attr" or "param")."""
+    def edit(doc: dict) -> None:
+        for node in doc["nodes"]:
+            if "attrs" in node:
+                node[key] = node.pop("attrs")
+        doc["attrs"] = {"mxnet_version": ["int", 900]}
+    return edit
+
+
+@pytest.mark.parametrize("key", ["attr", "param"])
+def test_old_layout_symbol_compiles(files: Path, tmp_path: Path, key: str) -> None:
+    """MXNet < 1.0 wrote node attributes under "attr"/"param"; MXNet 1.9 reads them, so trtc
+    does (the input's __shape__ is among them: no --input needed)."""
+    out = tmp_path / "m.trtb"
+    result = runner.invoke(app, ["compile", str(_mutated(files, tmp_path, _legacy(key))), "-o",
+                                 str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert out.exists()
+
+
+@pytest.mark.parametrize("key", ["attr", "param"])
+def test_old_layout_num_group_0_is_a_usage_error(files: Path, tmp_path: Path, key: str) -> None:
+    """The guard against attributes MXNet divides by sees the old layout too (it was SIGFPE)."""
+    def edit(doc: dict) -> None:
+        _node(doc, "tiny_conv0_fwd")["attrs"]["num_group"] = "0"
+        _legacy(key)(doc)
+
+    _fails(["compile", str(_mutated(files, tmp_path, edit)), "-o", str(tmp_path / "m.trtb"), "-q"],
+           2, "tiny_conv0_fwd", "num_group='0' must be positive")
+
+
+def test_old_layout_keys_merge_as_mxnet_reads_them() -> None:
+    from trtc.frontend import _normalize_attrs
+
+    node = {"op": "Activation", "param": {"act_type": "tanh", "x": "1"}, "attrs": {"act_type": "relu"},
+            "attr": {"act_type": "sigmoid"}}
+    _normalize_attrs(node)
+    assert node == {"op": "Activation", "attrs": {"act_type": "sigmoid", "x": "1"}}
