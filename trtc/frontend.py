@@ -21,7 +21,7 @@ from .runtime.errors import UsageError
 from .runtime.stages.residual import check_attrs, mxnet_error_text
 
 __all__ = ["Node", "Graph", "resolve_model_files", "load_graph", "fold_constants", "parse_input_spec",
-           "import_user_modules", "check_input_shapes", "path_problem"]
+           "import_user_modules", "check_input_shapes", "path_problem", "mxnet_said", "shown_name"]
 
 _PARAMS_SUFFIX = re.compile(r"^(?P<prefix>.+)-(?P<epoch>\d{4})\.params$")
 # MXNet's dtype codes (mshadow type flags) as used in the `__dtype__` attribute.
@@ -130,16 +130,23 @@ class Graph:
         return [name for name, _, _ in self.inputs]
 
 
-def _mxnet_said(exc: BaseException) -> str:
-    """MXNet's own message from one of its errors, without the traceback and the check that
-    failed: "Invalid NDArray file format", "ndarray was saved in np shape semantics, ...". At
-    most 200 characters."""
+def mxnet_said(exc: BaseException, limit: int = 200) -> str:
+    """An error's message for a one-line report. For MXNet's errors, its own message without
+    the C++ traceback and the check that failed ("Invalid NDArray file format", "Cannot find
+    custom operator nope", "Stride must have the same number of dimensions with kernel_size,
+    ..."); for any other, its first line. At most ``limit`` characters."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if type(exc).__name__ != "MXNetError" and not any(l.startswith("MXNetError") for l in lines):
+        first = lines[0] if lines and lines[0] != "Traceback (most recent call last):" else None
+        return (first or (lines[-1] if lines else "") or type(exc).__name__)[:limit]
     text = next((line for line in reversed(lines) if line.startswith("MXNetError")),
                 lines[-1] if lines else type(exc).__name__)
     text = re.sub(r"^MXNetError:\s*", "", text)
-    text = re.sub(r"^Check failed: [^:]*(: |$)", "", text).strip()
-    return (text or type(exc).__name__)[:200]
+    text = re.sub(r"^\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", text)
+    # "Check failed: EXPR (a vs. b) : Message": mostly, the message starts with a capital letter
+    text = re.sub(r"^Check failed: .*?: (?=[A-Z])", "", text)
+    text = re.sub(r"^Check failed: [^:]*(: |$)", "", text).strip().rstrip(":").strip()
+    return (text or type(exc).__name__)[:limit]
 
 
 def path_problem(path: "str | Path") -> Optional[str]:
@@ -298,9 +305,10 @@ def _parse_shape_attr(text: str) -> Optional[Tuple[int, ...]]:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return None
-    if isinstance(value, int):
+    if type(value) is int:
         value = (value,)
-    if not isinstance(value, (tuple, list)) or not all(isinstance(d, int) and d > 0 for d in value):
+    # type(d) is int: True is an int to Python, not a dimension
+    if not isinstance(value, (tuple, list)) or not all(type(d) is int and d > 0 for d in value):
         return None
     return tuple(value)
 
@@ -344,8 +352,8 @@ def _read_symbol_json(symbol_path: Path) -> Tuple[str, Dict[str, Any]]:
     if not isinstance(nodes, list) or not nodes or not isinstance(heads, list) or not heads:
         raise UsageError(bad)
 
-    def entry_ok(e: Any, limit: int) -> bool:
-        return (isinstance(e, list) and len(e) in (2, 3) and all(isinstance(v, int) and v >= 0 for v in e)
+    def entry_ok(e: Any, limit: int) -> bool:  # type(v) is int: JSON true is no index
+        return (isinstance(e, list) and len(e) in (2, 3) and all(type(v) is int and v >= 0 for v in e)
                 and e[0] < limit)
 
     for i, node in enumerate(nodes):
@@ -356,13 +364,15 @@ def _read_symbol_json(symbol_path: Path) -> Tuple[str, Dict[str, Any]]:
             raise UsageError(f"{symbol_path.name}: node {i} is malformed (an op, a name, and inputs "
                              "that refer to earlier nodes); re-export the model from Gluon")
     if not all(entry_ok(h, len(nodes)) for h in heads):
-        raise UsageError(f"{symbol_path.name}: an output ('heads') refers to no node; re-export "
-                         "the model from Gluon")
+        raise UsageError(f"{symbol_path.name}: an output ('heads') is not [node index, output "
+                         "index] of one of its nodes; re-export the model from Gluon")
     for i, node in enumerate(nodes):
         if not all(isinstance(node.get(key, {}), dict) for key in _LEGACY_ATTR_KEYS):
             raise UsageError(f"{symbol_path.name}: node {i} ('{node['name'][:80]}') has attributes "
                              "that are not a JSON object; re-export the model from Gluon")
         _normalize_attrs(node)
+        _check_node_text(symbol_path.name, i, node)
+    _check_graph_fields(symbol_path.name, doc, nodes)
     for node in nodes:  # attributes MXNet divides by unchecked (num_group=0: SIGFPE at load)
         try:
             check_attrs(node["op"], node.get("attrs", {}), f"node '{node['name'][:80]}'")
@@ -370,6 +380,78 @@ def _read_symbol_json(symbol_path: Path) -> Tuple[str, Dict[str, Any]]:
             raise UsageError(f"{symbol_path.name}: {exc}: MXNet would crash on it; fix or "
                              "re-export the model") from None
     return text, doc
+
+
+def shown_name(name: str, limit: int = 80) -> str:
+    """``name`` for an error message: at most ``limit`` characters, the unprintable ones (a
+    newline, NUL, a lone surrogate) as Python escapes, so the message stays one line."""
+    return "".join(c if c.isprintable() and not 0xD800 <= ord(c) < 0xE000 else ascii(c)[1:-1]
+                   for c in name[:limit]) + ("..." if len(name) > limit else "")
+
+
+def _text_problem(text: str) -> Optional[str]:
+    """Why MXNet's JSON reader cannot take ``text`` back from trtc, or None: a lone surrogate
+    (no UTF-8 for it) or a control character json.dumps writes as a \\u escape, which MXNet's
+    reader refuses ("unknown string escape")."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode (a lone surrogate)"
+    bad = next((c for c in text if ord(c) < 0x20 and c not in "\b\f\n\r\t"), None)
+    return None if bad is None else f"holds the control character {bad!r}"
+
+
+def _check_node_text(file: str, index: int, node: Dict[str, Any]) -> None:
+    """Every name, op and attribute of a node is text MXNet reads back: attribute values are
+    strings (MXNet's loader refuses a number or null; trtc's checks would crash on one)."""
+    shown = shown_name(node["name"])
+    for what, text in (("name", node["name"]), ("op", node["op"])):
+        problem = _text_problem(text)
+        if problem:
+            raise UsageError(f"{file}: node {index} ('{shown}'): its {what} {problem}, which MXNet "
+                             "cannot read; rename it and re-export the model")
+    for key, value in node.get("attrs", {}).items():
+        if not isinstance(value, str):
+            kind = "" if value is None else f" ({type(value).__name__})"
+            raise UsageError(f"{file}: node '{shown}' attribute '{shown_name(key)}' is "
+                             f"{json.dumps(value)[:40]}{kind}, not a string: MXNet symbol files hold every attribute as a "
+                             f"string (\"8\", \"(3, 3)\"); fix the file or re-export the model")
+        problem = _text_problem(key) or _text_problem(value)
+        if problem:
+            raise UsageError(f"{file}: node '{shown}' attribute '{shown_name(key)}' {problem}, which "
+                             "MXNet cannot read; fix the file or re-export the model")
+
+
+# mxnet_version is MAJOR*10000 + MINOR*100 + PATCH (10901: 1.9.1); MXNet 1.9 loads a symbol
+# claiming 1000000 or more and then fails on it ("The any container is empty").
+_MAX_MXNET_VERSION = 999_999
+
+
+def _check_graph_fields(file: str, doc: Dict[str, Any], nodes: List[Dict[str, Any]]) -> None:
+    """The symbol's fields besides nodes and heads as MXNet 1.9 reads them: ``arg_nodes`` (the
+    variables' indices, required), ``node_row_ptr`` (integers, unused) and ``attrs``
+    (``{"mxnet_version": ["int", N]}``)."""
+    redo = "; re-export the model from Gluon"
+    arg_nodes = doc.get("arg_nodes")
+    if not (isinstance(arg_nodes, list) and all(type(i) is int and 0 <= i < len(nodes)
+                                                and nodes[i]["op"] == "null" for i in arg_nodes)):
+        what = "has no 'arg_nodes'" if arg_nodes is None else "'arg_nodes' is not a list of its variable (op 'null') nodes' indices"
+        raise UsageError(f"{file}: {what}, which MXNet needs{redo}")
+    row_ptr = doc.get("node_row_ptr", [])
+    if not (isinstance(row_ptr, list) and all(type(i) is int for i in row_ptr)):
+        raise UsageError(f"{file}: 'node_row_ptr' is not a list of integers{redo}, or delete it "
+                         "(MXNet does not use it)")
+    attrs = doc.get("attrs", {})
+    if not (isinstance(attrs, dict) and all(isinstance(v, list) and len(v) == 2
+                                            and isinstance(v[0], str) for v in attrs.values())):
+        raise UsageError(f"{file}: its top-level 'attrs' is not an object of [\"type\", value] "
+                         f"pairs like {{\"mxnet_version\": [\"int\", 10901]}}{redo}")
+    if "mxnet_version" in attrs:
+        kind, version = attrs["mxnet_version"]
+        if kind != "int" or type(version) is not int or not 0 <= version <= _MAX_MXNET_VERSION:
+            raise UsageError(f"{file}: mxnet_version {json.dumps(attrs['mxnet_version'])[:40]} is not "
+                             "an MXNet version ([\"int\", MAJOR*10000+MINOR*100+PATCH], e.g. "
+                             f"[\"int\", 10901] for 1.9.1){redo}")
 
 
 def _canonical_nodes(doc: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, str], List[str]]:
@@ -449,8 +531,9 @@ def load_graph(symbol_path: Path, params_path: Path,
     symbol_json, renamed, unreachable = _canonical_nodes(raw_doc)
     try:
         symbol = mx.sym.load_json(json.dumps(symbol_json, ensure_ascii=False))
+        symbol.get_internals()  # where what MXNet's loader let through fails
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        first = mxnet_said(exc)
         hint = ""
         if any(n.get("op") == "Custom" for n in symbol_json["nodes"]):
             hint = "; it uses MXNet custom ops: pass --import MODULE that registers them"
@@ -459,7 +542,7 @@ def load_graph(symbol_path: Path, params_path: Path,
     try:
         raw_params = mx.nd.load(str(params_path))
     except Exception as exc:
-        said = _mxnet_said(exc)
+        said = mxnet_said(exc)
         if "np shape semantics" in said:  # saved under npx.set_np(): MXNet's numpy interface
             raise UsageError(
                 f"{params_path} was saved with MXNet's numpy interface (npx.set_np()), which trtc "
@@ -537,8 +620,11 @@ def load_graph(symbol_path: Path, params_path: Path,
         if shape is None:
             specs = " ".join(f"--input {n}:1x3x224x224" if i == 0 else f"--input {n}:SHAPE"
                              for i, n in enumerate(data_inputs))
-            raise UsageError(f"no shape known for input '{name}' (model inputs: "
-                             f"{', '.join(data_inputs)}); pass {specs}")
+            recorded_text = attrs.get("__shape__")
+            why = (f"its recorded __shape__ {recorded_text[:40]!r} is not a shape of positive "
+                   "integers; " if recorded_text else "")
+            raise UsageError(f"no shape known for input '{shown_name(name)}' ({why}model inputs: "
+                             f"{', '.join(map(shown_name, data_inputs))}); pass {specs}")
         shapes_in[name] = shape
         code = attrs.get("__dtype__")
         recorded = _MX_DTYPE_CODES.get(int(code), "float32") if code and code.isdigit() else "float32"

@@ -466,13 +466,14 @@ def test_debug_after_the_subcommand(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------------------------
 # hostile inputs: valid models trtc refused, and bad ones that crashed or said too little
 # ----------------------------------------------------------------------------------------------
-def _mutated(files: Path, tmp_path: Path, edit, model: str = "tiny") -> Path:
+def _mutated(files: Path, tmp_path: Path, edit, model: str = "tiny", ascii: bool = False) -> Path:
     """A copy of ``model``'s export in tmp_path whose symbol JSON ``edit(doc)`` changed in place
-    (written as MXNet writes it: raw UTF-8). Returns the params path."""
+    (written as MXNet writes it: raw UTF-8; with \\u escapes if ``ascii``). Returns the params
+    path."""
     shutil.copy(files / f"{model}-0000.params", tmp_path / f"{model}-0000.params")
     doc = json.loads((files / f"{model}-symbol.json").read_text(encoding="utf-8"))
     edit(doc)
-    (tmp_path / f"{model}-symbol.json").write_text(json.dumps(doc, ensure_ascii=False),
+    (tmp_path / f"{model}-symbol.json").write_text(json.dumps(doc, ensure_ascii=ascii),
                                                    encoding="utf-8")
     return tmp_path / f"{model}-0000.params"
 
@@ -541,3 +542,48 @@ def test_old_layout_keys_merge_as_mxnet_reads_them() -> None:
             "attr": {"act_type": "sigmoid"}}
     _normalize_attrs(node)
     assert node == {"op": "Activation", "attrs": {"act_type": "sigmoid", "x": "1"}}
+
+
+def _set(name: str, key: str, value) -> object:  # an edit setting one attribute of one node
+    return lambda doc: _node(doc, name)["attrs"].__setitem__(key, value)
+
+
+@pytest.mark.parametrize("edit,phrases", [
+    (_set("tiny_conv0_fwd", "num_filter", 8), ["'tiny_conv0_fwd'", "'num_filter' is 8 (int), not a string"]),
+    (_set("tiny_conv0_fwd", "num_filter", None), ["'num_filter' is null, not a string"]),
+    (_set("data", "__shape__", "(True, 3, 16, 16)"), ["'(True, 3, 16, 16)' is not a shape", "--input data:"]),
+    (_set("tiny_conv0_fwd", "kernel", "(3, 3, 3)"),
+     ["MXNet cannot load tiny-symbol.json: Stride must have the same number of dimensions"]),
+    (lambda d: d.pop("arg_nodes"), ["has no 'arg_nodes'"]),
+    (lambda d: d.update(arg_nodes=[0, 1, 2, 999, -5]), ["'arg_nodes' is not a list of"]),
+    (lambda d: d.update(arg_nodes=[0, 3]), ["'arg_nodes' is not a list of"]),  # 3 is an op
+    (lambda d: d.update(node_row_ptr=[99, -1, "x"]), ["'node_row_ptr' is not a list of integers"]),
+    (lambda d: d.update(attrs={"mxnet_version": ["int", "abc"]}), ['mxnet_version ["int", "abc"] is not']),
+    (lambda d: d.update(attrs={"mxnet_version": ["int", 99999999]}), ["mxnet_version", "10901"]),
+    (lambda d: d.update(attrs=[1, 2, 3]), ["top-level 'attrs' is not an object"]),
+    (lambda d: d.update(heads=[[11, False, 0]]), ["an output ('heads') is not"]),
+    (lambda d: _node(d, "tiny_relu0_fwd").update(inputs=[[True, 0, 0]]), ["node 4 is malformed"]),
+    (lambda d: _node(d, "tiny_relu0_fwd").update(name="re\x00lu"), ["'re\\x00lu'", "control character"]),
+    (lambda d: _node(d, "tiny_relu0_fwd").update(name="tiny_\ud800relu"), ["'tiny_\\ud800relu'", "lone surrogate"]),
+    (lambda d: _node(d, "tiny_relu0_fwd").update(op="Custom", attrs={"op_type": "nope"}),
+     ["MXNet cannot load tiny-symbol.json: Cannot find custom operator nope", "--import"]),
+], ids=["attr_int", "attr_null", "shape_bool", "kernel_rank", "no_arg_nodes", "arg_nodes_range",
+        "arg_nodes_op", "row_ptr", "version_str", "version_huge", "top_attrs_list", "heads_bool",
+        "inputs_bool", "name_nul", "name_surrogate", "custom_unregistered"])
+def test_malformed_symbol_is_one_line_usage_error(files: Path, tmp_path: Path, edit, phrases) -> None:
+    """What MXNet's loader refuses with its C++ traceback, or lets through and then crashes on (or
+    trtc's own checks did): a one-line error naming the node, attribute or field."""
+    params = _mutated(files, tmp_path, edit, ascii=True)
+    error = _fails(["compile", str(params), "-o", str(tmp_path / "m.trtb"), "-q"], 2, *phrases)
+    assert "Traceback" not in error and "Check failed" not in error
+
+
+def test_mxnet_said_takes_mxnets_message() -> None:
+    from mxnet.base import MXNetError
+
+    from trtc.frontend import mxnet_said
+
+    text = ("Traceback (most recent call last):\n  File \"x\", line 1\nMXNetError: Check failed: "
+            "CustomOperator: :Get()->Find(params.op_type) != nullptr: Cannot find custom operator nope")
+    assert mxnet_said(MXNetError(text)) == "Cannot find custom operator nope"
+    assert mxnet_said(ValueError("first\nsecond")) == "first"
