@@ -557,12 +557,30 @@ def load_graph(symbol_path: Path, params_path: Path,
                          "export the model with HybridBlock.export")
     aux_names = set(symbol.list_auxiliary_states())
     arg_names = symbol.list_arguments()
+    arg_set = set(arg_names)
     params: Dict[str, np.ndarray] = {}
+    seen: Dict[str, str] = {}  # name -> its key in the file
     for key, value in raw_params.items():
         if ":" in key:
             kind, name = key.split(":", 1)
         else:
             kind, name = ("aux" if key in aux_names else "arg"), key
+        if kind not in ("arg", "aux"):
+            raise UsageError(f"{params_path.name}: param '{shown_name(key)}' has the prefix "
+                             f"'{shown_name(kind, 20)}:'; a params file names weights 'arg:NAME' and "
+                             "running statistics 'aux:NAME' (as HybridBlock.export writes them); "
+                             "fix the key or re-export the model")
+        right = "aux" if name in aux_names else "arg" if name in arg_set else kind
+        if kind != right:
+            raise UsageError(f"{params_path.name}: param '{shown_name(key)}' is an "
+                             f"{'auxiliary state' if right == 'aux' else 'argument'} of "
+                             f"{symbol_path.name}, so its key is '{right}:{shown_name(name)}'; "
+                             "fix the key or re-export the model")
+        if name in seen:
+            raise UsageError(f"{params_path.name} holds '{shown_name(name)}' twice (as "
+                             f"'{shown_name(seen[name])}' and '{shown_name(key)}'); keep one and "
+                             "re-save the params")
+        seen[name] = key
         params[f"{kind}:{name}"] = value.asnumpy()
     param_vars = {key.split(":", 1)[1]: key for key in params}
     known = set(arg_names) | aux_names

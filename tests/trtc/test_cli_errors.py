@@ -587,3 +587,32 @@ def test_mxnet_said_takes_mxnets_message() -> None:
             "CustomOperator: :Get()->Find(params.op_type) != nullptr: Cannot find custom operator nope")
     assert mxnet_said(MXNetError(text)) == "Cannot find custom operator nope"
     assert mxnet_said(ValueError("first\nsecond")) == "first"
+
+
+def _params_edited(files: Path, tmp_path: Path, edit) -> Path:
+    """A copy of tiny's export whose params ``edit(dict)`` changed (saved with mx.nd.save)."""
+    import mxnet as mx
+
+    shutil.copy(files / "tiny-symbol.json", tmp_path / "tiny-symbol.json")
+    params = mx.nd.load(str(files / "tiny-0000.params"))
+    edit(params)
+    mx.nd.save(str(tmp_path / "tiny-0000.params"), params)
+    return tmp_path / "tiny-0000.params"
+
+
+def _rekey(old: str, new: str):
+    return lambda p: p.__setitem__(new, p.pop(old))
+
+
+@pytest.mark.parametrize("edit,phrases", [
+    (_rekey("arg:tiny_conv0_weight", "foo:tiny_conv0_weight"),
+     ["'foo:tiny_conv0_weight' has the prefix 'foo:'", "'arg:NAME'"]),
+    (_rekey("arg:tiny_conv0_weight", "aux:tiny_conv0_weight"),
+     ["'aux:tiny_conv0_weight' is an argument", "'arg:tiny_conv0_weight'"]),
+    (lambda p: p.__setitem__("tiny_conv0_weight", p["arg:tiny_conv0_weight"]),
+     ["holds 'tiny_conv0_weight' twice"]),
+], ids=["bogus_prefix", "aux_on_arg", "twice"])
+def test_params_keys_are_checked(files: Path, tmp_path: Path, edit, phrases) -> None:
+    """A key trtc cannot place was a KeyError (internal error, exit 70) or a failed gate."""
+    _fails(["compile", str(_params_edited(files, tmp_path, edit)), "-o", str(tmp_path / "m.trtb"),
+            "-q"], 2, *phrases)
