@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .runtime.bundle import MAX_TENSOR_NAME_LENGTH, tensor_name_ok
 from .runtime.errors import UsageError
 from .runtime.stages.residual import check_attrs, mxnet_error_text
 
@@ -603,6 +604,15 @@ def load_graph(symbol_path: Path, params_path: Path,
 
     data_inputs = [name for name in arg_names if name not in param_vars]
     var_attrs = {n["name"]: n.get("attrs", {}) for n in symbol_json["nodes"] if n["op"] == "null"}
+    if not data_inputs:
+        taken = [n for n in param_vars if not any(k in var_attrs.get(n, {}) for k in
+                                                  ("__init__", "__lr_mult__", "__wd_mult__"))]
+        which = f" (it holds '{shown_name(taken[0])}', an input of the model?)" if taken else ""
+        raise UsageError(f"{params_path.name} gives a value to every variable of "
+                         f"{symbol_path.name}{which}, so the model has no inputs left to compile; "
+                         "remove the inputs from the params file")
+    for name in data_inputs:
+        _check_tensor_name(name, "input", symbol_path.name)
     given = dict(input_shapes or {})
     given_types = dict(input_dtypes or {})
     unknown = [name for name in list(given) + list(given_types) if name not in data_inputs]
@@ -657,6 +667,8 @@ def load_graph(symbol_path: Path, params_path: Path,
         where = ", ".join(f"{n}:{'x'.join(map(str, shapes_in[n]))}" for n in input_ranges)
         raise UsageError(f"the model cannot run at the opt shape of the --input range ({where}): "
                          f"{str(exc).split(': ', 1)[-1]}") from None
+    for name in graph.outputs:
+        _check_tensor_name(name, "output", symbol_path.name)
     graph.renamed, graph.unreachable = renamed, unreachable
     if input_ranges:
         graph.input_ranges = input_ranges
@@ -664,6 +676,17 @@ def load_graph(symbol_path: Path, params_path: Path,
     graph.symbol_sha256 = _sha256_file(symbol_path)
     graph.params_sha256 = _sha256_file(params_path)
     return graph
+
+
+def _check_tensor_name(name: str, what: str, file: str) -> None:
+    """A model input or output name the bundle manifest takes (runtime.bundle's own rule)."""
+    if not tensor_name_ok(name):
+        why = ("is empty" if not name else f"is {len(name):,} characters long"
+               if len(name) > MAX_TENSOR_NAME_LENGTH else "holds an unprintable character")
+        rename = "the input variable" if what == "input" else "the node that computes it"
+        raise UsageError(f"{file}: {what} name '{shown_name(name)}' {why}; a bundle's input and "
+                         f"output names are 1..{MAX_TENSOR_NAME_LENGTH} printable characters "
+                         f"(no newline or tab): rename {rename} and re-export the model")
 
 
 def _input_range(name: str, dims: Tuple[Dim, ...], recorded: Optional[Tuple[int, ...]],

@@ -616,3 +616,31 @@ def test_params_keys_are_checked(files: Path, tmp_path: Path, edit, phrases) -> 
     """A key trtc cannot place was a KeyError (internal error, exit 70) or a failed gate."""
     _fails(["compile", str(_params_edited(files, tmp_path, edit)), "-o", str(tmp_path / "m.trtb"),
             "-q"], 2, *phrases)
+
+
+def _rename(old: str, new: str):
+    return lambda doc: _node(doc, old).__setitem__("name", new)
+
+
+@pytest.mark.parametrize("edit,phrases", [
+    (_rename("data", "da\nta"), ["input name 'da\\nta' holds an unprintable character"]),
+    (_rename("data", ""), ["input name '' is empty"]),
+    (_rename("data", "x" * 2000), ["is 2,000 characters long", "1..1024"]),
+    (_rename("tiny_conv2_fwd", "out\nput"), ["output name 'out\\nput_output'", "rename the node"]),
+    (_rename("tiny_conv2_fwd", "o" * 1100), ["output name", "1,107 characters long"]),
+], ids=["input_newline", "input_empty", "input_long", "output_newline", "output_long"])
+def test_names_the_bundle_refuses_are_refused_when_read(files: Path, tmp_path: Path, edit,
+                                                        phrases) -> None:
+    """Names the manifest refuses were found only when the bundle was written ("bundle manifest
+    is invalid ... recompile the bundle", exit 3): now when the model is read, with the rule
+    runtime.bundle uses."""
+    _fails(["compile", str(_mutated(files, tmp_path, edit)), "-o", str(tmp_path / "m.trtb"), "-q"],
+           2, *phrases)
+
+
+def test_params_holding_the_input_is_a_usage_error(files: Path, tmp_path: Path) -> None:
+    import mxnet as mx
+
+    params = _params_edited(files, tmp_path, lambda p: p.__setitem__("arg:data", mx.nd.ones((1, 3, 16, 16))))
+    _fails(["compile", str(params), "-o", str(tmp_path / "m.trtb"), "-q"], 2,
+           "no inputs left", "'data'")
