@@ -271,26 +271,49 @@ _MAX_INPUT_ELEMENTS = 1 << 31
 
 
 def import_user_modules(modules: Sequence[str]) -> None:
-    """Import modules (dotted names or .py files), e.g. ones registering MXNet custom ops."""
+    """Import modules (dotted names or .py files), e.g. ones registering MXNet custom ops.
+
+    Raises:
+        UsageError: a module that is missing or fails, or one that calls ``sys.exit`` (a script
+            that parses its own arguments): the last line it wrote on stderr is in the message.
+    """
+    import contextlib
+    import io
+
     for item in modules:
+        written = io.StringIO()  # held back until the import ends: a script's usage text
         try:
-            if item.endswith(".py"):
-                path = Path(item)
-                problem = path_problem(path)
-                if problem:
-                    raise UsageError(f"--import {item}: no such file" if problem == "does not exist"
-                                     else f"--import {item} {problem}")
-                spec = importlib.util.spec_from_file_location(path.stem, path)
-                assert spec is not None and spec.loader is not None
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[path.stem] = module
-                spec.loader.exec_module(module)
-            else:
-                importlib.import_module(item)
+            with contextlib.redirect_stderr(written):
+                _import_one(item)
         except UsageError:
             raise
+        except SystemExit as exc:
+            last = next((line.strip() for line in reversed(written.getvalue().splitlines())
+                         if line.strip()), "")
+            printed = f" (it printed: {shown_name(last, 160)})" if last else ""
+            raise UsageError(f"importing {item} called sys.exit({exc.code!r}){printed}: --import "
+                             "takes a module that registers ops, not a script; put the script's "
+                             "code under `if __name__ == \"__main__\":`") from None
         except Exception as exc:
-            raise UsageError(f"--import {item} failed: {type(exc).__name__}: {exc}") from None
+            raise UsageError(f"--import {item} failed: {type(exc).__name__}: "
+                             f"{shown_name(str(exc), 300)}") from None
+        sys.stderr.write(written.getvalue())
+
+
+def _import_one(item: str) -> None:
+    if item.endswith(".py"):
+        path = Path(item)
+        problem = path_problem(path)
+        if problem:
+            raise UsageError(f"--import {item}: no such file" if problem == "does not exist"
+                             else f"--import {item} {problem}")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        spec.loader.exec_module(module)
+    else:
+        importlib.import_module(item)
 
 
 def _sha256_file(path: Path) -> str:

@@ -644,3 +644,19 @@ def test_params_holding_the_input_is_a_usage_error(files: Path, tmp_path: Path) 
     params = _params_edited(files, tmp_path, lambda p: p.__setitem__("arg:data", mx.nd.ones((1, 3, 16, 16))))
     _fails(["compile", str(params), "-o", str(tmp_path / "m.trtb"), "-q"], 2,
            "no inputs left", "'data'")
+
+
+@pytest.mark.parametrize("code,phrases", [
+    ("import argparse\nargparse.ArgumentParser().add_argument('--epochs', required=True)\n"
+     "argparse.ArgumentParser().parse_args(['--bogus'])\n",
+     ["called sys.exit(2) (it printed:", "unrecognized arguments: --bogus", "__main__"]),
+    ("import sys\nsys.exit(0)\n", ["called sys.exit(0)", "not a script"]),
+], ids=["argparse", "exit_0"])
+def test_import_of_a_script_that_exits(files: Path, tmp_path: Path, code: str, phrases) -> None:
+    """--import of a script that calls sys.exit: argparse's usage text and no trtc error (or
+    exit 0 with nothing compiled) before; now one error line quoting what it printed."""
+    script = tmp_path / f"script_{len(code)}.py"
+    script.write_text(code)
+    _fails(["compile", str(files / "tiny-0000.params"), "--import", str(script), "-o",
+            str(tmp_path / "m.trtb"), "-q"], 2, *phrases)
+    assert not (tmp_path / "m.trtb").exists()
