@@ -22,7 +22,8 @@ from .runtime.errors import UsageError
 from .runtime.stages.residual import check_attrs, mxnet_error_text
 
 __all__ = ["Node", "Graph", "resolve_model_files", "load_graph", "fold_constants", "parse_input_spec",
-           "import_user_modules", "check_input_shapes", "path_problem", "mxnet_said", "shown_name"]
+           "import_user_modules", "check_input_shapes", "path_problem", "mxnet_said", "shown_name",
+           "check_shape", "DTYPES"]
 
 _PARAMS_SUFFIX = re.compile(r"^(?P<prefix>.+)-(?P<epoch>\d{4})\.params$")
 # MXNet's dtype codes (mshadow type flags) as used in the `__dtype__` attribute.
@@ -205,7 +206,9 @@ def resolve_model_files(params: "str | Path", symbol: "str | Path | None" = None
     return symbol_path, params_path
 
 
-_DTYPES = ("float32", "float16", "float64", "int32", "int64", "int8", "uint8", "bool")
+# The dtypes an input may have (--input NAME:DIMS:DTYPE, CompileSettings.input_dtypes).
+DTYPES = ("float32", "float16", "float64", "int32", "int64", "int8", "uint8", "bool")
+_DTYPES = DTYPES
 
 
 Dim = Union[int, Tuple[int, int]]
@@ -268,6 +271,59 @@ def parse_input_spec(spec: str, flag: str = "--input", ranges: bool = True
 
 # An input larger than this (elements) is a typo, not a model: 2**31 float32 values is 8 GiB.
 _MAX_INPUT_ELEMENTS = 1 << 31
+
+
+def check_shape(name: str, shape: Any, ranges: bool = True, option: str = "inputs"
+                ) -> Tuple[Dim, ...]:
+    """A shape given as a tuple (CompileSettings.inputs / opt_shapes, trtc.compile's ``inputs=``)
+    under the rules of :func:`parse_input_spec`: ints >= 1 or, where ``ranges``, ``(min, max)``
+    pairs with 1 <= min <= max; 1 to 8 dimensions; at most 2^31 elements.
+
+    Returns:
+        The shape with plain ints (numpy ints converted, a ``(n, n)`` range made ``n``).
+
+    Raises:
+        UsageError: naming the input and ``option``.
+    """
+    example = "(1, 3, 224, 224)" + (", with (min, max) for a range: ((1, 32), 3, 224, 224)"
+                                    if ranges else "")
+    text = ("1..32x" if ranges else "") + "3x224x224"
+    bad = UsageError(f"shape of '{shown_name(str(name))}' in {option}: {shape!r:.80} is not a shape; "
+                     f"give positive ints like {example}, or a string like '{text}'")
+
+    def integer(v: Any) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+    if isinstance(shape, (str, bytes, Mapping)):
+        raise bad
+    try:
+        shape = tuple(shape)  # a list, a numpy array, a generator of ints too
+    except TypeError:
+        raise bad from None
+    dims: List[Dim] = []
+    for d in shape:
+        if ranges and isinstance(d, (tuple, list)) and len(d) == 2 and all(integer(v) for v in d):
+            lo, hi = int(d[0]), int(d[1])
+            if not 1 <= lo <= hi:
+                raise UsageError(f"shape of '{shown_name(str(name))}' in {option}: the range {tuple(d)} "
+                                 "must be (min, max) with 1 <= min <= max")
+            dims.append((lo, hi) if hi > lo else lo)
+        elif integer(d) and d >= 1:
+            dims.append(int(d))
+        else:
+            raise bad
+    if not dims:
+        raise UsageError(f"shape of '{shown_name(str(name))}' in {option} is empty")
+    if len(dims) > 8:
+        raise UsageError(f"shape of '{shown_name(str(name))}' in {option}: {len(dims)} dimensions; "
+                         "at most 8 are supported")
+    elements = 1
+    for d in dims:
+        elements *= d[1] if isinstance(d, tuple) else d
+    if elements > _MAX_INPUT_ELEMENTS:
+        raise UsageError(f"shape of '{shown_name(str(name))}' in {option}: {elements:,} elements is "
+                         f"more than trtc verifies ({_MAX_INPUT_ELEMENTS:,}); check the shape")
+    return tuple(dims)
 
 
 def import_user_modules(modules: Sequence[str]) -> None:
