@@ -222,7 +222,7 @@ def compile_command(
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="With --int8: a directory of .npy/.npz inputs or one .npz (arrays by input name)."),
     calibration_method: str = typer.Option("minmax", "--calibration-method", help="minmax | entropy | percentile."),
     keep_fp32: List[str] = typer.Option([], "--keep-fp32", help="With --fp16: an op type (softmax) or node name to keep in fp32. Repeatable."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Bundle to write (default PREFIX.trtb)."),
+    output_text: Optional[str] = typer.Option(None, "-o", "--output", help="Bundle to write (default PREFIX.trtb)."),
     backend: str = typer.Option("auto", "--backend", help="auto | tensorrt | tensorrt_rtx."),
     target: str = typer.Option("all", "--target", help="all (engines + their ONNX) | gpu (engines only) | cpu (ONNX only, no TensorRT needed)."),
     residual: str = typer.Option("onnxruntime", "--residual", help="Where ops kept out of engines run: onnxruntime (default: ONNX Runtime stages wherever an exact ONNX exists and passes the gate; MXNet only for the rest) | mxnet (all of them in MXNet stages, as before)."),
@@ -249,6 +249,11 @@ def compile_command(
     from .frontend import parse_input_spec
     from .settings import CompileSettings
 
+    # a Path drops a trailing slash: `-o missingdir/` would write a file named missingdir
+    if output_text is not None and output_text.endswith(("/", os.sep)) and not Path(output_text).is_dir():
+        raise UsageError(f"-o {output_text}: directory {output_text.rstrip('/' + os.sep)} does not "
+                         f"exist; create it first, and name the bundle file (like {output_text}model.trtb)")
+    output = Path(output_text) if output_text is not None else None
     shapes, dtypes = {}, {}
     for spec in input_specs:
         name, shape, dtype = parse_input_spec(spec)

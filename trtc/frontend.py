@@ -697,10 +697,10 @@ def load_graph(symbol_path: Path, params_path: Path,
     unknown = [name for name in list(given) + list(given_types) if name not in data_inputs]
     unknown_opt = [name for name in (opt_shapes or {}) if name not in data_inputs]
     if unknown_opt:
-        raise UsageError(f"--opt-shape names '{unknown_opt[0]}', which is not an input of the model; "
+        raise UsageError(f"--opt-shape names '{shown_name(unknown_opt[0])}', which is not an input of the model; "
                          f"its inputs are: {', '.join(data_inputs) or '(none)'}")
     if unknown:
-        raise UsageError(f"--input names '{unknown[0]}', which is not an input of the model; its "
+        raise UsageError(f"--input names '{shown_name(unknown[0])}', which is not an input of the model; its "
                          f"inputs are: {', '.join(data_inputs) or '(none)'}")
     for name in data_inputs:  # a weight the params file lacks is not a new model input
         attrs = var_attrs.get(name, {})

@@ -660,3 +660,18 @@ def test_import_of_a_script_that_exits(files: Path, tmp_path: Path, code: str, p
     _fails(["compile", str(files / "tiny-0000.params"), "--import", str(script), "-o",
             str(tmp_path / "m.trtb"), "-q"], 2, *phrases)
     assert not (tmp_path / "m.trtb").exists()
+
+
+def test_output_naming_a_missing_directory_with_a_slash(files: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-o missingdir/` wrote a bundle file named missingdir (a Path drops the slash)."""
+    monkeypatch.chdir(tmp_path)
+    _fails(["compile", str(files / "tiny-0000.params"), "-o", "missingdir/", "-q"], 2,
+           "directory missingdir does not exist", "missingdir/model.trtb")
+    assert not (tmp_path / "missingdir").exists()
+
+
+def test_unprintable_input_name_is_shown_escaped(files: Path, tmp_path: Path) -> None:
+    line = _fails(["compile", str(files / "tiny-0000.params"), "--input", "da\x01ta:1x3x16x16", "-o",
+                   str(tmp_path / "m.trtb"), "-q"], 2, "--input names 'da\\x01ta'")
+    assert "\x01" not in line
