@@ -734,7 +734,7 @@ def load_graph(symbol_path: Path, params_path: Path,
                              f"{', '.join(map(shown_name, data_inputs))}); pass {specs}")
         shapes_in[name] = shape
         code = attrs.get("__dtype__")
-        recorded = _MX_DTYPE_CODES.get(int(code), "float32") if code and code.isdigit() else "float32"
+        recorded = _MX_DTYPE_CODES.get(int(code), "float32") if code and code.isascii() and code.isdigit() else "float32"
         dtypes_in[name] = given_types.get(name) or recorded
 
     try:

@@ -675,3 +675,12 @@ def test_unprintable_input_name_is_shown_escaped(files: Path, tmp_path: Path) ->
     line = _fails(["compile", str(files / "tiny-0000.params"), "--input", "da\x01ta:1x3x16x16", "-o",
                    str(tmp_path / "m.trtb"), "-q"], 2, "--input names 'da\\x01ta'")
     assert "\x01" not in line
+
+
+def test_non_ascii_digit_dtype_code_is_not_a_crash(files: Path, tmp_path: Path) -> None:
+    """'²'.isdigit() is True and int('²') raises: once non-ASCII symbols load, a __dtype__ of '²'
+    reached int() (internal error, exit 70). It is no dtype code: float32, as for any other."""
+    out = tmp_path / "m.trtb"
+    params = _mutated(files, tmp_path, _set("data", "__dtype__", "²"))
+    result = runner.invoke(app, ["compile", str(params), "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
