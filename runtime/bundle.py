@@ -51,6 +51,8 @@ __all__ = [
     "remove_stale_partials",
     "call_bytes",
     "zip_entry_count",
+    "MAX_TENSOR_NAME_LENGTH",
+    "tensor_name_ok",
 ]
 
 FORMAT_NAME = "trtc-bundle"
@@ -144,8 +146,21 @@ def _check_keys(obj: Any, where: str, required: Mapping[str, type]) -> None:
 
 
 def _check_text(value: Any, where: str, limit: int) -> None:
-    _expect(isinstance(value, str) and 0 < len(value) <= limit and value.isprintable(), where,
-            f"must be 1..{limit} printable characters")
+    _expect(_text_ok(value, limit), where, f"must be 1..{limit} printable characters")
+
+
+def _text_ok(value: Any, limit: int) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= limit and value.isprintable()
+
+
+# The longest input or output name a manifest holds.
+MAX_TENSOR_NAME_LENGTH = 1024
+
+
+def tensor_name_ok(name: Any) -> bool:
+    """Is ``name`` one a manifest takes for an input or output: 1..MAX_TENSOR_NAME_LENGTH
+    printable characters (no newline, tab or NUL)? The compiler checks a model's names with it."""
+    return _text_ok(name, MAX_TENSOR_NAME_LENGTH)
 
 
 def _check_dims(shape: Any, where: str, dynamic: bool = False) -> int:
@@ -166,7 +181,7 @@ def _check_tensor(spec: Any, where: str) -> None:
     """A tensor spec. A dynamic one (format 1, issue 12) has -1 in ``shape`` on the axes that
     vary and ``min_shape`` / ``max_shape`` (inputs also ``opt_shape``) bounding every axis."""
     _check_keys(spec, where, {"name": str, "shape": list, "dtype": str})
-    _check_text(spec["name"], f"{where}.name", 1024)
+    _check_text(spec["name"], f"{where}.name", MAX_TENSOR_NAME_LENGTH)
     dynamic = "min_shape" in spec or "max_shape" in spec
     _check_dims(spec["shape"], f"{where}.shape", dynamic)
     if dynamic:

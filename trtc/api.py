@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from . import compiler
-from .frontend import parse_input_spec
+from .frontend import DTYPES, check_shape, parse_input_spec
 from .partition import PartitionReport
 from .runtime import _native
 from .runtime.errors import TrtcError, UsageError
@@ -314,8 +314,16 @@ def _coerce(name: str, value: Any, values: Dict[str, Any]) -> Any:
     if name == "opt_shapes":
         return {n: _shape(n, s, ranges=False)[0] for n, s in _mapping(name, value).items()}
     if name == "input_dtypes":
-        given = {str(n): np.dtype(d).name if not isinstance(d, str) else d
-                 for n, d in _mapping(name, value).items()}
+        given = {}
+        for input_name, dtype in _mapping(name, value).items():
+            try:
+                given[str(input_name)] = dtype if isinstance(dtype, str) else np.dtype(dtype).name
+            except TypeError:
+                raise UsageError(f"option input_dtypes: {dtype!r:.40} for '{input_name}' is not a "
+                                 f"dtype; use one of {', '.join(DTYPES)}") from None
+            if given[str(input_name)] not in DTYPES:
+                raise UsageError(f"option input_dtypes: {dtype!r:.40} for '{input_name}' is not a "
+                                 f"dtype trtc takes; use one of {', '.join(DTYPES)}")
         return {**given, **values.get("input_dtypes", {})}
     if value is None:
         if "Optional" in kind:
@@ -361,27 +369,7 @@ def _shape(name: str, shape: Any, ranges: bool) -> Tuple[Shape, Optional[str]]:
         _, dims, dtype = parse_input_spec(f"{name}:{shape}", flag="inputs" if ranges else "opt_shapes",
                                           ranges=ranges)
         return dims, dtype
-    example = "(1, 3, 224, 224)" + (", with (min, max) for a range: ((1, 32), 3, 224, 224)"
-                                    if ranges else "")
-    try:
-        dims: List[Any] = []
-        for d in shape:
-            if isinstance(d, (tuple, list)) and ranges:
-                lo, hi = (int(v) for v in d)
-                if isinstance(d[0], bool) or not 1 <= lo <= hi:
-                    raise ValueError
-                dims.append((lo, hi) if hi > lo else lo)
-            elif isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1:
-                dims.append(int(d))
-            else:
-                raise ValueError
-    except (TypeError, ValueError):
-        text = ("1..32x" if ranges else "") + "3x224x224"
-        raise UsageError(f"shape of '{name}': {shape!r} is not a shape; give positive ints like "
-                         f"{example}, or a string like '{text}'") from None
-    if not dims:
-        raise UsageError(f"shape of '{name}' is empty")
-    return tuple(dims), None
+    return check_shape(name, shape, ranges, "inputs" if ranges else "opt_shapes"), None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -568,7 +556,16 @@ def _write_symbol(symbol: Any, params: Any, prefix: Path) -> Tuple[Path, Path]:
             continue  # not this symbol's (e.g. params of a larger model)
         if hasattr(value, "list_data"):  # a gluon Parameter
             value = value.list_data()[0]
-        host = value.asnumpy() if hasattr(value, "asnumpy") else np.asarray(value)
+        try:
+            host = value.asnumpy() if hasattr(value, "asnumpy") else np.asarray(value)
+        except Exception:
+            host = None  # e.g. a ragged list
+        if host is None or host.dtype.name not in DTYPES:
+            array = isinstance(value, np.ndarray) or hasattr(value, "asnumpy")
+            what = (f"an array of {host.dtype}" if array and host is not None
+                    else f"a {type(value).__module__}.{type(value).__name__}")
+            raise UsageError(f"param '{name[:80]}' is {what}; a Symbol's params are MXNet "
+                             f"NDArrays or numpy arrays of {', '.join(DTYPES)}")
         arrays[f"{'arg' if name in args else 'aux'}:{name}"] = mx.nd.array(host, dtype=host.dtype)
     symbol_path, params_path = Path(f"{prefix}-symbol.json"), Path(f"{prefix}-0000.params")
     symbol.save(str(symbol_path))
@@ -595,8 +592,8 @@ def _record_inputs(symbol_path: Path, examples: Examples) -> None:
     if unknown:
         raise UsageError(f"example input dtype {unknown[0]} is not one MXNet takes "
                          f"({', '.join(codes)})")
-    doc = json.loads(symbol_path.read_text())
+    doc = json.loads(symbol_path.read_text(encoding="utf-8"))
     for node in doc["nodes"]:
         if node["op"] == "null" and node["name"] in typed:
             node.setdefault("attrs", {})["__dtype__"] = codes[typed[node["name"]]]
-    symbol_path.write_text(json.dumps(doc, indent=2))
+    symbol_path.write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")

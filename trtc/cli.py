@@ -222,7 +222,7 @@ def compile_command(
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="With --int8: a directory of .npy/.npz inputs or one .npz (arrays by input name)."),
     calibration_method: str = typer.Option("minmax", "--calibration-method", help="minmax | entropy | percentile."),
     keep_fp32: List[str] = typer.Option([], "--keep-fp32", help="With --fp16: an op type (softmax) or node name to keep in fp32. Repeatable."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Bundle to write (default PREFIX.trtb)."),
+    output_text: Optional[str] = typer.Option(None, "-o", "--output", help="Bundle to write (default PREFIX.trtb)."),
     backend: str = typer.Option("auto", "--backend", help="auto | tensorrt | tensorrt_rtx."),
     target: str = typer.Option("all", "--target", help="all (engines + their ONNX) | gpu (engines only) | cpu (ONNX only, no TensorRT needed)."),
     residual: str = typer.Option("onnxruntime", "--residual", help="Where ops kept out of engines run: onnxruntime (default: ONNX Runtime stages wherever an exact ONNX exists and passes the gate; MXNet only for the rest) | mxnet (all of them in MXNet stages, as before)."),
@@ -249,6 +249,11 @@ def compile_command(
     from .frontend import parse_input_spec
     from .settings import CompileSettings
 
+    # a Path drops a trailing slash: `-o missingdir/` would write a file named missingdir
+    if output_text is not None and output_text.endswith(("/", os.sep)) and not Path(output_text).is_dir():
+        raise UsageError(f"-o {output_text}: directory {output_text.rstrip('/' + os.sep)} does not "
+                         f"exist; create it first, and name the bundle file (like {output_text}model.trtb)")
+    output = Path(output_text) if output_text is not None else None
     shapes, dtypes = {}, {}
     for spec in input_specs:
         name, shape, dtype = parse_input_spec(spec)
@@ -263,7 +268,6 @@ def compile_command(
         if name in opt_shapes:
             raise UsageError(f"--opt-shape {name} given twice")
         opt_shapes[name] = shape
-    _check_compute_capabilities(compute_capability, backend)
     if tolerance is not None and not tolerance > 0:
         raise UsageError("--tolerance must be a positive number")
     _check_seed(seed)
@@ -331,7 +335,9 @@ def strip(
     """Rebuild a bundle's engines weight-stripped from its ONNX (no MXNet needed; needs a GPU)."""
     from .strip import strip_bundle
 
-    _check_compute_capabilities(compute_capability, backend)
+    from .settings import check_compute_capabilities
+
+    check_compute_capabilities(compute_capability, backend)
     _signer(sign_key)
     progress = None if quiet else (lambda line: _err(f"[trtc] {line}"))
     with _writing(output):
@@ -504,42 +510,6 @@ def verify_command(
 def _check_seed(seed: int) -> None:
     if not 0 <= seed < 2**32:  # numpy's and MXNet's seeds alike
         raise UsageError(f"--seed {seed}: expected an integer in [0, 2^32)")
-
-
-# Full TensorRT records the targets and builds hardware-compatible engines (AMPERE_PLUS): 8.0 on.
-_TENSORRT_COMPUTE_CAPABILITIES = ((8, 0), (12, 9))
-
-
-def _check_compute_capabilities(values: Sequence[str], backend: str) -> None:
-    """Each --compute-capability is MAJOR.MINOR (ASCII digits) and one the builder can target:
-    TensorRT-RTX's own list (its ComputeCapability enum), or 8.0 to 12.x for full TensorRT."""
-    for cc in values:
-        if not re.fullmatch(r"[0-9]{1,2}\.[0-9]", cc):
-            raise UsageError(f"--compute-capability {cc!r}: expected MAJOR.MINOR like 8.6")
-    if not values:
-        return
-    from .backends import get_backend
-
-    builder = get_backend(backend)
-    if builder.name == "tensorrt_rtx":
-        valid = _rtx_compute_capabilities(builder.trt)
-        for cc in values:
-            if cc not in valid:
-                raise UsageError(f"--compute-capability {cc}: TensorRT-RTX {builder.version} "
-                                 f"builds for {', '.join(valid)}")
-        return
-    low, high = _TENSORRT_COMPUTE_CAPABILITIES
-    for cc in values:
-        major, minor = map(int, cc.split("."))
-        if not low <= (major, minor) <= high:
-            raise UsageError(f"--compute-capability {cc}: {builder.name} builds for "
-                             f"{low[0]}.{low[1]} to {high[0]}.x (Ampere and later)")
-
-
-def _rtx_compute_capabilities(trt: Any) -> List[str]:
-    """'7.5', '8.0', ... from TensorRT-RTX's ComputeCapability members SM75, SM80, ..."""
-    names = [n for n in dir(trt.ComputeCapability) if re.fullmatch(r"SM[0-9]{2,3}", n)]
-    return [f"{n[2:-1]}.{n[-1]}" for n in sorted(names, key=lambda n: int(n[2:]))]
 
 
 def _check_writable_file(path: Path, flag: str) -> None:

@@ -26,7 +26,7 @@ from .runtime import bundle as bundle_format
 from .runtime._version import __version__
 from .runtime.errors import BundleError, CompileError, IncompatibleError, TrtcError, UsageError
 from . import _defaults
-from .settings import CompileSettings
+from .settings import CompileSettings, check_compute_capabilities, checked_settings
 from .strip import check_can_strip, strip_engines
 from .runtime._native import quiet_native
 from .memory import available_memory
@@ -116,7 +116,7 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
     warnings: List[str] = []
     start = time.perf_counter()
 
-    _check_settings(settings)
+    settings = _check_settings(settings)
     if settings.sign_key is not None and path_problem(settings.sign_key):  # e.g. a FIFO: a hang
         raise UsageError(f"--sign-key {settings.sign_key} {path_problem(settings.sign_key)}; pass "
                          "the PEM private key file trtc keygen wrote")
@@ -275,8 +275,11 @@ def _dims_text(graph: Graph, name: str) -> str:
     return bundle_format.range_text(lo, hi) + (f" (opt {'x'.join(map(str, opt))})" if lo != hi else "")
 
 
-def _check_settings(settings: CompileSettings) -> None:
-    """Settings that are wrong whatever the model (the CLI checks the same through here)."""
+def _check_settings(settings: CompileSettings) -> CompileSettings:
+    """Settings that are wrong whatever the model (the CLI and the Python API both come through
+    here): every field's type (settings.checked_settings), then the values. Returns the
+    normalized settings."""
+    settings = checked_settings(settings)
     if settings.min_segment_size < 1:
         raise UsageError("--min-segment-size must be at least 1")
     if not isinstance(settings.seed, int) or not 0 <= settings.seed < 2 ** 32:
@@ -308,6 +311,8 @@ def _check_settings(settings: CompileSettings) -> None:
         raise UsageError("--keep-fp32 applies to fp16 engines: add --fp16")
     if settings.tolerance is not None and not (0 < settings.tolerance < float("inf")):
         raise UsageError("--tolerance must be a positive number")
+    check_compute_capabilities(settings.compute_capabilities, settings.backend)
+    return settings
 
 
 def _check_gate_runs(graph: Graph, samples: Optional[List[Dict[str, np.ndarray]]]) -> None:

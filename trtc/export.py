@@ -20,7 +20,7 @@ import numpy as np
 
 from . import _defaults
 from .converters import STATIC_RANKS
-from .frontend import Graph
+from .frontend import Graph, mxnet_said
 from .segments import Segment, describe_nodes
 
 __all__ = ["ExportError", "ExportedSegment", "WholeExport", "export_nodes", "cut_segment",
@@ -113,7 +113,7 @@ def subgraph_symbol_json(graph: Graph, nodes: List[int], inputs: List[str],
         "heads": heads,
         "attrs": {"mxnet_version": ["int", 10901]},
     }
-    return json.dumps(symbol), params
+    return json.dumps(symbol, ensure_ascii=False), params
 
 
 @contextlib.contextmanager
@@ -368,7 +368,7 @@ def _export_symbol(graph: Graph, segment: Segment
             mx_onnx.export_model(symbol, arg_params, in_shapes=in_shapes, in_types=in_types,
                                  onnx_file_path=path, **extra)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            first = mxnet_said(exc, 300)
             if state["invalid"]:
                 first_node = next(iter(state["invalid"]))
                 raise ExportError(state["invalid"][first_node], node=first_node,

@@ -17,11 +17,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .runtime.bundle import MAX_TENSOR_NAME_LENGTH, tensor_name_ok
 from .runtime.errors import UsageError
 from .runtime.stages.residual import check_attrs, mxnet_error_text
 
 __all__ = ["Node", "Graph", "resolve_model_files", "load_graph", "fold_constants", "parse_input_spec",
-           "import_user_modules", "check_input_shapes", "path_problem"]
+           "import_user_modules", "check_input_shapes", "path_problem", "mxnet_said", "shown_name",
+           "check_shape", "DTYPES"]
 
 _PARAMS_SUFFIX = re.compile(r"^(?P<prefix>.+)-(?P<epoch>\d{4})\.params$")
 # MXNet's dtype codes (mshadow type flags) as used in the `__dtype__` attribute.
@@ -113,7 +115,7 @@ class Graph:
     def mxnet_symbol(self) -> Any:
         import mxnet as mx
 
-        return mx.sym.load_json(json.dumps(self.symbol_json))
+        return mx.sym.load_json(json.dumps(self.symbol_json, ensure_ascii=False))
 
     def internal_shapes(self, shapes: Mapping[str, Tuple[int, ...]]) -> Tuple[Any, List[Any]]:
         """MXNet's shape inference of every internal tensor with the inputs at ``shapes`` and
@@ -130,16 +132,23 @@ class Graph:
         return [name for name, _, _ in self.inputs]
 
 
-def _mxnet_said(exc: BaseException) -> str:
-    """MXNet's own message from one of its errors, without the traceback and the check that
-    failed: "Invalid NDArray file format", "ndarray was saved in np shape semantics, ...". At
-    most 200 characters."""
+def mxnet_said(exc: BaseException, limit: int = 200) -> str:
+    """An error's message for a one-line report. For MXNet's errors, its own message without
+    the C++ traceback and the check that failed ("Invalid NDArray file format", "Cannot find
+    custom operator nope", "Stride must have the same number of dimensions with kernel_size,
+    ..."); for any other, its first line. At most ``limit`` characters."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if type(exc).__name__ != "MXNetError" and not any(l.startswith("MXNetError") for l in lines):
+        first = lines[0] if lines and lines[0] != "Traceback (most recent call last):" else None
+        return (first or (lines[-1] if lines else "") or type(exc).__name__)[:limit]
     text = next((line for line in reversed(lines) if line.startswith("MXNetError")),
                 lines[-1] if lines else type(exc).__name__)
     text = re.sub(r"^MXNetError:\s*", "", text)
-    text = re.sub(r"^Check failed: [^:]*(: |$)", "", text).strip()
-    return (text or type(exc).__name__)[:200]
+    text = re.sub(r"^\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", text)
+    # "Check failed: EXPR (a vs. b) : Message": mostly, the message starts with a capital letter
+    text = re.sub(r"^Check failed: .*?: (?=[A-Z])", "", text)
+    text = re.sub(r"^Check failed: [^:]*(: |$)", "", text).strip().rstrip(":").strip()
+    return (text or type(exc).__name__)[:limit]
 
 
 def path_problem(path: "str | Path") -> Optional[str]:
@@ -197,7 +206,9 @@ def resolve_model_files(params: "str | Path", symbol: "str | Path | None" = None
     return symbol_path, params_path
 
 
-_DTYPES = ("float32", "float16", "float64", "int32", "int64", "int8", "uint8", "bool")
+# The dtypes an input may have (--input NAME:DIMS:DTYPE, CompileSettings.input_dtypes).
+DTYPES = ("float32", "float16", "float64", "int32", "int64", "int8", "uint8", "bool")
+_DTYPES = DTYPES
 
 
 Dim = Union[int, Tuple[int, int]]
@@ -262,27 +273,103 @@ def parse_input_spec(spec: str, flag: str = "--input", ranges: bool = True
 _MAX_INPUT_ELEMENTS = 1 << 31
 
 
+def check_shape(name: str, shape: Any, ranges: bool = True, option: str = "inputs"
+                ) -> Tuple[Dim, ...]:
+    """A shape given as a tuple (CompileSettings.inputs / opt_shapes, trtc.compile's ``inputs=``)
+    under the rules of :func:`parse_input_spec`: ints >= 1 or, where ``ranges``, ``(min, max)``
+    pairs with 1 <= min <= max; 1 to 8 dimensions; at most 2^31 elements.
+
+    Returns:
+        The shape with plain ints (numpy ints converted, a ``(n, n)`` range made ``n``).
+
+    Raises:
+        UsageError: naming the input and ``option``.
+    """
+    example = "(1, 3, 224, 224)" + (", with (min, max) for a range: ((1, 32), 3, 224, 224)"
+                                    if ranges else "")
+    text = ("1..32x" if ranges else "") + "3x224x224"
+    bad = UsageError(f"shape of '{shown_name(str(name))}' in {option}: {shape!r:.80} is not a shape; "
+                     f"give positive ints like {example}, or a string like '{text}'")
+
+    def integer(v: Any) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+    if isinstance(shape, (str, bytes, Mapping)):
+        raise bad
+    try:
+        shape = tuple(shape)  # a list, a numpy array, a generator of ints too
+    except TypeError:
+        raise bad from None
+    dims: List[Dim] = []
+    for d in shape:
+        if ranges and isinstance(d, (tuple, list)) and len(d) == 2 and all(integer(v) for v in d):
+            lo, hi = int(d[0]), int(d[1])
+            if not 1 <= lo <= hi:
+                raise UsageError(f"shape of '{shown_name(str(name))}' in {option}: the range {tuple(d)} "
+                                 "must be (min, max) with 1 <= min <= max")
+            dims.append((lo, hi) if hi > lo else lo)
+        elif integer(d) and d >= 1:
+            dims.append(int(d))
+        else:
+            raise bad
+    if not dims:
+        raise UsageError(f"shape of '{shown_name(str(name))}' in {option} is empty")
+    if len(dims) > 8:
+        raise UsageError(f"shape of '{shown_name(str(name))}' in {option}: {len(dims)} dimensions; "
+                         "at most 8 are supported")
+    elements = 1
+    for d in dims:
+        elements *= d[1] if isinstance(d, tuple) else d
+    if elements > _MAX_INPUT_ELEMENTS:
+        raise UsageError(f"shape of '{shown_name(str(name))}' in {option}: {elements:,} elements is "
+                         f"more than trtc verifies ({_MAX_INPUT_ELEMENTS:,}); check the shape")
+    return tuple(dims)
+
+
 def import_user_modules(modules: Sequence[str]) -> None:
-    """Import modules (dotted names or .py files), e.g. ones registering MXNet custom ops."""
+    """Import modules (dotted names or .py files), e.g. ones registering MXNet custom ops.
+
+    Raises:
+        UsageError: a module that is missing or fails, or one that calls ``sys.exit`` (a script
+            that parses its own arguments): the last line it wrote on stderr is in the message.
+    """
+    import contextlib
+    import io
+
     for item in modules:
+        written = io.StringIO()  # held back until the import ends: a script's usage text
         try:
-            if item.endswith(".py"):
-                path = Path(item)
-                problem = path_problem(path)
-                if problem:
-                    raise UsageError(f"--import {item}: no such file" if problem == "does not exist"
-                                     else f"--import {item} {problem}")
-                spec = importlib.util.spec_from_file_location(path.stem, path)
-                assert spec is not None and spec.loader is not None
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[path.stem] = module
-                spec.loader.exec_module(module)
-            else:
-                importlib.import_module(item)
+            with contextlib.redirect_stderr(written):
+                _import_one(item)
         except UsageError:
             raise
+        except SystemExit as exc:
+            last = next((line.strip() for line in reversed(written.getvalue().splitlines())
+                         if line.strip()), "")
+            printed = f" (it printed: {shown_name(last, 160)})" if last else ""
+            raise UsageError(f"importing {item} called sys.exit({exc.code!r}){printed}: --import "
+                             "takes a module that registers ops, not a script; put the script's "
+                             "code under `if __name__ == \"__main__\":`") from None
         except Exception as exc:
-            raise UsageError(f"--import {item} failed: {type(exc).__name__}: {exc}") from None
+            raise UsageError(f"--import {item} failed: {type(exc).__name__}: "
+                             f"{shown_name(str(exc), 300)}") from None
+        sys.stderr.write(written.getvalue())
+
+
+def _import_one(item: str) -> None:
+    if item.endswith(".py"):
+        path = Path(item)
+        problem = path_problem(path)
+        if problem:
+            raise UsageError(f"--import {item}: no such file" if problem == "does not exist"
+                             else f"--import {item} {problem}")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        spec.loader.exec_module(module)
+    else:
+        importlib.import_module(item)
 
 
 def _sha256_file(path: Path) -> str:
@@ -298,9 +385,10 @@ def _parse_shape_attr(text: str) -> Optional[Tuple[int, ...]]:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return None
-    if isinstance(value, int):
+    if type(value) is int:
         value = (value,)
-    if not isinstance(value, (tuple, list)) or not all(isinstance(d, int) and d > 0 for d in value):
+    # type(d) is int: True is an int to Python, not a dimension
+    if not isinstance(value, (tuple, list)) or not all(type(d) is int and d > 0 for d in value):
         return None
     return tuple(value)
 
@@ -309,9 +397,28 @@ _PARAM_SUFFIXES = ("weight", "bias", "gamma", "beta", "running_mean", "running_v
                    "moving_mean", "moving_var", "alpha", "i2h_weight", "h2h_weight")
 
 
+# Where a node's attributes are: "attrs" since MXNet 1.0, "attr" (0.9-0.12) and "param" (0.8)
+# before; MXNet 1.9 still reads all three.
+_LEGACY_ATTR_KEYS = ("attrs", "attr", "param")
+
+
+def _normalize_attrs(node: Dict[str, Any]) -> None:
+    """Move a node's attributes to "attrs", merged as MXNet 1.9 reads them: "attrs" and "attr"
+    in file order (a later key overrides), then "param" where neither set the key."""
+    if "attr" not in node and "param" not in node:
+        return
+    merged: Dict[str, Any] = {}
+    for key in [k for k in node if k in ("attrs", "attr")]:
+        merged.update(node.pop(key))
+    for key, value in node.pop("param", {}).items():
+        merged.setdefault(key, value)
+    node["attrs"] = merged
+
+
 def _read_symbol_json(symbol_path: Path) -> Tuple[str, Dict[str, Any]]:
     """The symbol file's JSON, structurally checked (every reference in range, inputs before
-    their consumers): what MXNet's own loader trusts blindly. A UsageError names the file."""
+    their consumers): what MXNet's own loader trusts blindly. A UsageError names the file.
+    Node attributes in the pre-1.0 layout ("attr", "param") are moved to "attrs"."""
     bad = f"{symbol_path} is not an MXNet symbol JSON file (PREFIX-symbol.json from HybridBlock.export)"
     try:
         text = symbol_path.read_text(encoding="utf-8")
@@ -325,8 +432,8 @@ def _read_symbol_json(symbol_path: Path) -> Tuple[str, Dict[str, Any]]:
     if not isinstance(nodes, list) or not nodes or not isinstance(heads, list) or not heads:
         raise UsageError(bad)
 
-    def entry_ok(e: Any, limit: int) -> bool:
-        return (isinstance(e, list) and len(e) in (2, 3) and all(isinstance(v, int) and v >= 0 for v in e)
+    def entry_ok(e: Any, limit: int) -> bool:  # type(v) is int: JSON true is no index
+        return (isinstance(e, list) and len(e) in (2, 3) and all(type(v) is int and v >= 0 for v in e)
                 and e[0] < limit)
 
     for i, node in enumerate(nodes):
@@ -337,8 +444,15 @@ def _read_symbol_json(symbol_path: Path) -> Tuple[str, Dict[str, Any]]:
             raise UsageError(f"{symbol_path.name}: node {i} is malformed (an op, a name, and inputs "
                              "that refer to earlier nodes); re-export the model from Gluon")
     if not all(entry_ok(h, len(nodes)) for h in heads):
-        raise UsageError(f"{symbol_path.name}: an output ('heads') refers to no node; re-export "
-                         "the model from Gluon")
+        raise UsageError(f"{symbol_path.name}: an output ('heads') is not [node index, output "
+                         "index] of one of its nodes; re-export the model from Gluon")
+    for i, node in enumerate(nodes):
+        if not all(isinstance(node.get(key, {}), dict) for key in _LEGACY_ATTR_KEYS):
+            raise UsageError(f"{symbol_path.name}: node {i} ('{node['name'][:80]}') has attributes "
+                             "that are not a JSON object; re-export the model from Gluon")
+        _normalize_attrs(node)
+        _check_node_text(symbol_path.name, i, node)
+    _check_graph_fields(symbol_path.name, doc, nodes)
     for node in nodes:  # attributes MXNet divides by unchecked (num_group=0: SIGFPE at load)
         try:
             check_attrs(node["op"], node.get("attrs", {}), f"node '{node['name'][:80]}'")
@@ -346,6 +460,78 @@ def _read_symbol_json(symbol_path: Path) -> Tuple[str, Dict[str, Any]]:
             raise UsageError(f"{symbol_path.name}: {exc}: MXNet would crash on it; fix or "
                              "re-export the model") from None
     return text, doc
+
+
+def shown_name(name: str, limit: int = 80) -> str:
+    """``name`` for an error message: at most ``limit`` characters, the unprintable ones (a
+    newline, NUL, a lone surrogate) as Python escapes, so the message stays one line."""
+    return "".join(c if c.isprintable() and not 0xD800 <= ord(c) < 0xE000 else ascii(c)[1:-1]
+                   for c in name[:limit]) + ("..." if len(name) > limit else "")
+
+
+def _text_problem(text: str) -> Optional[str]:
+    """Why MXNet's JSON reader cannot take ``text`` back from trtc, or None: a lone surrogate
+    (no UTF-8 for it) or a control character json.dumps writes as a \\u escape, which MXNet's
+    reader refuses ("unknown string escape")."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode (a lone surrogate)"
+    bad = next((c for c in text if ord(c) < 0x20 and c not in "\b\f\n\r\t"), None)
+    return None if bad is None else f"holds the control character {bad!r}"
+
+
+def _check_node_text(file: str, index: int, node: Dict[str, Any]) -> None:
+    """Every name, op and attribute of a node is text MXNet reads back: attribute values are
+    strings (MXNet's loader refuses a number or null; trtc's checks would crash on one)."""
+    shown = shown_name(node["name"])
+    for what, text in (("name", node["name"]), ("op", node["op"])):
+        problem = _text_problem(text)
+        if problem:
+            raise UsageError(f"{file}: node {index} ('{shown}'): its {what} {problem}, which MXNet "
+                             "cannot read; rename it and re-export the model")
+    for key, value in node.get("attrs", {}).items():
+        if not isinstance(value, str):
+            kind = "" if value is None else f" ({type(value).__name__})"
+            raise UsageError(f"{file}: node '{shown}' attribute '{shown_name(key)}' is "
+                             f"{json.dumps(value)[:40]}{kind}, not a string: MXNet symbol files hold every attribute as a "
+                             f"string (\"8\", \"(3, 3)\"); fix the file or re-export the model")
+        problem = _text_problem(key) or _text_problem(value)
+        if problem:
+            raise UsageError(f"{file}: node '{shown}' attribute '{shown_name(key)}' {problem}, which "
+                             "MXNet cannot read; fix the file or re-export the model")
+
+
+# mxnet_version is MAJOR*10000 + MINOR*100 + PATCH (10901: 1.9.1); MXNet 1.9 loads a symbol
+# claiming 1000000 or more and then fails on it ("The any container is empty").
+_MAX_MXNET_VERSION = 999_999
+
+
+def _check_graph_fields(file: str, doc: Dict[str, Any], nodes: List[Dict[str, Any]]) -> None:
+    """The symbol's fields besides nodes and heads as MXNet 1.9 reads them: ``arg_nodes`` (the
+    variables' indices, required), ``node_row_ptr`` (integers, unused) and ``attrs``
+    (``{"mxnet_version": ["int", N]}``)."""
+    redo = "; re-export the model from Gluon"
+    arg_nodes = doc.get("arg_nodes")
+    if not (isinstance(arg_nodes, list) and all(type(i) is int and 0 <= i < len(nodes)
+                                                and nodes[i]["op"] == "null" for i in arg_nodes)):
+        what = "has no 'arg_nodes'" if arg_nodes is None else "'arg_nodes' is not a list of its variable (op 'null') nodes' indices"
+        raise UsageError(f"{file}: {what}, which MXNet needs{redo}")
+    row_ptr = doc.get("node_row_ptr", [])
+    if not (isinstance(row_ptr, list) and all(type(i) is int for i in row_ptr)):
+        raise UsageError(f"{file}: 'node_row_ptr' is not a list of integers{redo}, or delete it "
+                         "(MXNet does not use it)")
+    attrs = doc.get("attrs", {})
+    if not (isinstance(attrs, dict) and all(isinstance(v, list) and len(v) == 2
+                                            and isinstance(v[0], str) for v in attrs.values())):
+        raise UsageError(f"{file}: its top-level 'attrs' is not an object of [\"type\", value] "
+                         f"pairs like {{\"mxnet_version\": [\"int\", 10901]}}{redo}")
+    if "mxnet_version" in attrs:
+        kind, version = attrs["mxnet_version"]
+        if kind != "int" or type(version) is not int or not 0 <= version <= _MAX_MXNET_VERSION:
+            raise UsageError(f"{file}: mxnet_version {json.dumps(attrs['mxnet_version'])[:40]} is not "
+                             "an MXNet version ([\"int\", MAJOR*10000+MINOR*100+PATCH], e.g. "
+                             f"[\"int\", 10901] for 1.9.1){redo}")
 
 
 def _canonical_nodes(doc: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, str], List[str]]:
@@ -424,9 +610,10 @@ def load_graph(symbol_path: Path, params_path: Path,
     _, raw_doc = _read_symbol_json(symbol_path)
     symbol_json, renamed, unreachable = _canonical_nodes(raw_doc)
     try:
-        symbol = mx.sym.load_json(json.dumps(symbol_json))
+        symbol = mx.sym.load_json(json.dumps(symbol_json, ensure_ascii=False))
+        symbol.get_internals()  # where what MXNet's loader let through fails
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        first = mxnet_said(exc)
         hint = ""
         if any(n.get("op") == "Custom" for n in symbol_json["nodes"]):
             hint = "; it uses MXNet custom ops: pass --import MODULE that registers them"
@@ -435,7 +622,7 @@ def load_graph(symbol_path: Path, params_path: Path,
     try:
         raw_params = mx.nd.load(str(params_path))
     except Exception as exc:
-        said = _mxnet_said(exc)
+        said = mxnet_said(exc)
         if "np shape semantics" in said:  # saved under npx.set_np(): MXNet's numpy interface
             raise UsageError(
                 f"{params_path} was saved with MXNet's numpy interface (npx.set_np()), which trtc "
@@ -450,12 +637,30 @@ def load_graph(symbol_path: Path, params_path: Path,
                          "export the model with HybridBlock.export")
     aux_names = set(symbol.list_auxiliary_states())
     arg_names = symbol.list_arguments()
+    arg_set = set(arg_names)
     params: Dict[str, np.ndarray] = {}
+    seen: Dict[str, str] = {}  # name -> its key in the file
     for key, value in raw_params.items():
         if ":" in key:
             kind, name = key.split(":", 1)
         else:
             kind, name = ("aux" if key in aux_names else "arg"), key
+        if kind not in ("arg", "aux"):
+            raise UsageError(f"{params_path.name}: param '{shown_name(key)}' has the prefix "
+                             f"'{shown_name(kind, 20)}:'; a params file names weights 'arg:NAME' and "
+                             "running statistics 'aux:NAME' (as HybridBlock.export writes them); "
+                             "fix the key or re-export the model")
+        right = "aux" if name in aux_names else "arg" if name in arg_set else kind
+        if kind != right:
+            raise UsageError(f"{params_path.name}: param '{shown_name(key)}' is an "
+                             f"{'auxiliary state' if right == 'aux' else 'argument'} of "
+                             f"{symbol_path.name}, so its key is '{right}:{shown_name(name)}'; "
+                             "fix the key or re-export the model")
+        if name in seen:
+            raise UsageError(f"{params_path.name} holds '{shown_name(name)}' twice (as "
+                             f"'{shown_name(seen[name])}' and '{shown_name(key)}'); keep one and "
+                             "re-save the params")
+        seen[name] = key
         params[f"{kind}:{name}"] = value.asnumpy()
     param_vars = {key.split(":", 1)[1]: key for key in params}
     known = set(arg_names) | aux_names
@@ -478,15 +683,24 @@ def load_graph(symbol_path: Path, params_path: Path,
 
     data_inputs = [name for name in arg_names if name not in param_vars]
     var_attrs = {n["name"]: n.get("attrs", {}) for n in symbol_json["nodes"] if n["op"] == "null"}
+    if not data_inputs:
+        taken = [n for n in param_vars if not any(k in var_attrs.get(n, {}) for k in
+                                                  ("__init__", "__lr_mult__", "__wd_mult__"))]
+        which = f" (it holds '{shown_name(taken[0])}', an input of the model?)" if taken else ""
+        raise UsageError(f"{params_path.name} gives a value to every variable of "
+                         f"{symbol_path.name}{which}, so the model has no inputs left to compile; "
+                         "remove the inputs from the params file")
+    for name in data_inputs:
+        _check_tensor_name(name, "input", symbol_path.name)
     given = dict(input_shapes or {})
     given_types = dict(input_dtypes or {})
     unknown = [name for name in list(given) + list(given_types) if name not in data_inputs]
     unknown_opt = [name for name in (opt_shapes or {}) if name not in data_inputs]
     if unknown_opt:
-        raise UsageError(f"--opt-shape names '{unknown_opt[0]}', which is not an input of the model; "
+        raise UsageError(f"--opt-shape names '{shown_name(unknown_opt[0])}', which is not an input of the model; "
                          f"its inputs are: {', '.join(data_inputs) or '(none)'}")
     if unknown:
-        raise UsageError(f"--input names '{unknown[0]}', which is not an input of the model; its "
+        raise UsageError(f"--input names '{shown_name(unknown[0])}', which is not an input of the model; its "
                          f"inputs are: {', '.join(data_inputs) or '(none)'}")
     for name in data_inputs:  # a weight the params file lacks is not a new model input
         attrs = var_attrs.get(name, {})
@@ -513,11 +727,14 @@ def load_graph(symbol_path: Path, params_path: Path,
         if shape is None:
             specs = " ".join(f"--input {n}:1x3x224x224" if i == 0 else f"--input {n}:SHAPE"
                              for i, n in enumerate(data_inputs))
-            raise UsageError(f"no shape known for input '{name}' (model inputs: "
-                             f"{', '.join(data_inputs)}); pass {specs}")
+            recorded_text = attrs.get("__shape__")
+            why = (f"its recorded __shape__ {recorded_text[:40]!r} is not a shape of positive "
+                   "integers; " if recorded_text else "")
+            raise UsageError(f"no shape known for input '{shown_name(name)}' ({why}model inputs: "
+                             f"{', '.join(map(shown_name, data_inputs))}); pass {specs}")
         shapes_in[name] = shape
         code = attrs.get("__dtype__")
-        recorded = _MX_DTYPE_CODES.get(int(code), "float32") if code and code.isdigit() else "float32"
+        recorded = _MX_DTYPE_CODES.get(int(code), "float32") if code and code.isascii() and code.isdigit() else "float32"
         dtypes_in[name] = given_types.get(name) or recorded
 
     try:
@@ -529,6 +746,8 @@ def load_graph(symbol_path: Path, params_path: Path,
         where = ", ".join(f"{n}:{'x'.join(map(str, shapes_in[n]))}" for n in input_ranges)
         raise UsageError(f"the model cannot run at the opt shape of the --input range ({where}): "
                          f"{str(exc).split(': ', 1)[-1]}") from None
+    for name in graph.outputs:
+        _check_tensor_name(name, "output", symbol_path.name)
     graph.renamed, graph.unreachable = renamed, unreachable
     if input_ranges:
         graph.input_ranges = input_ranges
@@ -536,6 +755,17 @@ def load_graph(symbol_path: Path, params_path: Path,
     graph.symbol_sha256 = _sha256_file(symbol_path)
     graph.params_sha256 = _sha256_file(params_path)
     return graph
+
+
+def _check_tensor_name(name: str, what: str, file: str) -> None:
+    """A model input or output name the bundle manifest takes (runtime.bundle's own rule)."""
+    if not tensor_name_ok(name):
+        why = ("is empty" if not name else f"is {len(name):,} characters long"
+               if len(name) > MAX_TENSOR_NAME_LENGTH else "holds an unprintable character")
+        rename = "the input variable" if what == "input" else "the node that computes it"
+        raise UsageError(f"{file}: {what} name '{shown_name(name)}' {why}; a bundle's input and "
+                         f"output names are 1..{MAX_TENSOR_NAME_LENGTH} printable characters "
+                         f"(no newline or tab): rename {rename} and re-export the model")
 
 
 def _input_range(name: str, dims: Tuple[Dim, ...], recorded: Optional[Tuple[int, ...]],
@@ -875,7 +1105,7 @@ def fold_constants(graph: Graph) -> Graph:
 
     params = {k: v for k, v in graph.params.items() if k in used_params}
     params.update(new_params)
-    symbol_new = mx.sym.load_json(json.dumps(new_doc))
+    symbol_new = mx.sym.load_json(json.dumps(new_doc, ensure_ascii=False))
     data_inputs = [name for name, _, _ in graph.inputs]
     new = _build_graph(graph.symbol_path, graph.params_path, new_doc, symbol_new, params, data_inputs,
                        {n: s for n, s, _ in graph.inputs}, {n: d for n, _, d in graph.inputs})

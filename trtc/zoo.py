@@ -255,8 +255,8 @@ def save_block(net: Any, prefix: Path) -> Tuple[Path, Path]:
 
 def record_input_shapes(symbol_path: Path, shapes: Dict[str, Tuple[int, ...]]) -> None:
     """Record input shapes in the symbol as MXNet's ``__shape__`` variable attribute."""
-    doc = json.loads(symbol_path.read_text())
+    doc = json.loads(symbol_path.read_text(encoding="utf-8"))
     for node in doc["nodes"]:
         if node["op"] == "null" and node["name"] in shapes:
             node.setdefault("attrs", {})["__shape__"] = str(tuple(shapes[node["name"]]))
-    symbol_path.write_text(json.dumps(doc, indent=2))
+    symbol_path.write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")

@@ -323,3 +323,67 @@ def test_help_is_enough() -> None:
     for word in ("Args:", "Returns:", "Raises:", "HybridBlock", "Symbol", "params", "inputs",
                  "output=None", "progress", "logger"):
         assert word in doc, word
+
+
+# ----------------------------------------------------------------------------------------------
+# Hostile settings: one check of CompileSettings (compiler._check_settings) for the CLI and API
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fields,match", [
+    ({"tolerance": "abc"}, r"CompileSettings.tolerance='abc': expected a positive number"),
+    ({"tolerance": float("nan")}, "CompileSettings.tolerance=nan"),
+    ({"min_segment_size": "3"}, r"CompileSettings.min_segment_size='3': expected an integer"),
+    ({"min_segment_size": None}, "CompileSettings.min_segment_size=None: expected an integer"),
+    ({"params": 123}, "CompileSettings.params=123: expected a file path"),
+    ({"params": None}, "CompileSettings.params=None: expected a file path"),
+    ({"output": 5}, "CompileSettings.output=5: expected a file path"),
+    ({"fp16": "no"}, "CompileSettings.fp16='no': expected True or False"),
+    ({"exclude_ops": "Convolution"}, "CompileSettings.exclude_ops='Convolution': expected a tuple of strings"),
+    ({"backend": None}, "CompileSettings.backend=None: expected a string like 'auto'"),
+    ({"compute_capabilities": "8.6"}, "CompileSettings.compute_capabilities='8.6'"),
+    ({"compute_capabilities": ["sm86"]}, "--compute-capability 'sm86': expected MAJOR.MINOR"),
+    ({"compute_capabilities": ["9.9"], "backend": "tensorrt_rtx"}, "--compute-capability 9.9: TensorRT-RTX"),
+    ({"input_dtypes": {"data": "float128"}}, "'float128' for 'data' is not a dtype trtc takes"),
+    ({"input_dtypes": {"data": 5}}, "5 for 'data' is not a dtype trtc takes"),
+    ({"input_dtypes": {"data": np.complex64}}, "for 'data' is not a dtype trtc takes"),
+    ({"inputs": {"data": ((8, 1), 3, 16, 16)}}, r"the range \(8, 1\) must be \(min, max\)"),
+    ({"inputs": {"data": (1, 3, 2**40, 16)}}, "more than trtc verifies"),
+    ({"inputs": {"data": "1x3x16x16"}}, "is not a shape"),
+    ({"inputs": None}, "CompileSettings.inputs=None: expected a dict"),
+    ({"opt_shapes": {"data": (0, 3, 16, 16)}, "inputs": {"data": ((1, 4), 3, 16, 16)}}, "is not a shape"),
+])
+def test_compile_settings_of_the_wrong_type(tmp_path: Path, fields: dict, match: str) -> None:
+    """A CompileSettings goes to the compiler without the CLI's parsing: a wrong type was a
+    TypeError (or an AttributeError from the builder, minutes later), now a UsageError naming
+    the field, from the one check the CLI goes through too."""
+    values = {"params": tmp_path / "m-0000.params", "output": tmp_path / "m.trtb", **fields}
+    with pytest.raises(UsageError, match=match):
+        trtc.compile(CompileSettings(**values))
+    assert not (tmp_path / "m.trtb").exists()
+
+
+def test_compile_settings_paths_may_be_str(exported: Any, tmp_path: Path) -> None:
+    _, _, params_path = exported
+    result = trtc.compile(CompileSettings(params=str(params_path), output=str(tmp_path / "m.trtb"),
+                                          inputs={"data": list(SHAPE)}, exclude_ops=["Pooling"],
+                                          dry_run=True))
+    assert result.report.total_ops > 0
+
+
+@pytest.mark.parametrize("options,match", [
+    ({"input_dtypes": {"data": "float128"}}, "'float128' for 'data' is not a dtype trtc takes"),
+    ({"input_dtypes": {"data": 5}}, "5 for 'data' is not a dtype"),
+    ({"input_dtypes": {"data": object()}}, "for 'data' is not a dtype"),
+    ({"inputs": {"data": (2**40, 3, 16, 16)}}, "more than trtc verifies"),
+])
+def test_bad_option_values(net: Any, options: dict, match: str) -> None:
+    with pytest.raises(UsageError, match=match):
+        trtc.compile(net, **options)
+
+
+def test_symbol_params_that_are_not_arrays(exported: Any) -> None:
+    _, symbol_path, params_path = exported
+    symbol = mx.sym.load(str(symbol_path))
+    params = mx.nd.load(str(params_path))
+    key = next(k for k in params if k.startswith("arg:"))
+    with pytest.raises(UsageError, match=f"param '{key[4:]}' is a builtins.str"):
+        trtc.compile(symbol, {**params, key: "abc"})

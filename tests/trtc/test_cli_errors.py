@@ -461,3 +461,226 @@ def test_debug_after_the_subcommand(tmp_path, monkeypatch):
     result = runner.invoke(app, ["inspect", str(tmp_path / "missing.trtb"), "--debug"])
     assert result.exit_code == 3, result.output
     assert "No such option" not in result.output and "no such bundle file" in result.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# hostile inputs: valid models trtc refused, and bad ones that crashed or said too little
+# ----------------------------------------------------------------------------------------------
+def _mutated(files: Path, tmp_path: Path, edit, model: str = "tiny", ascii: bool = False) -> Path:
+    """A copy of ``model``'s export in tmp_path whose symbol JSON ``edit(doc)`` changed in place
+    (written as MXNet writes it: raw UTF-8; with \\u escapes if ``ascii``). Returns the params
+    path."""
+    shutil.copy(files / f"{model}-0000.params", tmp_path / f"{model}-0000.params")
+    doc = json.loads((files / f"{model}-symbol.json").read_text(encoding="utf-8"))
+    edit(doc)
+    (tmp_path / f"{model}-symbol.json").write_text(json.dumps(doc, ensure_ascii=ascii),
+                                                   encoding="utf-8")
+    return tmp_path / f"{model}-0000.params"
+
+
+def _node(doc: dict, name: str) -> dict:
+    return next(n for n in doc["nodes"] if n["name"] == name)
+
+
+def test_non_ascii_names_compile_and_run(files: Path, tmp_path: Path) -> None:
+    """MXNet writes non-ASCII names as raw UTF-8 and its JSON reader refuses \\u escapes: trtc
+    re-serialized the symbol with them and refused the valid model. Also through a residual
+    MXNet stage (--exclude-op), whose symbol the bundle carries."""
+    from trtc.runtime import load
+
+    def edit(doc: dict) -> None:
+        _node(doc, "tiny_relu0_fwd")["name"] = "tiny_relu0_fwd_é"
+        _node(doc, "data")["name"] = "données"
+
+    params = _mutated(files, tmp_path, edit)
+    for flags in ([], ["--exclude-op", "Activation"]):
+        out = tmp_path / f"m{len(flags)}.trtb"
+        result = runner.invoke(app, ["compile", str(params), "-o", str(out), "-q", *flags])
+        assert result.exit_code == 0, result.output
+        model = load(out, device="cpu")
+        feed = np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)
+        (value,) = model(**{"données": feed}).values()
+        assert value.shape == (1, 4, 16, 16) and np.isfinite(value).all()
+
+
+def _legacy(key: str):
+    """An edit giving every node's attributes the pre-1.0 key ("attr" or "param")."""
+    def edit(doc: dict) -> None:
+        for node in doc["nodes"]:
+            if "attrs" in node:
+                node[key] = node.pop("attrs")
+        doc["attrs"] = {"mxnet_version": ["int", 900]}
+    return edit
+
+
+@pytest.mark.parametrize("key", ["attr", "param"])
+def test_old_layout_symbol_compiles(files: Path, tmp_path: Path, key: str) -> None:
+    """MXNet < 1.0 wrote node attributes under "attr"/"param"; MXNet 1.9 reads them, so trtc
+    does (the input's __shape__ is among them: no --input needed)."""
+    out = tmp_path / "m.trtb"
+    result = runner.invoke(app, ["compile", str(_mutated(files, tmp_path, _legacy(key))), "-o",
+                                 str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert out.exists()
+
+
+@pytest.mark.parametrize("key", ["attr", "param"])
+def test_old_layout_num_group_0_is_a_usage_error(files: Path, tmp_path: Path, key: str) -> None:
+    """The guard against attributes MXNet divides by sees the old layout too (it was SIGFPE)."""
+    def edit(doc: dict) -> None:
+        _node(doc, "tiny_conv0_fwd")["attrs"]["num_group"] = "0"
+        _legacy(key)(doc)
+
+    _fails(["compile", str(_mutated(files, tmp_path, edit)), "-o", str(tmp_path / "m.trtb"), "-q"],
+           2, "tiny_conv0_fwd", "num_group='0' must be positive")
+
+
+def test_old_layout_keys_merge_as_mxnet_reads_them() -> None:
+    from trtc.frontend import _normalize_attrs
+
+    node = {"op": "Activation", "param": {"act_type": "tanh", "x": "1"}, "attrs": {"act_type": "relu"},
+            "attr": {"act_type": "sigmoid"}}
+    _normalize_attrs(node)
+    assert node == {"op": "Activation", "attrs": {"act_type": "sigmoid", "x": "1"}}
+
+
+def _set(name: str, key: str, value) -> object:  # an edit setting one attribute of one node
+    return lambda doc: _node(doc, name)["attrs"].__setitem__(key, value)
+
+
+@pytest.mark.parametrize("edit,phrases", [
+    (_set("tiny_conv0_fwd", "num_filter", 8), ["'tiny_conv0_fwd'", "'num_filter' is 8 (int), not a string"]),
+    (_set("tiny_conv0_fwd", "num_filter", None), ["'num_filter' is null, not a string"]),
+    (_set("data", "__shape__", "(True, 3, 16, 16)"), ["'(True, 3, 16, 16)' is not a shape", "--input data:"]),
+    (_set("tiny_conv0_fwd", "kernel", "(3, 3, 3)"),
+     ["MXNet cannot load tiny-symbol.json: Stride must have the same number of dimensions"]),
+    (lambda d: d.pop("arg_nodes"), ["has no 'arg_nodes'"]),
+    (lambda d: d.update(arg_nodes=[0, 1, 2, 999, -5]), ["'arg_nodes' is not a list of"]),
+    (lambda d: d.update(arg_nodes=[0, 3]), ["'arg_nodes' is not a list of"]),  # 3 is an op
+    (lambda d: d.update(node_row_ptr=[99, -1, "x"]), ["'node_row_ptr' is not a list of integers"]),
+    (lambda d: d.update(attrs={"mxnet_version": ["int", "abc"]}), ['mxnet_version ["int", "abc"] is not']),
+    (lambda d: d.update(attrs={"mxnet_version": ["int", 99999999]}), ["mxnet_version", "10901"]),
+    (lambda d: d.update(attrs=[1, 2, 3]), ["top-level 'attrs' is not an object"]),
+    (lambda d: d.update(heads=[[11, False, 0]]), ["an output ('heads') is not"]),
+    (lambda d: _node(d, "tiny_relu0_fwd").update(inputs=[[True, 0, 0]]), ["node 4 is malformed"]),
+    (lambda d: _node(d, "tiny_relu0_fwd").update(name="re\x00lu"), ["'re\\x00lu'", "control character"]),
+    (lambda d: _node(d, "tiny_relu0_fwd").update(name="tiny_\ud800relu"), ["'tiny_\\ud800relu'", "lone surrogate"]),
+    (lambda d: _node(d, "tiny_relu0_fwd").update(op="Custom", attrs={"op_type": "nope"}),
+     ["MXNet cannot load tiny-symbol.json: Cannot find custom operator nope", "--import"]),
+], ids=["attr_int", "attr_null", "shape_bool", "kernel_rank", "no_arg_nodes", "arg_nodes_range",
+        "arg_nodes_op", "row_ptr", "version_str", "version_huge", "top_attrs_list", "heads_bool",
+        "inputs_bool", "name_nul", "name_surrogate", "custom_unregistered"])
+def test_malformed_symbol_is_one_line_usage_error(files: Path, tmp_path: Path, edit, phrases) -> None:
+    """What MXNet's loader refuses with its C++ traceback, or lets through and then crashes on (or
+    trtc's own checks did): a one-line error naming the node, attribute or field."""
+    params = _mutated(files, tmp_path, edit, ascii=True)
+    error = _fails(["compile", str(params), "-o", str(tmp_path / "m.trtb"), "-q"], 2, *phrases)
+    assert "Traceback" not in error and "Check failed" not in error
+
+
+def test_mxnet_said_takes_mxnets_message() -> None:
+    from mxnet.base import MXNetError
+
+    from trtc.frontend import mxnet_said
+
+    text = ("Traceback (most recent call last):\n  File \"x\", line 1\nMXNetError: Check failed: "
+            "CustomOperator: :Get()->Find(params.op_type) != nullptr: Cannot find custom operator nope")
+    assert mxnet_said(MXNetError(text)) == "Cannot find custom operator nope"
+    assert mxnet_said(ValueError("first\nsecond")) == "first"
+
+
+def _params_edited(files: Path, tmp_path: Path, edit) -> Path:
+    """A copy of tiny's export whose params ``edit(dict)`` changed (saved with mx.nd.save)."""
+    import mxnet as mx
+
+    shutil.copy(files / "tiny-symbol.json", tmp_path / "tiny-symbol.json")
+    params = mx.nd.load(str(files / "tiny-0000.params"))
+    edit(params)
+    mx.nd.save(str(tmp_path / "tiny-0000.params"), params)
+    return tmp_path / "tiny-0000.params"
+
+
+def _rekey(old: str, new: str):
+    return lambda p: p.__setitem__(new, p.pop(old))
+
+
+@pytest.mark.parametrize("edit,phrases", [
+    (_rekey("arg:tiny_conv0_weight", "foo:tiny_conv0_weight"),
+     ["'foo:tiny_conv0_weight' has the prefix 'foo:'", "'arg:NAME'"]),
+    (_rekey("arg:tiny_conv0_weight", "aux:tiny_conv0_weight"),
+     ["'aux:tiny_conv0_weight' is an argument", "'arg:tiny_conv0_weight'"]),
+    (lambda p: p.__setitem__("tiny_conv0_weight", p["arg:tiny_conv0_weight"]),
+     ["holds 'tiny_conv0_weight' twice"]),
+], ids=["bogus_prefix", "aux_on_arg", "twice"])
+def test_params_keys_are_checked(files: Path, tmp_path: Path, edit, phrases) -> None:
+    """A key trtc cannot place was a KeyError (internal error, exit 70) or a failed gate."""
+    _fails(["compile", str(_params_edited(files, tmp_path, edit)), "-o", str(tmp_path / "m.trtb"),
+            "-q"], 2, *phrases)
+
+
+def _rename(old: str, new: str):
+    return lambda doc: _node(doc, old).__setitem__("name", new)
+
+
+@pytest.mark.parametrize("edit,phrases", [
+    (_rename("data", "da\nta"), ["input name 'da\\nta' holds an unprintable character"]),
+    (_rename("data", ""), ["input name '' is empty"]),
+    (_rename("data", "x" * 2000), ["is 2,000 characters long", "1..1024"]),
+    (_rename("tiny_conv2_fwd", "out\nput"), ["output name 'out\\nput_output'", "rename the node"]),
+    (_rename("tiny_conv2_fwd", "o" * 1100), ["output name", "1,107 characters long"]),
+], ids=["input_newline", "input_empty", "input_long", "output_newline", "output_long"])
+def test_names_the_bundle_refuses_are_refused_when_read(files: Path, tmp_path: Path, edit,
+                                                        phrases) -> None:
+    """Names the manifest refuses were found only when the bundle was written ("bundle manifest
+    is invalid ... recompile the bundle", exit 3): now when the model is read, with the rule
+    runtime.bundle uses."""
+    _fails(["compile", str(_mutated(files, tmp_path, edit)), "-o", str(tmp_path / "m.trtb"), "-q"],
+           2, *phrases)
+
+
+def test_params_holding_the_input_is_a_usage_error(files: Path, tmp_path: Path) -> None:
+    import mxnet as mx
+
+    params = _params_edited(files, tmp_path, lambda p: p.__setitem__("arg:data", mx.nd.ones((1, 3, 16, 16))))
+    _fails(["compile", str(params), "-o", str(tmp_path / "m.trtb"), "-q"], 2,
+           "no inputs left", "'data'")
+
+
+@pytest.mark.parametrize("code,phrases", [
+    ("import argparse\nargparse.ArgumentParser().add_argument('--epochs', required=True)\n"
+     "argparse.ArgumentParser().parse_args(['--bogus'])\n",
+     ["called sys.exit(2) (it printed:", "unrecognized arguments: --bogus", "__main__"]),
+    ("import sys\nsys.exit(0)\n", ["called sys.exit(0)", "not a script"]),
+], ids=["argparse", "exit_0"])
+def test_import_of_a_script_that_exits(files: Path, tmp_path: Path, code: str, phrases) -> None:
+    """--import of a script that calls sys.exit: argparse's usage text and no trtc error (or
+    exit 0 with nothing compiled) before; now one error line quoting what it printed."""
+    script = tmp_path / f"script_{len(code)}.py"
+    script.write_text(code)
+    _fails(["compile", str(files / "tiny-0000.params"), "--import", str(script), "-o",
+            str(tmp_path / "m.trtb"), "-q"], 2, *phrases)
+    assert not (tmp_path / "m.trtb").exists()
+
+
+def test_output_naming_a_missing_directory_with_a_slash(files: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-o missingdir/` wrote a bundle file named missingdir (a Path drops the slash)."""
+    monkeypatch.chdir(tmp_path)
+    _fails(["compile", str(files / "tiny-0000.params"), "-o", "missingdir/", "-q"], 2,
+           "directory missingdir does not exist", "missingdir/model.trtb")
+    assert not (tmp_path / "missingdir").exists()
+
+
+def test_unprintable_input_name_is_shown_escaped(files: Path, tmp_path: Path) -> None:
+    line = _fails(["compile", str(files / "tiny-0000.params"), "--input", "da\x01ta:1x3x16x16", "-o",
+                   str(tmp_path / "m.trtb"), "-q"], 2, "--input names 'da\\x01ta'")
+    assert "\x01" not in line
+
+
+def test_non_ascii_digit_dtype_code_is_not_a_crash(files: Path, tmp_path: Path) -> None:
+    """'²'.isdigit() is True and int('²') raises: once non-ASCII symbols load, a __dtype__ of '²'
+    reached int() (internal error, exit 70). It is no dtype code: float32, as for any other."""
+    out = tmp_path / "m.trtb"
+    params = _mutated(files, tmp_path, _set("data", "__dtype__", "²"))
+    result = runner.invoke(app, ["compile", str(params), "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
