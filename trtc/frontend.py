@@ -454,6 +454,12 @@ def _read_symbol_json(symbol_path: Path) -> Tuple[str, Dict[str, Any]]:
         _check_node_text(symbol_path.name, i, node)
     _check_graph_fields(symbol_path.name, doc, nodes)
     for node in nodes:  # attributes MXNet divides by unchecked (num_group=0: SIGFPE at load)
+        if node.get("subgraphs"):
+            raise UsageError(
+                f"{symbol_path.name}: node '{shown_name(node['name'])}' ({node['op']}) is control "
+                "flow (F.contrib.foreach / while_loop / cond) with a subgraph, which trtc cannot "
+                "compile; unroll it (a Python loop in hybrid_forward) or use gluon.rnn's fused "
+                "layers")
         try:
             check_attrs(node["op"], node.get("attrs", {}), f"node '{node['name'][:80]}'")
         except ValueError as exc:
@@ -892,6 +898,37 @@ def _infer_here(internals: Any, shapes: Dict[str, Any], types: Dict[str, Any]
     return out_shapes, out_types
 
 
+# ops whose output size depends on the values of their inputs: MXNet infers no shape for it
+_DATA_DEPENDENT_OPS = frozenset({"_contrib_boolean_mask", "boolean_mask", "_npi_nonzero",
+                                 "_npx_nonzero", "_contrib_index_array"})
+
+
+def _unknown_shape_text(internals: Any, shapes: Mapping[str, Any]) -> str:
+    """What to say when MXNet's shape inference leaves a tensor unknown: the first node whose
+    output its partial inference could not infer (it ran isolated once already, without a
+    crash), and why where the op says (a data-dependent size)."""
+    advice = "pass every input with --input NAME:SHAPE"
+    try:
+        _, out_shapes, _ = internals._infer_shape_impl(True, **shapes)
+    except Exception:  # noqa: BLE001 - MXNetError: say it as before
+        out_shapes = None
+    for i, shape in enumerate(out_shapes or ()):
+        if shape and 0 not in shape:
+            continue
+        node = internals[i]
+        doc = json.loads(node.tojson())
+        op = doc["nodes"][doc["heads"][0][0]]["op"]
+        if op == "null":
+            return f"no shape known for input '{shown_name(node.name)}'; {advice}"
+        if op in _DATA_DEPENDENT_OPS:
+            return (f"the output size of '{shown_name(node.name)}' ({op}) depends on the values "
+                    "of its inputs, which a TensorRT engine's shapes cannot express; compute it "
+                    "outside the model (or mask with a fixed size: where / SequenceMask)")
+        return (f"MXNet could not infer the shape of '{shown_name(node.name)}' ({op}) from the "
+                f"given input shapes; {advice}")
+    return f"MXNet could not infer every tensor's shape from the given input shapes; {advice}"
+
+
 def _build_graph(symbol_path: Path, params_path: Path, symbol_json: Dict[str, Any], symbol: Any,
                  params: Dict[str, np.ndarray], data_inputs: List[str],
                  shapes_in: Dict[str, Tuple[int, ...]], dtypes_in: Dict[str, str]) -> Graph:
@@ -918,8 +955,7 @@ def _build_graph(symbol_path: Path, params_path: Path, symbol_json: Dict[str, An
         raise UsageError(f"MXNet cannot infer shapes with inputs "
                          f"{ {k: v for k, v in shapes_in.items()} }: {first}; check --input") from None
     if out_shapes is None or any(s is None or 0 in s for s in out_shapes):
-        raise UsageError("MXNet could not infer every tensor's shape from the given input shapes; "
-                         "pass every input with --input NAME:SHAPE")
+        raise UsageError(_unknown_shape_text(internals, all_shapes))
 
     # Map internals outputs to (node, output index): internals list each node's visible outputs
     # in order; Symbol[i].name is the producing node's name.

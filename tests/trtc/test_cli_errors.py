@@ -9,7 +9,7 @@ import os
 import shutil
 import zipfile
 from pathlib import Path
-from typing import List
+from typing import Any, List
 
 import numpy as np
 import pytest
@@ -684,3 +684,37 @@ def test_non_ascii_digit_dtype_code_is_not_a_crash(files: Path, tmp_path: Path) 
     params = _mutated(files, tmp_path, _set("data", "__dtype__", "²"))
     result = runner.invoke(app, ["compile", str(params), "-o", str(out), "-q"])
     assert result.exit_code == 0, result.output
+
+
+def test_control_flow_is_refused_in_one_line(tmp_path: Path) -> None:
+    """F.contrib.foreach (ELMo): its loop body is a subgraph that neither mxnet.onnx nor trtc's
+    MXNet stages carry; the compile failed deep in the gate ("please report this model")."""
+    import mxnet as mx
+
+    class Loop(mx.gluon.HybridBlock):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cell = mx.gluon.rnn.RNNCell(4, input_size=3)
+
+        def hybrid_forward(self, F: Any, x: Any) -> Any:
+            out, _ = F.contrib.foreach(lambda d, s: self.cell(d, s), x, [F.zeros((2, 4))])
+            return out
+
+    params = tiny.export_block(Loop(), tmp_path, "loop", (5, 2, 3))
+    _fails(["compile", str(params), "--input", "data:5x2x3", "-o", str(tmp_path / "l.trtb"), "-q"],
+           2, "(_foreach) is control flow", "unroll it")
+    assert not (tmp_path / "l.trtb").exists()
+
+
+def test_a_data_dependent_size_is_named(tmp_path: Path) -> None:
+    """boolean_mask's output size depends on the data: MXNet infers no shape, and the message
+    asked for --input when every input had one."""
+    import mxnet as mx
+
+    class Mask(mx.gluon.HybridBlock):
+        def hybrid_forward(self, F: Any, x: Any) -> Any:
+            return F.contrib.boolean_mask(x, F.sum(x, axis=1) > 0)
+
+    params = tiny.export_block(Mask(), tmp_path, "mask", (4, 6))
+    _fails(["compile", str(params), "--input", "data:4x6", "-o", str(tmp_path / "m.trtb"), "-q"],
+           2, "(_contrib_boolean_mask) depends on the values of its inputs")
