@@ -89,6 +89,9 @@ FAMILY_MODELS = {
     "slowfast": "SlowFast 4x16 ResNet-50 (video)",
     "c3d": "C3D (video)",
     "tsn_vgg16": "TSN VGG-16 (video, UCF101)",
+    # families a new-user trial found gaps in (session 7)
+    "hrnet_seg": "HRNet-W18-small segmentation (BilinearResize2D 'like')",
+    "mobilenetv3": "MobileNetV3-small (hard-swish, SE)",
 }
 
 # One or two per family; the whole list takes about 15 minutes on a 2-core CPU-only machine
@@ -102,7 +105,7 @@ DEFAULT_MODELS = (
     "reused_block",
     "lm_standard", "lm_awd", "bigru_classifier", "gru_encoder", "transformer_encoder",
     "self_attention", "psp", "deeplab", "fastscnn", "mask_rcnn", "i3d", "slowfast", "c3d",
-    "tsn_vgg16",
+    "tsn_vgg16", "hrnet_seg", "mobilenetv3",
 )
 QUICK_MODELS = ("resnet18_v1", "squeezenet1.1", "ops_block")
 DEFAULT_OUT = REPO / "docs" / "coverage.md"
@@ -256,7 +259,8 @@ _NEEDS = {"bert": "gluonnlp", "bert_small": "gluonnlp", "ssd_mobilenet": "gluonc
           "video": "gluoncv", "lm_standard": "gluonnlp", "lm_awd": "gluonnlp",
           "transformer_encoder": "gluonnlp", "psp": "gluoncv", "deeplab": "gluoncv",
           "fastscnn": "gluoncv", "mask_rcnn": "gluoncv", "i3d": "gluoncv", "slowfast": "gluoncv",
-          "c3d": "gluoncv", "tsn_vgg16": "gluoncv"}
+          "c3d": "gluoncv", "tsn_vgg16": "gluoncv", "hrnet_seg": "gluoncv",
+          "mobilenetv3": "gluoncv"}
 
 
 def export_model(name: str, work_dir: Path) -> Dict[str, Any]:
