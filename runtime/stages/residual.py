@@ -263,6 +263,9 @@ _POSITIVE_ATTRS = {
     **{f"_contrib_interleaved_matmul_{kind}": ("heads",)
        for kind in ("selfatt_qk", "selfatt_valatt", "encdec_qk", "encdec_valatt")},
 }
+# negative padding: MXNet's kernels read outside their input
+_NON_NEGATIVE_ATTRS = {op: ("pad",) for op in ("Convolution", "Deconvolution", "Pooling", "im2col",
+                                               "col2im", "_contrib_DeformableConvolution")}
 # Ops that write (or read) at positions their index input names, with no bounds check of their
 # own in MXNet 1.9 (out-of-range indices: segfaults, heap corruption): input position of the
 # indices, and of the tensor whose leading axes they index (None: the op's `shape` attribute).
@@ -293,6 +296,10 @@ def check_attrs(op: str, attrs: Mapping[str, str], where: str) -> None:
         values = _int_tuple(attrs[key])
         if values is None or not values and key != "kernel" or any(v < 1 for v in values):
             raise ValueError(f"{where}: {op} {key}={attrs[key][:40]!r} must be positive")
+    for key in _NON_NEGATIVE_ATTRS.get(op, ()):
+        values = _int_tuple(attrs.get(key, "()"))
+        if values and any(v < 0 for v in values):
+            raise ValueError(f"{where}: {op} {key}={attrs[key][:40]!r} must not be negative")
     if op == "Pooling" and attrs.get("pool_type") == "lp" and "p_value" in attrs:
         p = _int_tuple(attrs["p_value"])
         if p is None or len(p) != 1 or p[0] < 1:

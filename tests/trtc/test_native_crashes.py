@@ -624,3 +624,18 @@ def test_a_crash_in_shape_inference_is_one_usage_error(tmp_path: Path, monkeypat
     with pytest.raises(UsageError, match=r"shape inference crashed on m-symbol.json \(SIGFPE"):
         load_graph(tmp_path / "m-symbol.json", tmp_path / "m-0000.params",
                    {"data": (1, 3, 8, 8)})
+
+
+def test_a_negative_padding_is_a_usage_error(tmp_path: Path) -> None:
+    """Convolution pad=(-5, -5): MXNet's kernel reads outside its input; the compile ended in a
+    failed gate (exit 1) advising --no-verify. Now refused with the model files."""
+    import json
+
+    params = tiny.export("tiny", tmp_path)
+    symbol = tmp_path / "tiny-symbol.json"
+    doc = json.loads(symbol.read_text())
+    conv = next(n for n in doc["nodes"] if n["op"] == "Convolution")
+    conv["attrs"]["pad"] = "(-5, -5)"
+    symbol.write_text(json.dumps(doc))
+    done = _compile(params, "-o", str(tmp_path / "out.trtb"), timeout=120)
+    _one_error(done, 2, "pad='(-5, -5)' must not be negative")
