@@ -204,7 +204,7 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
                         "MXNet stage(s) (see the partition report for why)")
         say(f"warning: {warnings[-1]}")
 
-    with timer.span("write"):
+    with timer.span("write"), quiet_native():
         manifest, members = _assemble(graph, settings, parts.segments, parts.exported, parts.built,
                                       notes, parts.fp32_layers)
         for stale in bundle_format.remove_stale_partials(output):
@@ -223,7 +223,7 @@ def compile(settings: CompileSettings, progress: Optional[Progress] = None) -> C
             say(f"warning: {warnings[-1]}")
         while settings.verify:
             try:
-                with timer.span("verify"):
+                with timer.span("verify"), quiet_native():  # MXNet's log lines, all of them
                     result.checks = _verify(graph, tmp, settings, parts.segments, samples,
                                             report, say, warnings)
                 break
