@@ -34,6 +34,19 @@ def import_onnxruntime() -> Any:
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
+
+def cuda_options(device: int, stage: Mapping[str, Any], **extra: str) -> Dict[str, Any]:
+    """ONNX Runtime's CUDA provider options for ``stage`` on GPU ``device``. An fp32 stage
+    has TF32 off: its convolutions and MatMuls then compute in float32 as the accuracy gate
+    verified them on the CPU path (with TF32, ONNX Runtime's default on Ampere and later, an
+    fp32 HRNet came out 8e-4 off its verified CPU path on an H200, 8x an fp32 bundle's 1e-4
+    tolerance; 1e-6 without). fp16 and int8 stages keep the default (their tolerance is 2e-2,
+    and cuDNN has no TF32-free plan for some fp16 convolutions: error lines, then a fallback)."""
+    options: Dict[str, Any] = {"device_id": device, **extra}
+    if stage.get("precision", "fp32") == "fp32":
+        options["use_tf32"] = "0"
+    return options
+
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
@@ -185,7 +198,7 @@ class OnnxRuntimeStage:
             if self._session is None:
                 providers: List[Any] = ["CPUExecutionProvider"]
                 if cuda_device is not None:
-                    providers.insert(0, (CUDA_PROVIDER, {"device_id": cuda_device}))
+                    providers.insert(0, (CUDA_PROVIDER, cuda_options(cuda_device, stage)))
                 self._session = ort.InferenceSession(onnx_bytes, sess_options=options,
                                                      providers=providers, enable_fallback=0)
         except Exception as exc:  # ORT raises its own exception types for bad models
@@ -222,8 +235,8 @@ class OnnxRuntimeStage:
         try:
             session = ort.InferenceSession(
                 onnx_bytes, sess_options=options, enable_fallback=0,
-                providers=[(CUDA_PROVIDER, {"device_id": self.cuda_device,
-                                            "enable_cuda_graph": "1"})])
+                providers=[(CUDA_PROVIDER, cuda_options(self.cuda_device, stage,
+                                                        enable_cuda_graph="1"))])
         except Exception:  # e.g. "all compute graph nodes have not been partitioned to the CUDA EP"
             return None
         binding = session.io_binding()
