@@ -839,6 +839,38 @@ def _tensor_ranges(symbol: Any, symbol_json: Dict[str, Any], params: Dict[str, n
 _RESHAPE_OPS = ("Reshape", "reshape", "_np_reshape", "_npx_reshape")
 
 
+def _shapes_by_node(internals: Any, out_shapes: Sequence[Any]) -> Dict[str, List[Tuple[int, ...]]]:
+    """Node name -> the inferred shapes of its visible outputs, in order."""
+    by_node: Dict[str, List[Tuple[int, ...]]] = {}
+    for i, shape in enumerate(out_shapes):
+        by_node.setdefault(internals[i].name, []).append(tuple(int(d) for d in shape or ()))
+    return by_node
+
+
+# ops whose `axis` MXNet's shape inference does not check against the rank (its kernel then
+# fails or reads out of bounds: the gate's forward failed, exit 1, advising --no-verify)
+_AXIS_OPS = frozenset({"softmax", "log_softmax", "softmin"})
+
+
+def _axis_misfit(symbol_json: Dict[str, Any], by_node: Mapping[str, List[Tuple[int, ...]]]
+                 ) -> Optional[str]:
+    """The first softmax-like node whose ``axis`` is outside its input's rank, described."""
+    nodes = symbol_json["nodes"]
+    for node in nodes:
+        if node["op"] not in _AXIS_OPS or not node.get("inputs"):
+            continue
+        try:
+            axis = int(node.get("attrs", {}).get("axis", "-1"))
+        except ValueError:
+            continue
+        src, out = node["inputs"][0][0], node["inputs"][0][1]
+        given = by_node.get(nodes[src]["name"], [])
+        if len(given) > out and not -len(given[out]) <= axis < len(given[out]):
+            return (f"{node['op']} '{shown_name(node['name'])}' has axis={axis}, outside its "
+                    f"input's {len(given[out])} axes ({'x'.join(map(str, given[out]))})")
+    return None
+
+
 def _reshape_misfit(symbol_json: Dict[str, Any], internals: Any, out_shapes: Sequence[Any]
                     ) -> Optional[str]:
     """The first reshape whose inferred output does not hold its input's values, described
@@ -847,9 +879,7 @@ def _reshape_misfit(symbol_json: Dict[str, Any], internals: Any, out_shapes: Seq
     nodes = symbol_json["nodes"]
     if not any(n["op"] in _RESHAPE_OPS for n in nodes):
         return None
-    by_node: Dict[str, List[Tuple[int, ...]]] = {}
-    for i, shape in enumerate(out_shapes):
-        by_node.setdefault(internals[i].name, []).append(tuple(int(d) for d in shape or ()))
+    by_node = _shapes_by_node(internals, out_shapes)
     for node in nodes:
         if node["op"] not in _RESHAPE_OPS or not node.get("inputs"):
             continue
@@ -973,6 +1003,9 @@ def _build_graph(symbol_path: Path, params_path: Path, symbol_json: Dict[str, An
                          + ", ".join(f"{n}:{'x'.join(map(str, s))}" for n, s in shapes_in.items())
                          + f": {misfit}; check --input (a reshape with a fixed batch takes only "
                          "that batch)")
+    bad_axis = _axis_misfit(symbol_json, _shapes_by_node(internals, out_shapes))
+    if bad_axis:
+        raise UsageError(f"{symbol_path.name}: {bad_axis}; fix the model")
 
     nodes: List[Node] = []
     for idx, raw in enumerate(symbol_json["nodes"]):

@@ -639,3 +639,18 @@ def test_a_negative_padding_is_a_usage_error(tmp_path: Path) -> None:
     symbol.write_text(json.dumps(doc))
     done = _compile(params, "-o", str(tmp_path / "out.trtb"), timeout=120)
     _one_error(done, 2, "pad='(-5, -5)' must not be negative")
+
+
+def test_a_softmax_axis_outside_the_rank_is_a_usage_error(tmp_path: Path) -> None:
+    """softmax axis=17 on a 4-D tensor: MXNet's shape inference lets it through and its forward
+    then failed in the gate (exit 1, advising --no-verify, which wrote a bundle that cannot run)."""
+    import json
+
+    params = tiny.export("tiny", tmp_path)
+    symbol = tmp_path / "tiny-symbol.json"
+    doc = json.loads(symbol.read_text())
+    relu = next(n for n in doc["nodes"] if n["op"] == "Activation")
+    relu.update(op="softmax", attrs={"axis": "17"})
+    symbol.write_text(json.dumps(doc))
+    done = _compile(params, "-o", str(tmp_path / "out.trtb"), timeout=120)
+    _one_error(done, 2, "has axis=17, outside its input's 4 axes")
