@@ -258,19 +258,28 @@ def parse_input_spec(spec: str, flag: str = "--input", ranges: bool = True
             shape.append(int(part))
     if any(isinstance(d, int) and d <= 0 for d in shape):
         raise UsageError(f"bad {flag} {spec!r}: every dimension must be a positive integer")
-    if len(shape) > 8:
-        raise UsageError(f"bad {flag} {spec!r}: {len(shape)} dimensions; at most 8 are supported")
-    elements = 1
-    for d in shape:
-        elements *= d[1] if isinstance(d, tuple) else d
-    if elements > _MAX_INPUT_ELEMENTS:
-        raise UsageError(f"bad {flag} {spec!r}: {elements:,} elements is more than trtc verifies "
-                         f"({_MAX_INPUT_ELEMENTS:,}); check the shape")
+    problem = _size_problem(shape)
+    if problem:
+        raise UsageError(f"bad {flag} {spec!r}: {problem}")
     return name, tuple(shape), dtype
 
 
 # An input larger than this (elements) is a typo, not a model: 2**31 float32 values is 8 GiB.
 _MAX_INPUT_ELEMENTS = 1 << 31
+
+
+def _size_problem(dims: Sequence[Dim]) -> Optional[str]:
+    """Why a shape of positive dims (ints or (min, max) ranges) is too large for trtc: more than
+    8 dimensions or 2^31 elements at its maximum; None when it is not."""
+    if len(dims) > 8:
+        return f"{len(dims)} dimensions; at most 8 are supported"
+    elements = 1
+    for d in dims:
+        elements *= d[1] if isinstance(d, tuple) else d
+    if elements > _MAX_INPUT_ELEMENTS:
+        return (f"{elements:,} elements is more than trtc verifies ({_MAX_INPUT_ELEMENTS:,}); "
+                "check the shape")
+    return None
 
 
 def check_shape(name: str, shape: Any, ranges: bool = True, option: str = "inputs"
@@ -314,15 +323,9 @@ def check_shape(name: str, shape: Any, ranges: bool = True, option: str = "input
             raise bad
     if not dims:
         raise UsageError(f"shape of '{shown_name(str(name))}' in {option} is empty")
-    if len(dims) > 8:
-        raise UsageError(f"shape of '{shown_name(str(name))}' in {option}: {len(dims)} dimensions; "
-                         "at most 8 are supported")
-    elements = 1
-    for d in dims:
-        elements *= d[1] if isinstance(d, tuple) else d
-    if elements > _MAX_INPUT_ELEMENTS:
-        raise UsageError(f"shape of '{shown_name(str(name))}' in {option}: {elements:,} elements is "
-                         f"more than trtc verifies ({_MAX_INPUT_ELEMENTS:,}); check the shape")
+    problem = _size_problem(dims)
+    if problem:
+        raise UsageError(f"shape of '{shown_name(str(name))}' in {option}: {problem}")
     return tuple(dims)
 
 

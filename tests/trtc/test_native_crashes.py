@@ -492,6 +492,26 @@ def test_a_signal_at_any_moment_leaves_the_old_bundle_or_the_new(
     assert outcomes == {"old", "new"}, outcomes  # the moments spanned the compile
 
 
+# what a script below ends with: how its try block ended (the signal's name is its argv[1])
+_OUTCOME = """
+except KeyboardInterrupt:
+    print("interrupted")
+except SystemExit as exc:
+    print("exit", exc.code)
+else:
+    print("carried on")
+"""
+
+
+def _assert_signal_outcome(script: str, name: str, said: str) -> None:
+    """Run ``script`` + ``_OUTCOME`` with signal ``name``: it must print ``said``, and never
+    "Exception ignored" or a traceback on stderr."""
+    done = subprocess.run([sys.executable, "-c", script + _OUTCOME, name], capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout.strip() == said, (done.stdout, done.stderr[-2000:])
+    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
 _SIGNAL_DURING_FORK = r"""
 import os, signal, sys
 from trtc import _isolate
@@ -503,12 +523,6 @@ os.register_at_fork(after_in_parent=lambda: armed and os.kill(os.getpid(), armed
 armed.append(getattr(signal, sys.argv[1]))
 try:
     _isolate.in_child("a step", sum, [1, 2])
-except KeyboardInterrupt:
-    print("interrupted")
-except SystemExit as exc:
-    print("exit", exc.code)
-else:
-    print("carried on")
 """
 
 
@@ -517,10 +531,7 @@ def test_a_signal_during_fork_reaches_the_compiler(name: str, said: str) -> None
     """CI caught a Ctrl-C that arrived while fork() ran its at-fork callbacks (logging's lock
     release): the handler's KeyboardInterrupt was printed as "Exception ignored" and lost, and
     the compile went on. The signal is now held across fork() and raised once it returns."""
-    done = subprocess.run([sys.executable, "-c", _SIGNAL_DURING_FORK, name], capture_output=True,
-                          text=True, timeout=120)
-    assert done.stdout.strip() == said, (done.stdout, done.stderr[-2000:])
-    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    _assert_signal_outcome(_SIGNAL_DURING_FORK, name, said)
 
 
 _SIGNAL_IN_A_FINALIZER = r"""
@@ -540,12 +551,6 @@ try:
     Dying()
     for _ in range(500):
         time.sleep(0.01)
-except KeyboardInterrupt:
-    print("interrupted")
-except SystemExit as exc:
-    print("exit", exc.code)
-else:
-    print("carried on")
 """
 
 
@@ -553,10 +558,7 @@ else:
 def test_a_signal_in_a_finalizer_is_not_lost(name: str, said: str) -> None:
     """The general case of the one above: a signal whose handler runs inside a __del__ is sent
     again (sys.unraisablehook) and then unwinds the command, never "Exception ignored"."""
-    done = subprocess.run([sys.executable, "-c", _SIGNAL_IN_A_FINALIZER, name],
-                          capture_output=True, text=True, timeout=120)
-    assert done.stdout.strip() == said, (done.stdout, done.stderr[-2000:])
-    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    _assert_signal_outcome(_SIGNAL_IN_A_FINALIZER, name, said)
 
 
 _CHILD_OUTLIVES = r"""
@@ -626,31 +628,29 @@ def test_a_crash_in_shape_inference_is_one_usage_error(tmp_path: Path, monkeypat
                    {"data": (1, 3, 8, 8)})
 
 
-def test_a_negative_padding_is_a_usage_error(tmp_path: Path) -> None:
-    """Convolution pad=(-5, -5): MXNet's kernel reads outside its input; the compile ended in a
-    failed gate (exit 1) advising --no-verify. Now refused with the model files."""
+def _negative_pad(nodes: List[Dict[str, Any]]) -> None:
+    next(n for n in nodes if n["op"] == "Convolution")["attrs"]["pad"] = "(-5, -5)"
+
+
+def _softmax_axis_17(nodes: List[Dict[str, Any]]) -> None:
+    next(n for n in nodes if n["op"] == "Activation").update(op="softmax", attrs={"axis": "17"})
+
+
+@pytest.mark.parametrize("edit,said", [
+    (_negative_pad, "pad='(-5, -5)' must not be negative"),
+    (_softmax_axis_17, "has axis=17, outside its input's 4 axes"),
+])
+def test_attributes_mxnet_lets_through_are_usage_errors(tmp_path: Path, edit: Any,
+                                                        said: str) -> None:
+    """Convolution pad=(-5, -5) (MXNet's kernel reads outside its input) and softmax axis=17 on
+    a 4-D tensor (MXNet's shape inference lets it through): both compiles ended in a failed
+    gate (exit 1) advising --no-verify, which wrote a bundle that cannot run. Now refused with
+    the model files."""
     import json
 
     params = tiny.export("tiny", tmp_path)
     symbol = tmp_path / "tiny-symbol.json"
     doc = json.loads(symbol.read_text())
-    conv = next(n for n in doc["nodes"] if n["op"] == "Convolution")
-    conv["attrs"]["pad"] = "(-5, -5)"
+    edit(doc["nodes"])
     symbol.write_text(json.dumps(doc))
-    done = _compile(params, "-o", str(tmp_path / "out.trtb"), timeout=120)
-    _one_error(done, 2, "pad='(-5, -5)' must not be negative")
-
-
-def test_a_softmax_axis_outside_the_rank_is_a_usage_error(tmp_path: Path) -> None:
-    """softmax axis=17 on a 4-D tensor: MXNet's shape inference lets it through and its forward
-    then failed in the gate (exit 1, advising --no-verify, which wrote a bundle that cannot run)."""
-    import json
-
-    params = tiny.export("tiny", tmp_path)
-    symbol = tmp_path / "tiny-symbol.json"
-    doc = json.loads(symbol.read_text())
-    relu = next(n for n in doc["nodes"] if n["op"] == "Activation")
-    relu.update(op="softmax", attrs={"axis": "17"})
-    symbol.write_text(json.dumps(doc))
-    done = _compile(params, "-o", str(tmp_path / "out.trtb"), timeout=120)
-    _one_error(done, 2, "has axis=17, outside its input's 4 axes")
+    _one_error(_compile(params, "-o", str(tmp_path / "out.trtb"), timeout=120), 2, said)
