@@ -14,7 +14,7 @@ import os
 import tempfile
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -784,23 +784,22 @@ def _segment_result(model: Any, fp16: bool, keep_fp32: Sequence[str] = ()) -> Ex
     keep_nodes = {n.name for n in model.graph.node if n.name.rsplit("#", 1)[0] in wanted} if fp16 else set()
     layers = sorted({name.rsplit("#", 1)[0] for name in keep_nodes})
     required: Dict[str, str] = {}
+    kept: List[str] = []
     if fp16:
-        shape_math = _shape_math(model.graph)
-        for node in model.graph.node:
-            mx_name = node.name.rsplit("#", 1)[0] if "#" in node.name else ""
-            if mx_name in ("", "node"):
-                continue
-            if node.op_type in _FP32_ONLY_OPS:
-                required.setdefault(mx_name, f"ONNX {node.op_type} has no float16 form")
-            elif node.name in shape_math:
-                required.setdefault(mx_name, "shape arithmetic (computed from tensor shapes) "
-                                             "stays float32")
-    kept: List[str] = convert_to_fp16(model, keep_nodes) if fp16 else []
-    origin = [node.name.rsplit("#", 1)[0] if "#" in node.name else "" for node in model.graph.node]
-    origin = ["" if name == "node" else name for name in origin]
+        forced = _fp32_required(model.graph)
+        for node, mx_name in zip(model.graph.node, _origins(model)):
+            if mx_name and node.name in forced:
+                required.setdefault(mx_name, forced[node.name])
+        kept = convert_to_fp16(model, keep_nodes, forced)  # adds Cast nodes: origins after it
     return ExportedSegment(model=model, onnx_bytes=model.SerializeToString(),
-                           node_origin=origin, kept_fp32=kept, fp32_layers=layers,
+                           node_origin=_origins(model), kept_fp32=kept, fp32_layers=layers,
                            required_fp32=required)
+
+
+def _origins(model: Any) -> List[str]:
+    """ONNX node index -> the MXNet node it was converted from ('' for trtc's own casts)."""
+    origin = [node.name.rsplit("#", 1)[0] if "#" in node.name else "" for node in model.graph.node]
+    return ["" if name == "node" else name for name in origin]
 
 
 # ONNX inputs that must stay float32 (the spec allows only float there): (op_type, input index).
@@ -810,6 +809,19 @@ _FP32_ONLY_INPUTS = {("Resize", 2), ("Upsample", 1)}
 # Before, --fp16 wrote invalid ONNX for them and TensorRT's parser refused GluonNLP's position
 # ids (arange_like) and every box_nms ("IoUThreshold has type Half").
 _FP32_ONLY_OPS = frozenset({"Range", "NonMaxSuppression"})
+
+
+def _fp32_required(g: Any) -> Dict[str, str]:
+    """The ONNX nodes that stay float32 in any fp16 network, whatever the error: name -> why
+    (``_FP32_ONLY_OPS``, and :func:`_shape_math`)."""
+    shape_math = _shape_math(g)
+    required = {}
+    for node in g.node:
+        if node.op_type in _FP32_ONLY_OPS:
+            required[node.name] = f"ONNX {node.op_type} has no float16 form"
+        elif node.name in shape_math:
+            required[node.name] = "shape arithmetic (computed from tensor shapes) stays float32"
+    return required
 
 
 def _shape_math(g: Any) -> Set[str]:
@@ -854,23 +866,24 @@ def _shape_math(g: Any) -> Set[str]:
 _BOOLEAN_OPS = frozenset("Equal Less LessOrEqual Greater GreaterOrEqual Not And Or Xor".split())
 
 
-def convert_to_fp16(model: Any, keep_nodes: Optional[Set[str]] = None) -> List[str]:
+def convert_to_fp16(model: Any, keep_nodes: Optional[Set[str]] = None,
+                    required: Optional[Mapping[str, str]] = None) -> List[str]:
     """Turn a float32 ONNX model into an fp16 network whose graph IO stays float32.
 
     Float initializers and constants become fp16, ``Cast(to=FLOAT)`` becomes fp16, and Cast
     nodes are inserted after float32 graph inputs and before float32 graph outputs. Inputs the
-    ONNX spec requires in float32 (Resize/Upsample scales) are kept, and so are the ops it
-    defines for float32 only (Range, NonMaxSuppression: ``_FP32_ONLY_OPS``). ``keep_nodes`` (ONNX node
+    ONNX spec requires in float32 (Resize/Upsample scales) are kept. ``keep_nodes`` (ONNX node
     names) stay float32 inside the fp16 network: their weights stay fp32, their float inputs are
     cast up and their float outputs cast back to fp16 (TensorRT-RTX is strongly typed: this is
-    how a layer runs in fp32). Returns the tensors kept in float32.
+    how a layer runs in fp32); so do the ``required`` nodes (default: :func:`_fp32_required`,
+    the ops ONNX defines for float32 only and shape arithmetic). Returns the tensors kept in
+    float32.
     """
     from onnx import TensorProto, helper, numpy_helper, shape_inference
 
     g = model.graph
     FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
-    keep_nodes = (set(keep_nodes or ()) | {n.name for n in g.node if n.op_type in _FP32_ONLY_OPS}
-                  | _shape_math(g))
+    keep_nodes = set(keep_nodes or ()) | set(_fp32_required(g) if required is None else required)
     types: Dict[str, int] = {}
     if keep_nodes:  # which tensors are float, for the casts around kept nodes
         try:
